@@ -1,0 +1,3 @@
+// Found through pkg-config `ompi`. Swift never imports mpi.h directly (its handles are macros);
+// only the CMPI shim in ../Shim compiles against it.
+#include <mpi.h>

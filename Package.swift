@@ -1,0 +1,60 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Release builds target AVX2+FMA on x86-64 so the SIMD kernels get 256-bit vectors and fused
+// multiply-adds; `-Ounchecked` drops integer-overflow traps that block vectorization of hot loops.
+#if arch(x86_64)
+let cpuFlags = ["-target-cpu", "haswell"]
+#else
+let cpuFlags: [String] = []
+#endif
+let kernelSettings: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked"] + cpuFlags, .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "elle",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "elle", targets: ["elle"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // MARK: C libraries
+        .systemLibrary(
+            name: "COpenMPI", path: "CMPI/OpenMPI", pkgConfig: "ompi",
+            providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .target(name: "CMPI", dependencies: ["COpenMPI"], path: "CMPI/Shim"),
+        .systemLibrary(
+            name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]),
+
+        // MARK: Swift modules (each depends only on those above it)
+        .target(name: "Tensors", dependencies: ["COpenBLAS"], swiftSettings: kernelSettings),
+        .target(name: "Model", dependencies: ["Tensors"], swiftSettings: kernelSettings),
+        .target(name: "Data", dependencies: ["Tensors"], swiftSettings: kernelSettings),
+        .target(name: "Distributed", dependencies: ["CMPI", "Tensors"], swiftSettings: kernelSettings),
+        .target(
+            name: "Training", dependencies: ["Tensors", "Model", "Data", "Distributed"],
+            swiftSettings: kernelSettings),
+
+        // MARK: executable
+        .executableTarget(
+            name: "elle",
+            dependencies: [
+                "Tensors", "Model", "Data", "Distributed", "Training",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: kernelSettings),
+
+        // MARK: tests
+        .target(name: "TestSupport", dependencies: ["Tensors", "Model"], path: "Tests/TestSupport"),
+        .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Data", "TestSupport"]),
+        .testTarget(name: "DataTests", dependencies: ["Data", "TestSupport"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,256 @@
+import Tensors
+
+/// A GPT-2-architecture causal language model: token and learned position embeddings, pre-LN
+/// blocks (LayerNorm, causal self-attention, residual; LayerNorm, GELU MLP, residual), a final
+/// LayerNorm, and an output projection tied to the token embedding.
+///
+/// Parameters and gradients are flat buffers laid out by `GPTLayout`. `forward` saves what
+/// `backward` needs in one activation buffer sized for the batch shape (reallocated only when the
+/// shape grows). `backward` adds into `gradients`: call `zeroGradients()` before a micro-batch.
+public final class GPT {
+    public let config: ModelConfig
+    public let layout: GPTLayout
+    public let parameters: FloatBuffer
+    public let gradients: FloatBuffer
+
+    private var acts: GPTActivations?
+    private var actBuffer = FloatBuffer(count: 0)
+    private var tokens = Buffer<Int32>(count: 0)
+    private var targets = Buffer<Int32>(count: 0)
+    /// Shape and loss bookkeeping of the last forward pass.
+    private var lastBatch = 0, lastSeq = 0, lastCounted = 0
+    private var lastHadTargets = false
+    /// The mean loss of the last forward pass with targets, in Float64 (summed over rows in order).
+    public private(set) var lastLoss: Double = 0
+    private var lastDropoutSeed: UInt64?
+
+    /// A model with freshly initialized parameters (GPT-2 scheme, deterministic from `seed`).
+    public convenience init(config: ModelConfig, seed: UInt64) throws {
+        try self.init(config: config, parameters: nil)
+        initializeParameters(seed: seed)
+    }
+
+    /// A model over existing parameters (e.g. from a checkpoint), or zeros when nil.
+    public init(config: ModelConfig, parameters: FloatBuffer?) throws {
+        try config.validate()
+        self.config = config
+        layout = GPTLayout(config: config)
+        if let parameters {
+            guard parameters.count == layout.parameterCount else {
+                throw ConfigError(field: "parameters",
+                    message: "has \(parameters.count) values but \(config) needs \(layout.parameterCount)")
+            }
+            self.parameters = parameters
+        } else {
+            self.parameters = FloatBuffer(count: layout.parameterCount)
+        }
+        gradients = FloatBuffer(count: layout.parameterCount)
+    }
+
+    public var parameterCount: Int { layout.parameterCount }
+
+    /// Weights ~ N(0, 0.02), the two residual output projections ~ N(0, 0.02 / sqrt(2 L)),
+    /// biases 0, norm gains 1 (GPT-2). Every tensor is filled in chunks of 64 Ki values, each
+    /// from its own stream seeded by (seed, tensor, chunk), so the result does not depend on
+    /// the thread count.
+    public func initializeParameters(seed: UInt64) {
+        let residualStd = 0.02 / (2 * Double(config.layers)).squareRoot()
+        for (index, spec) in layout.tensors.enumerated() {
+            let p = parameters.pointer + spec.offset
+            if spec.name.hasSuffix(".bias") {
+                p.update(repeating: 0, count: spec.count)
+            } else if spec.name.hasSuffix("ln1.weight") || spec.name.hasSuffix("ln2.weight")
+                        || spec.name == "lnf.weight" {
+                p.update(repeating: 1, count: spec.count)
+            } else {
+                let std = spec.name.hasSuffix("proj.weight") ? residualStd : 0.02
+                let chunk = 1 << 16
+                let chunks = (spec.count + chunk - 1) / chunk
+                Parallel.forRanges(chunks) { _, range in
+                    for c in range {
+                        var rng = Xoshiro256(seed: SplitMix64.mix(seed, UInt64(index), UInt64(c)))
+                        for i in (c * chunk)..<min((c + 1) * chunk, spec.count) {
+                            p[i] = Float(rng.nextNormal() * std)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    public func zeroGradients() { gradients.zero() }
+
+    /// Logits (B*T, V) of the last forward pass (overwritten by `backward`).
+    public var logits: UnsafeMutablePointer<Float> {
+        guard let acts else { preconditionFailure("logits read before any forward pass") }
+        return actBuffer.pointer + acts.logits
+    }
+
+    /// Floats of activation memory for a batch shape (what `forward` allocates).
+    public func activationCount(batch: Int, seq: Int) -> Int {
+        GPTActivations(config: config, batch: batch, seq: seq, threads: Parallel.threads).count
+    }
+
+    /// Runs B sequences of T tokens (row-major (B, T)). With `targets` ((B, T), negative = no
+    /// loss at that position) returns the mean loss over counted positions; without, returns 0
+    /// and only the logits are meaningful. Dropout is active when `dropoutSeed` is given and the
+    /// config's dropout is positive; the seed names this pass's masks.
+    @discardableResult
+    public func forward(
+        tokens inputTokens: UnsafePointer<Int32>, targets inputTargets: UnsafePointer<Int32>?,
+        batch b: Int, seq t: Int, dropoutSeed: UInt64? = nil
+    ) -> Float {
+        precondition(t >= 1 && t <= config.context, "sequence length \(t) outside 1...\(config.context)")
+        let c = config, n = b * t, d = c.width, a = c.attentionWidth, f = c.ffn, v = c.vocab
+        prepare(batch: b, seq: t)
+        let acts = self.acts!
+        tokens.pointer.update(from: inputTokens, count: n)
+        if let inputTargets { targets.pointer.update(from: inputTargets, count: n) }
+        for i in 0..<n where inputTokens[i] < 0 || Int(inputTokens[i]) >= v {
+            preconditionFailure("token id \(inputTokens[i]) at position \(i) outside vocabulary 0..<\(v)")
+        }
+        lastBatch = b; lastSeq = t; lastHadTargets = inputTargets != nil
+        lastDropoutSeed = c.dropout > 0 ? dropoutSeed : nil
+
+        let P = parameters.pointer, A = actBuffer.pointer
+        let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
+        let scratch = A + acts.attentionScratch
+
+        Embedding.forward(out: A + acts.residual[0], tokens: tokens.pointer, wte: P + layout.tokenEmbedding,
+                          wpe: P + layout.positionEmbedding, batch: b, seq: t, width: d)
+        if let drop = dropout(site: 0) { drop.apply(out: A + acts.residual[0], x: A + acts.residual[0], count: n * d) }
+
+        for (l, w) in layout.blocks.enumerated() {
+            let s = acts.layers[l]
+            let x = A + acts.residual[l], branch = A + acts.branch
+            LayerNorm.forward(out: A + s.ln1, mean: A + s.ln1Mean, rstd: A + s.ln1Rstd, x: x,
+                              weight: P + w.ln1Weight, bias: P + w.ln1Bias, rows: n, width: d,
+                              epsilon: c.layerNormEpsilon)
+            Linear.forward(out: A + s.qkv, x: A + s.ln1, weight: P + w.qkvWeight, bias: P + w.qkvBias,
+                           rows: n, inFeatures: d, outFeatures: 3 * a)
+            Attention.forward(out: A + s.atty, att: A + s.att, qkv: A + s.qkv, shape: shape,
+                              dropout: dropout(site: 1 + 3 * l), scratch: scratch)
+            Linear.forward(out: branch, x: A + s.atty, weight: P + w.attnProjWeight,
+                           bias: P + w.attnProjBias, rows: n, inFeatures: a, outFeatures: d)
+            addResidual(out: A + s.residual2, x: x, branch: branch, count: n * d, site: 2 + 3 * l)
+            LayerNorm.forward(out: A + s.ln2, mean: A + s.ln2Mean, rstd: A + s.ln2Rstd,
+                              x: A + s.residual2, weight: P + w.ln2Weight, bias: P + w.ln2Bias,
+                              rows: n, width: d, epsilon: c.layerNormEpsilon)
+            Linear.forward(out: A + s.fcPre, x: A + s.ln2, weight: P + w.fcWeight, bias: P + w.fcBias,
+                           rows: n, inFeatures: d, outFeatures: f)
+            GELU.forward(out: A + s.fcPost, x: A + s.fcPre, count: n * f)
+            Linear.forward(out: branch, x: A + s.fcPost, weight: P + w.fcProjWeight,
+                           bias: P + w.fcProjBias, rows: n, inFeatures: f, outFeatures: d)
+            addResidual(out: A + acts.residual[l + 1], x: A + s.residual2, branch: branch,
+                        count: n * d, site: 3 + 3 * l)
+        }
+
+        LayerNorm.forward(out: A + acts.lnf, mean: A + acts.lnfMean, rstd: A + acts.lnfRstd,
+                          x: A + acts.residual[c.layers], weight: P + layout.finalNormWeight,
+                          bias: P + layout.finalNormBias, rows: n, width: d, epsilon: c.layerNormEpsilon)
+        gemm(transA: false, transB: true, m: n, n: v, k: d, A + acts.lnf, lda: d,
+             P + layout.tokenEmbedding, ldb: d, beta: 0, A + acts.logits, ldc: v)
+        guard inputTargets != nil else { return 0 }
+        // Per-row losses go to the (not yet used) dNorm scratch.
+        let (sum, counted) = CrossEntropy.forward(
+            losses: A + acts.dNorm, logSumExp: A + acts.logSumExp, logits: A + acts.logits,
+            targets: targets.pointer, rows: n, vocab: v)
+        lastCounted = counted
+        lastLoss = counted > 0 ? sum / Double(counted) : 0
+        return Float(lastLoss)
+    }
+
+    /// Adds d(mean loss of the last forward)/d(parameters) into `gradients`.
+    public func backward() {
+        guard let acts, lastHadTargets else { preconditionFailure("backward without a forward pass with targets") }
+        let c = config, b = lastBatch, t = lastSeq, n = b * t
+        let d = c.width, a = c.attentionWidth, f = c.ffn, v = c.vocab
+        let P = parameters.pointer, G = gradients.pointer, A = actBuffer.pointer
+        let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
+        let scratch = A + acts.attentionScratch
+        let dResidual = A + acts.dResidual, dNorm = A + acts.dNorm
+
+        // Head: logits = lnf wte^T.
+        CrossEntropy.backward(logits: A + acts.logits, logSumExp: A + acts.logSumExp,
+                              targets: targets.pointer, rows: n, vocab: v,
+                              scale: lastCounted > 0 ? 1 / Float(lastCounted) : 0)
+        gemm(transA: false, transB: false, m: n, n: d, k: v, A + acts.logits, lda: v,
+             P + layout.tokenEmbedding, ldb: d, beta: 0, dNorm, ldc: d)
+        gemm(transA: true, transB: false, m: v, n: d, k: n, A + acts.logits, lda: v,
+             A + acts.lnf, ldb: d, beta: 1, G + layout.tokenEmbedding, ldc: d)
+        dResidual.update(repeating: 0, count: n * d)
+        LayerNorm.backward(dx: dResidual, dweight: G + layout.finalNormWeight, dbias: G + layout.finalNormBias,
+                           dout: dNorm, x: A + acts.residual[c.layers], weight: P + layout.finalNormWeight,
+                           mean: A + acts.lnfMean, rstd: A + acts.lnfRstd, rows: n, width: d)
+
+        for l in stride(from: c.layers - 1, through: 0, by: -1) {
+            let w = layout.blocks[l], s = acts.layers[l]
+            // MLP branch: residual[l+1] = residual2 + dropout(fcProj(gelu(fc(ln2(residual2)))))
+            var dBranch = branchGradient(dResidual, count: n * d, site: 3 + 3 * l)
+            Linear.backward(dx: A + acts.dFC, dweight: G + w.fcProjWeight, dbias: G + w.fcProjBias,
+                            dout: dBranch, x: A + s.fcPost, weight: P + w.fcProjWeight,
+                            rows: n, inFeatures: f, outFeatures: d)
+            GELU.backward(dx: A + acts.dFC, dout: A + acts.dFC, x: A + s.fcPre, count: n * f)
+            Linear.backward(dx: dNorm, dweight: G + w.fcWeight, dbias: G + w.fcBias, dout: A + acts.dFC,
+                            x: A + s.ln2, weight: P + w.fcWeight, rows: n, inFeatures: d, outFeatures: f)
+            LayerNorm.backward(dx: dResidual, dweight: G + w.ln2Weight, dbias: G + w.ln2Bias, dout: dNorm,
+                               x: A + s.residual2, weight: P + w.ln2Weight, mean: A + s.ln2Mean,
+                               rstd: A + s.ln2Rstd, rows: n, width: d)
+            // Attention branch: residual2 = residual[l] + dropout(proj(attention(qkv(ln1(residual[l])))))
+            dBranch = branchGradient(dResidual, count: n * d, site: 2 + 3 * l)
+            Linear.backward(dx: A + acts.dAtty, dweight: G + w.attnProjWeight, dbias: G + w.attnProjBias,
+                            dout: dBranch, x: A + s.atty, weight: P + w.attnProjWeight,
+                            rows: n, inFeatures: a, outFeatures: d)
+            Attention.backward(dqkv: A + acts.dQKV, dout: A + acts.dAtty, qkv: A + s.qkv, att: A + s.att,
+                               shape: shape, dropout: dropout(site: 1 + 3 * l), scratch: scratch)
+            Linear.backward(dx: dNorm, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.dQKV,
+                            x: A + s.ln1, weight: P + w.qkvWeight, rows: n, inFeatures: d, outFeatures: 3 * a)
+            LayerNorm.backward(dx: dResidual, dweight: G + w.ln1Weight, dbias: G + w.ln1Bias, dout: dNorm,
+                               x: A + acts.residual[l], weight: P + w.ln1Weight, mean: A + s.ln1Mean,
+                               rstd: A + s.ln1Rstd, rows: n, width: d)
+        }
+        let dEmbedding = branchGradient(dResidual, count: n * d, site: 0)
+        Embedding.backward(dwte: G + layout.tokenEmbedding, dwpe: G + layout.positionEmbedding,
+                           dout: dEmbedding, tokens: tokens.pointer, batch: b, seq: t, width: d)
+        lastHadTargets = false  // the logits now hold gradients
+    }
+
+    // MARK: helpers
+
+    /// Allocates activations for (b, t) if the current ones are too small or a different shape.
+    private func prepare(batch b: Int, seq t: Int) {
+        if let acts, acts.batch == b, acts.seq == t, acts.threads >= Parallel.threads { return }
+        let fresh = GPTActivations(config: config, batch: b, seq: t, threads: Parallel.threads)
+        actBuffer = FloatBuffer(count: fresh.count)
+        tokens = Buffer<Int32>(count: b * t)
+        targets = Buffer<Int32>(count: b * t)
+        acts = fresh
+    }
+
+    /// The dropout of one site in this pass (0: embeddings; 1 + 3l: attention probabilities of
+    /// block l; 2 + 3l and 3 + 3l: its two residual branches), or nil when dropout is off.
+    private func dropout(site: Int) -> Dropout? {
+        guard let seed = lastDropoutSeed else { return nil }
+        let key = UInt32(truncatingIfNeeded: SplitMix64.mix(seed, UInt64(site)))
+        return Dropout(probability: config.dropout, key: key)
+    }
+
+    /// out = x + dropout(branch)
+    private func addResidual(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
+                             branch: UnsafePointer<Float>, count: Int, site: Int) {
+        if let drop = dropout(site: site) {
+            drop.addApplied(out: out, a: x, x: branch, count: count)
+        } else {
+            residualAdd(out: out, a: x, b: branch, count: count)
+        }
+    }
+
+    /// The gradient reaching a dropped-out branch: dropout(dResidual) in the branch scratch, or
+    /// dResidual itself when dropout is off.
+    private func branchGradient(_ dResidual: UnsafeMutablePointer<Float>, count: Int, site: Int) -> UnsafeMutablePointer<Float> {
+        guard let drop = dropout(site: site), let acts else { return dResidual }
+        let out = actBuffer.pointer + acts.branch
+        drop.apply(out: out, x: dResidual, count: count)
+        return out
+    }
+}

@@ -1,0 +1,68 @@
+import Tensors
+
+/// Softmax cross-entropy over the vocabulary, mean over the rows whose target is >= 0
+/// (a negative target marks a position without loss: padding, or unmasked BERT positions).
+public enum CrossEntropy {
+    /// logits (N, V) are left intact; logSumExp (N) and losses (N) are written.
+    /// Returns (sum of losses in Float64, number of counted rows); the sum runs over rows in order.
+    public static func forward(
+        losses: UnsafeMutablePointer<Float>, logSumExp: UnsafeMutablePointer<Float>,
+        logits: UnsafePointer<Float>, targets: UnsafePointer<Int32>, rows n: Int, vocab v: Int
+    ) -> (sum: Double, count: Int) {
+        Parallel.forRanges(n, minimum: 4) { _, rows in
+            for row in rows {
+                let l = logits + row * v
+                var mx = Vec(repeating: -Float.infinity)
+                var j = 0
+                while j + vecWidth <= v { mx = pointwiseMax(mx, loadVec(l + j)); j += vecWidth }
+                if j < v { mx = pointwiseMax(mx, loadPartial(l + j, v - j, fill: -Float.infinity)) }
+                let m = horizontalMax(mx)
+                let mv = Vec(repeating: m)
+                var sum = Vec()
+                j = 0
+                while j + vecWidth <= v { sum += expVec(loadVec(l + j) - mv); j += vecWidth }
+                if j < v { sum += expVec(loadPartial(l + j, v - j, fill: -Float.infinity) - mv) }
+                let lse = m + Float(log(Double(horizontalSum(sum))))
+                logSumExp[row] = lse
+                let target = Int(targets[row])
+                losses[row] = target >= 0 ? lse - l[target] : 0
+            }
+        }
+        var total = 0.0
+        var count = 0
+        for row in 0..<n where targets[row] >= 0 {
+            total += Double(losses[row])
+            count += 1
+        }
+        return (total, count)
+    }
+
+    /// In place: logits become dlogits = scale * (softmax(logits) - onehot(target)), rows with a
+    /// negative target become 0. `scale` is d(loss)/d(row loss), e.g. 1 / counted rows.
+    public static func backward(
+        logits: UnsafeMutablePointer<Float>, logSumExp: UnsafePointer<Float>,
+        targets: UnsafePointer<Int32>, rows n: Int, vocab v: Int, scale: Float
+    ) {
+        Parallel.forRanges(n, minimum: 4) { _, rows in
+            for row in rows {
+                let l = logits + row * v
+                let target = Int(targets[row])
+                if target < 0 {
+                    l.update(repeating: 0, count: v)
+                    continue
+                }
+                let lse = Vec(repeating: logSumExp[row]), sv = Vec(repeating: scale)
+                var j = 0
+                while j + vecWidth <= v { storeVec(expVec(loadVec(l + j) - lse) * sv, l + j); j += vecWidth }
+                if j < v { storePartial(expVec(loadPartial(l + j, v - j) - lse) * sv, l + j, v - j) }
+                l[target] -= scale
+            }
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

@@ -1,0 +1,116 @@
+import Tensors
+
+/// y = (x - mean) / sqrt(var + eps) * weight + bias over the last dimension (biased variance).
+public enum LayerNorm {
+    /// out, x (N, D); mean, rstd (N) saved for backward; weight, bias (D)
+    public static func forward(
+        out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
+        rstd: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
+        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, rows n: Int, width d: Int,
+        epsilon: Float
+    ) {
+        Parallel.forRanges(n, minimum: 8) { _, rows in
+            for row in rows {
+                let xr = x + row * d
+                let m = rowSum(xr, d) / Float(d)
+                var acc = Vec()
+                var c = 0
+                let mv = Vec(repeating: m)
+                while c + vecWidth <= d { let t = loadVec(xr + c) - mv; acc = acc.addingProduct(t, t); c += vecWidth }
+                if c < d { let t = loadPartial(xr + c, d - c, fill: m) - mv; acc = acc.addingProduct(t, t) }
+                let variance = horizontalSum(acc) / Float(d)
+                let s = 1 / (variance + epsilon).squareRoot()
+                mean[row] = m
+                rstd[row] = s
+                let o = out + row * d
+                let sv = Vec(repeating: s)
+                c = 0
+                while c + vecWidth <= d {
+                    let xh = (loadVec(xr + c) - mv) * sv
+                    storeVec(loadVec(bias + c).addingProduct(xh, loadVec(weight + c)), o + c)
+                    c += vecWidth
+                }
+                while c < d { o[c] = bias[c].addingProduct((xr[c] - m) * s, weight[c]); c += 1 }
+            }
+        }
+    }
+
+    /// dx += LN'(dout); dweight += sum_rows dout * xhat; dbias += sum_rows dout.
+    public static func backward(
+        dx: UnsafeMutablePointer<Float>, dweight: UnsafeMutablePointer<Float>,
+        dbias: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, x: UnsafePointer<Float>,
+        weight: UnsafePointer<Float>, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+        rows n: Int, width d: Int
+    ) {
+        // dx, row by row: dnorm = dout * w; dx = (dnorm - mean(dnorm) - xhat * mean(dnorm * xhat)) * rstd
+        Parallel.forRanges(n, minimum: 8) { _, rows in
+            for row in rows {
+                let xr = x + row * d, g = dout + row * d, dxr = dx + row * d
+                let mv = Vec(repeating: mean[row]), sv = Vec(repeating: rstd[row])
+                var sumDnorm = Vec(), sumDnormXhat = Vec()
+                var c = 0
+                while c + vecWidth <= d {
+                    let xh = (loadVec(xr + c) - mv) * sv
+                    let dn = loadVec(g + c) * loadVec(weight + c)
+                    sumDnorm += dn
+                    sumDnormXhat = sumDnormXhat.addingProduct(dn, xh)
+                    c += vecWidth
+                }
+                if c < d {
+                    let k = d - c
+                    let xh = (loadPartial(xr + c, k) - mv) * sv
+                    let dn = loadPartial(g + c, k) * loadPartial(weight + c, k)
+                    sumDnorm += dn
+                    sumDnormXhat = sumDnormXhat.addingProduct(dn, xh)
+                }
+                let a = Vec(repeating: horizontalSum(sumDnorm) / Float(d))
+                let b = Vec(repeating: horizontalSum(sumDnormXhat) / Float(d))
+                c = 0
+                while c + vecWidth <= d {
+                    let xh = (loadVec(xr + c) - mv) * sv
+                    let dn = loadVec(g + c) * loadVec(weight + c)
+                    let v = (dn - a - xh * b) * sv
+                    storeVec(loadVec(dxr + c) + v, dxr + c)
+                    c += vecWidth
+                }
+                if c < d {
+                    let k = d - c
+                    let xh = (loadPartial(xr + c, k) - mv) * sv
+                    let dn = loadPartial(g + c, k) * loadPartial(weight + c, k)
+                    storePartial(loadPartial(dxr + c, k) + (dn - a - xh * b) * sv, dxr + c, k)
+                }
+            }
+        }
+        // dweight, dbias: split over columns, rows summed in order.
+        Parallel.forRanges(d, grain: vecWidth) { _, cols in
+            for row in 0..<n {
+                let xr = x + row * d, g = dout + row * d
+                let mv = Vec(repeating: mean[row]), sv = Vec(repeating: rstd[row])
+                var c = cols.lowerBound
+                while c + vecWidth <= cols.upperBound {
+                    let gv = loadVec(g + c)
+                    let xh = (loadVec(xr + c) - mv) * sv
+                    storeVec(loadVec(dweight + c).addingProduct(gv, xh), dweight + c)
+                    storeVec(loadVec(dbias + c) + gv, dbias + c)
+                    c += vecWidth
+                }
+                if c < cols.upperBound {
+                    let k = cols.upperBound - c
+                    let gv = loadPartial(g + c, k)
+                    let xh = (loadPartial(xr + c, k) - mv) * sv
+                    storePartial(loadPartial(dweight + c, k).addingProduct(gv, xh), dweight + c, k)
+                    storePartial(loadPartial(dbias + c, k) + gv, dbias + c, k)
+                }
+            }
+        }
+    }
+
+    @inline(__always)
+    static func rowSum(_ p: UnsafePointer<Float>, _ d: Int) -> Float {
+        var acc = Vec()
+        var c = 0
+        while c + vecWidth <= d { acc += loadVec(p + c); c += vecWidth }
+        if c < d { acc += loadPartial(p + c, d - c) }
+        return horizontalSum(acc)
+    }
+}

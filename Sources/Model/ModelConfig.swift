@@ -1,0 +1,80 @@
+/// The model family. BERT (post-LN encoder, masked LM) joins beside GPT later.
+public enum Architecture: String, Codable, Sendable, CaseIterable {
+    case gpt
+}
+
+/// Everything that fixes a model's shapes and numerics. A small printable value saved inside
+/// every checkpoint; growth produces a new one.
+public struct ModelConfig: Codable, Equatable, Sendable, CustomStringConvertible {
+    public var architecture: Architecture
+    /// Transformer blocks.
+    public var layers: Int
+    /// Residual stream width D.
+    public var width: Int
+    /// Attention heads of `headDim` dimensions each; `heads * headDim` must equal `width`
+    /// (as in GPT-2; growth adds whole heads of the same dimension).
+    public var heads: Int
+    public var headDim: Int
+    /// Hidden width of the MLP (4 * width by default).
+    public var ffn: Int
+    /// Vocabulary size V (token ids 0..<V, including special and domain-prompt tokens).
+    public var vocab: Int
+    /// Maximum sequence length (rows of the position embedding).
+    public var context: Int
+    /// Dropout probability on the embedding sum, attention probabilities and both residual branches.
+    public var dropout: Float
+    public var layerNormEpsilon: Float
+
+    public init(
+        architecture: Architecture = .gpt, layers: Int, width: Int, heads: Int, vocab: Int,
+        context: Int, headDim: Int? = nil, ffn: Int? = nil, dropout: Float = 0.1,
+        layerNormEpsilon: Float = 1e-5
+    ) {
+        self.architecture = architecture
+        self.layers = layers
+        self.width = width
+        self.heads = heads
+        self.headDim = headDim ?? (heads > 0 ? width / heads : 0)
+        self.ffn = ffn ?? 4 * width
+        self.vocab = vocab
+        self.context = context
+        self.dropout = dropout
+        self.layerNormEpsilon = layerNormEpsilon
+    }
+
+    public var attentionWidth: Int { heads * headDim }
+
+    /// Number of trainable parameters (embeddings included).
+    public var parameterCount: Int { GPTLayout(config: self).parameterCount }
+
+    /// Throws a message naming the first invalid field.
+    public func validate() throws {
+        func check(_ ok: Bool, _ field: String, _ why: String) throws {
+            if !ok { throw ConfigError(field: field, message: why) }
+        }
+        try check(layers >= 1, "layers", "must be at least 1 (got \(layers))")
+        try check(width >= 1, "width", "must be at least 1 (got \(width))")
+        try check(heads >= 1, "heads", "must be at least 1 (got \(heads))")
+        try check(heads * headDim == width, "heads",
+                  "must divide width: \(heads) heads x \(headDim) dims != width \(width)")
+        try check(ffn >= 1, "ffn", "must be at least 1 (got \(ffn))")
+        try check(vocab >= 2, "vocab", "must be at least 2 (got \(vocab))")
+        try check(context >= 1, "context", "must be at least 1 (got \(context))")
+        try check(dropout >= 0 && dropout < 1, "dropout", "must be in [0, 1) (got \(dropout))")
+        try check(layerNormEpsilon > 0, "layerNormEpsilon", "must be positive")
+    }
+
+    public var description: String {
+        "\(architecture) L\(layers) D\(width) H\(heads)x\(headDim) F\(ffn) V\(vocab) T\(context) dropout \(dropout)"
+    }
+}
+
+public struct ConfigError: Error, CustomStringConvertible {
+    public var field: String
+    public var message: String
+    public init(field: String, message: String) {
+        self.field = field
+        self.message = message
+    }
+    public var description: String { "invalid model config: \(field) \(message)" }
+}

@@ -1,0 +1,91 @@
+import Model
+import Tensors
+
+/// Adam hyperparameters (decoupled weight decay as in Loshchilov & Hutter / torch.optim.AdamW).
+public struct AdamWSettings: Codable, Equatable, Sendable {
+    public var beta1: Float = 0.9
+    public var beta2: Float = 0.98
+    public var epsilon: Float = 1e-8
+    public var weightDecay: Float = 0.01
+    public init(beta1: Float = 0.9, beta2: Float = 0.98, epsilon: Float = 1e-8, weightDecay: Float = 0.01) {
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.weightDecay = weightDecay
+    }
+}
+
+/// AdamW over a flat parameter buffer. Moments `m` and `v` share the parameters' layout; weight
+/// decay applies to the tensors whose `TensorSpec.decays` is set (matrices and embeddings).
+public final class AdamW {
+    public var settings: AdamWSettings
+    public let m: FloatBuffer
+    public let v: FloatBuffer
+    /// Updates taken so far (bias correction uses step + 1 for the next one).
+    public var step: Int
+    private let tensors: [TensorSpec]
+
+    public init(tensors: [TensorSpec], count: Int, settings: AdamWSettings) {
+        self.settings = settings
+        self.tensors = tensors
+        m = FloatBuffer(count: count)
+        v = FloatBuffer(count: count)
+        step = 0
+    }
+
+    /// One update: p = p (1 - lr wd) - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+    public func update(parameters: FloatBuffer, gradients: FloatBuffer, learningRate lr: Float) {
+        step += 1
+        let s = settings
+        let t = Double(step)
+        let bc1 = Float(1 - pow(Double(s.beta1), t))
+        let bc2Sqrt = Float((1 - pow(Double(s.beta2), t)).squareRoot())
+        let stepSize = lr / bc1
+        let P = parameters.pointer, G = gradients.pointer, M = m.pointer, V = v.pointer
+        for spec in tensors {
+            let keep = 1 - lr * (spec.decays ? s.weightDecay : 0)
+            let base = spec.offset
+            Parallel.forRanges(spec.count, grain: 1024, minimum: 1 << 14) { _, r in
+                let b1 = Vec(repeating: s.beta1), b1c = Vec(repeating: 1 - s.beta1)
+                let b2 = Vec(repeating: s.beta2), b2c = Vec(repeating: 1 - s.beta2)
+                let keepV = Vec(repeating: keep), stepV = Vec(repeating: stepSize)
+                let bc2V = Vec(repeating: bc2Sqrt), epsV = Vec(repeating: s.epsilon)
+                @inline(__always) func lanes(_ i: Int, _ k: Int) {
+                    let g = k == vecWidth ? loadVec(G + i) : loadPartial(G + i, k)
+                    var mv = k == vecWidth ? loadVec(M + i) : loadPartial(M + i, k)
+                    var vv = k == vecWidth ? loadVec(V + i) : loadPartial(V + i, k)
+                    var p = k == vecWidth ? loadVec(P + i) : loadPartial(P + i, k)
+                    mv = (b1 * mv).addingProduct(b1c, g)
+                    vv = (b2 * vv).addingProduct(b2c * g, g)
+                    let denom = vv.squareRoot() / bc2V + epsV
+                    p = (p * keepV) - stepV * mv / denom
+                    if k == vecWidth {
+                        storeVec(mv, M + i); storeVec(vv, V + i); storeVec(p, P + i)
+                    } else {
+                        storePartial(mv, M + i, k); storePartial(vv, V + i, k); storePartial(p, P + i, k)
+                    }
+                }
+                var i = base + r.lowerBound
+                let end = base + r.upperBound
+                while i + vecWidth <= end { lanes(i, vecWidth); i += vecWidth }
+                if i < end { lanes(i, end - i) }
+            }
+        }
+    }
+}
+
+/// Scales gradients so their global L2 norm is at most `maxNorm`; returns the norm before.
+@discardableResult
+public func clipGradients(_ gradients: FloatBuffer, maxNorm: Float?) -> Float {
+    let norm = Float(sumOfSquares(gradients.pointer, count: gradients.count).squareRoot())
+    if let maxNorm, norm > maxNorm, norm.isFinite {
+        scaleInPlace(gradients.pointer, maxNorm / norm, count: gradients.count)
+    }
+    return norm
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

@@ -1,0 +1,77 @@
+import Data
+import Model
+
+/// How a plain training run proceeds. Saved in every checkpoint so `--resume` continues with
+/// exactly the same settings.
+public struct TrainingOptions: Codable, Equatable, Sendable {
+    /// Sequences per micro-batch on each rank.
+    public var batch: Int
+    /// Tokens per sequence.
+    public var seq: Int
+    /// Micro-batches per update on each rank (gradient accumulation).
+    public var accumulation: Int = 1
+    /// Total updates.
+    public var steps: Int
+    public var schedule: LearningRateSchedule
+    public var adam: AdamWSettings = AdamWSettings()
+    /// Global gradient-norm clipping threshold, or nil for none.
+    public var clip: Float? = 1.0
+    public var seed: UInt64 = 1
+    public var logEvery: Int = 10
+    /// Validation every N updates (0: only at the end).
+    public var evalEvery: Int = 0
+    /// Validation batches per evaluation.
+    public var evalBatches: Int = 20
+    /// Checkpoint every N updates (0: only at the end).
+    public var checkpointEvery: Int = 0
+    /// Where the text came from (file or folder) and how it was tokenized.
+    public var dataPath: String
+    public var tokenizer: String = "bytes"
+    public var validFraction: Double = 0.05
+
+    public init(batch: Int, seq: Int, steps: Int, schedule: LearningRateSchedule, dataPath: String) {
+        self.batch = batch
+        self.seq = seq
+        self.steps = steps
+        self.schedule = schedule
+        self.dataPath = dataPath
+    }
+
+    /// Throws naming the first invalid field.
+    public func validate(model: ModelConfig) throws {
+        func check(_ ok: Bool, _ field: String, _ why: String) throws {
+            if !ok { throw ConfigError(field: field, message: why) }
+        }
+        try check(batch >= 1, "batch", "must be at least 1 (got \(batch))")
+        try check(seq >= 1 && seq <= model.context, "seq", "must be in 1...\(model.context) (the model's context), got \(seq)")
+        try check(accumulation >= 1, "accumulation", "must be at least 1 (got \(accumulation))")
+        try check(steps >= 0, "steps", "must not be negative (got \(steps))")
+        try check(schedule.peak > 0 && schedule.peak.isFinite, "lr", "must be positive (got \(schedule.peak))")
+        try check(clip == nil || clip! > 0, "clip", "must be positive")
+        try check(logEvery >= 1, "log-every", "must be at least 1")
+        try check(validFraction >= 0 && validFraction < 1, "valid-fraction", "must be in [0, 1)")
+    }
+}
+
+/// Everything besides tensors needed to continue a run exactly.
+public struct TrainingState: Codable, Equatable, Sendable {
+    /// Updates completed.
+    public var step: Int
+    public var options: TrainingOptions
+    public var loader: LoaderPosition
+    /// Adam's update count (bias correction).
+    public var optimizerStep: Int
+    /// Tokens consumed by all ranks so far.
+    public var tokensSeen: Int
+    public var worldSize: Int
+
+    public init(step: Int, options: TrainingOptions, loader: LoaderPosition, optimizerStep: Int,
+                tokensSeen: Int, worldSize: Int) {
+        self.step = step
+        self.options = options
+        self.loader = loader
+        self.optimizerStep = optimizerStep
+        self.tokensSeen = tokensSeen
+        self.worldSize = worldSize
+    }
+}

@@ -1,0 +1,37 @@
+import ArgumentParser
+
+@main
+struct Elle: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "elle",
+        abstract: "Lifelong pre-training of growing transformer language models.",
+        subcommands: [Train.self, Sample.self, Bench.self])
+}
+
+/// Model shape options shared by `train` and `bench`.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "Transformer blocks.") var layers: Int = 4
+    @Option(help: "Residual width D.") var width: Int = 128
+    @Option(help: "Attention heads (must divide the width).") var heads: Int = 4
+    @Option(help: "MLP hidden width (default 4 x width).") var ffn: Int?
+    @Option(help: "Maximum sequence length (default: --seq).") var context: Int?
+
+    func validate() throws {
+        if layers < 1 { throw ValidationError("--layers must be at least 1 (got \(layers))") }
+        if width < 1 { throw ValidationError("--width must be at least 1 (got \(width))") }
+        if heads < 1 || width % heads != 0 {
+            throw ValidationError("--heads must divide --width (got \(heads) heads for width \(width))")
+        }
+        if let ffn, ffn < 1 { throw ValidationError("--ffn must be at least 1 (got \(ffn))") }
+    }
+}
+
+/// Threads for elle's kernels (OpenBLAS itself always runs single-threaded under elle).
+struct ComputeOptions: ParsableArguments {
+    @Option(help: "Threads per process (default: all cores, or OPENBLAS_NUM_THREADS when set).")
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1 (got \(threads))") }
+    }
+}

@@ -1,0 +1,28 @@
+import Foundation
+import Tensors
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Process-wide setup shared by the subcommands.
+enum Runtime {
+    /// Configures elle's thread count: the flag, else OPENBLAS_NUM_THREADS, else every core.
+    static func configureThreads(_ requested: Int?) -> Int {
+        let fromEnvironment = ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"].flatMap(Int.init)
+        let threads = requested ?? fromEnvironment ?? ProcessInfo.processInfo.activeProcessorCount
+        Parallel.configure(threads: max(1, threads))
+        if let advice = BLASInfo.kernelAdvice { warn(advice) }
+        return Parallel.threads
+    }
+
+    /// Writes a line to standard error.
+    static func warn(_ text: String) {
+        FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+
+    /// Is standard output a terminal (progress bars) or a file/pipe (plain lines)?
+    static var stdoutIsTerminal: Bool { isatty(STDOUT_FILENO) != 0 }
+
+    static func flush() { fflush(stdout) }
+}

@@ -1,0 +1,95 @@
+import ArgumentParser
+import Data
+import Foundation
+import Model
+import Tensors
+import Training
+
+struct Sample: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Generate text from a checkpoint.")
+
+    @Option(help: "A checkpoint file, or a run folder (its newest checkpoint).") var checkpoint: String
+    @Option(help: "Text to continue.") var prompt: String = "\n"
+    @Option(help: "Tokens to generate.") var tokens: Int = 200
+    @Option(help: "Softmax temperature (0: greedy).") var temperature: Float = 0.8
+    @Option(help: "Sample from the k most likely tokens (0: all).") var topK: Int = 40
+    @Option(help: "Sampling seed.") var seed: UInt64 = 1
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        if tokens < 0 { throw ValidationError("--tokens must not be negative") }
+        if temperature < 0 { throw ValidationError("--temperature must not be negative") }
+        if topK < 0 { throw ValidationError("--top-k must not be negative") }
+    }
+
+    func run() throws {
+        _ = Runtime.configureThreads(compute.threads)
+        var path = checkpoint
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            guard let latest = Trainer.latestCheckpoint(in: path) else {
+                throw ValidationError("\(path) is a folder without a `latest` checkpoint pointer")
+            }
+            path = latest
+        }
+        let saved = try Checkpoint.read(from: path)
+        guard let parameters = saved.tensor("parameters") else {
+            throw CheckpointError(path: path, "holds no parameters tensor")
+        }
+        let model = try GPT(config: saved.config, parameters: parameters)
+        let text = Generator(model: model, tokenizer: ByteTokenizer())
+            .generate(prompt: prompt, count: tokens, temperature: temperature, topK: topK, seed: seed)
+        print(prompt + text)
+    }
+}
+
+/// Autoregressive sampling: each new token re-runs the model on the last `context` tokens.
+struct Generator {
+    let model: GPT
+    let tokenizer: Tokenizer
+
+    func generate(prompt: String, count: Int, temperature: Float, topK: Int, seed: UInt64) -> String {
+        var context = tokenizer.encode(prompt)
+        if context.isEmpty { context = [tokenizer.endOfText] }
+        var rng = Xoshiro256(seed: seed)
+        var produced: [Int32] = []
+        let v = model.config.vocab
+        var probabilities = [Float](repeating: 0, count: v)
+        for _ in 0..<count {
+            let window = Array(context.suffix(model.config.context))
+            window.withUnsafeBufferPointer { _ = model.forward(tokens: $0.baseAddress!, targets: nil, batch: 1, seq: window.count) }
+            let logits = model.logits + (window.count - 1) * v
+            let next = Generator.pick(logits: logits, vocab: v, temperature: temperature, topK: topK,
+                                      scratch: &probabilities, rng: &rng)
+            produced.append(next)
+            context.append(next)
+        }
+        return tokenizer.decode(produced)
+    }
+
+    static func pick(logits: UnsafePointer<Float>, vocab v: Int, temperature: Float, topK: Int,
+                     scratch p: inout [Float], rng: inout Xoshiro256) -> Int32 {
+        if temperature == 0 {
+            var best = 0
+            for i in 1..<v where logits[i] > logits[best] { best = i }
+            return Int32(best)
+        }
+        var cutoff = -Float.infinity
+        if topK > 0 && topK < v {
+            cutoff = (0..<v).map { logits[$0] }.sorted(by: >)[topK - 1]
+        }
+        var maxLogit = -Float.infinity
+        for i in 0..<v { maxLogit = max(maxLogit, logits[i]) }
+        var total = 0.0
+        for i in 0..<v {
+            p[i] = logits[i] >= cutoff ? Float(exp(Double((logits[i] - maxLogit) / temperature))) : 0
+            total += Double(p[i])
+        }
+        var u = rng.nextDouble() * total
+        for i in 0..<v {
+            u -= Double(p[i])
+            if u < 0 { return Int32(i) }
+        }
+        return Int32(v - 1)
+    }
+}

@@ -1,0 +1,172 @@
+import ArgumentParser
+import Data
+import Distributed
+import Foundation
+import Model
+import Tensors
+import Training
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a GPT on a text file or folder of .txt files.",
+        discussion: """
+            Logs loss and tokens/s, writes checkpoints to --out (step-NNNNNNNN.ckpt, with `latest` \
+            naming the newest) and metrics to --out/metrics.jsonl. --resume continues the run in \
+            --out from its newest checkpoint with the saved settings, bit for bit.
+            """)
+
+    @Option(help: "Text file or folder of .txt files (byte-level tokens).") var data: String?
+    @Option(help: "Run folder for checkpoints and metrics.") var out: String = "runs/default"
+    @OptionGroup var model: ModelOptions
+    @Option(help: "Tokens per sequence.") var seq: Int = 128
+    @Option(help: "Sequences per micro-batch.") var batch: Int = 8
+    @Option(help: "Micro-batches per update (gradient accumulation).") var accumulation: Int = 1
+    @Option(help: "Total updates (on --resume: raise it to train further).") var steps: Int?
+    @Option(help: "Peak learning rate.") var lr: Float = 1e-3
+    @Option(help: "LR schedule: \(LearningRateSchedule.Kind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var schedule: String = "cosine"
+    @Option(help: "Warmup updates.") var warmup: Int = 50
+    @Option(help: "Final LR of the cosine schedule.") var minLr: Float = 1e-4
+    @Option(help: "AdamW weight decay (matrices and embeddings).") var weightDecay: Float = 0.1
+    @Option(help: "Adam beta2.") var beta2: Float = 0.98
+    @Option(help: "Clip the global gradient norm at this value (0: off).") var clip: Float = 1.0
+    @Option(help: "Dropout probability.") var dropout: Float = 0.1
+    @Option(help: "Seed for initialization, data order and dropout.") var seed: UInt64 = 1
+    @Option(help: "Log every N updates.") var logEvery: Int = 10
+    @Option(help: "Validate every N updates (0: only at the end).") var evalEvery: Int = 100
+    @Option(help: "Validation batches per evaluation.") var evalBatches: Int = 20
+    @Option(help: "Checkpoint every N updates (0: only at the end).") var checkpointEvery: Int = 0
+    @Flag(help: "Continue the run in --out from its newest checkpoint.") var resume = false
+    @Option(help: "Print a sample of this many tokens when training ends (0: none).") var sampleTokens: Int = 0
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        if !resume && data == nil { throw ValidationError("--data is required (a text file or a folder of .txt files)") }
+        if LearningRateSchedule.Kind(rawValue: schedule) == nil {
+            throw ValidationError("--schedule must be one of \(LearningRateSchedule.Kind.allCases.map(\.rawValue).joined(separator: ", ")) (got \(schedule))")
+        }
+        if seq < 1 { throw ValidationError("--seq must be at least 1") }
+        if let context = model.context, context < seq { throw ValidationError("--context \(context) is shorter than --seq \(seq)") }
+        if dropout < 0 || dropout >= 1 { throw ValidationError("--dropout must be in [0, 1)") }
+    }
+
+    func run() throws {
+        let threads = Runtime.configureThreads(compute.threads)
+        let communicator = try makeCommunicator()
+        defer { communicator.finalize() }
+        let log = communicator.isRoot
+
+        let trainer: Trainer
+        let tokenizer = ByteTokenizer()
+        if resume {
+            guard let path = Trainer.latestCheckpoint(in: out) else {
+                throw ValidationError("--resume: no checkpoint in \(out) (no \(out)/latest)")
+            }
+            let saved = try Checkpoint.read(from: path)
+            var options = saved.state.options
+            if let steps { options.steps = steps }
+            let corpus = try TextCorpus(path: options.dataPath, tokenizer: tokenizer, validFraction: options.validFraction)
+            trainer = try Trainer.resume(from: path, train: corpus.train, valid: corpus.valid,
+                                         communicator: communicator, options: options)
+            if log { print("resumed \(path) at step \(trainer.step) of \(options.steps)") }
+        } else {
+            let corpus = try TextCorpus(path: data!, tokenizer: tokenizer)
+            let config = ModelConfig(layers: model.layers, width: model.width, heads: model.heads,
+                                     vocab: tokenizer.vocabularySize, context: model.context ?? seq,
+                                     ffn: model.ffn, dropout: dropout)
+            let total = steps ?? 1000
+            var options = TrainingOptions(
+                batch: batch, seq: seq, steps: total,
+                schedule: LearningRateSchedule(kind: LearningRateSchedule.Kind(rawValue: schedule)!,
+                                               peak: lr, warmup: warmup, total: total, minimum: minLr),
+                dataPath: data!)
+            options.accumulation = accumulation
+            options.adam = AdamWSettings(beta1: 0.9, beta2: beta2, epsilon: 1e-8, weightDecay: weightDecay)
+            options.clip = clip > 0 ? clip : nil
+            options.seed = seed
+            options.logEvery = logEvery
+            options.evalEvery = evalEvery
+            options.evalBatches = evalBatches
+            options.checkpointEvery = checkpointEvery
+            let gpt = try GPT(config: config, seed: seed)
+            trainer = try Trainer(model: gpt, options: options, train: corpus.train, valid: corpus.valid,
+                                  communicator: communicator)
+            if log {
+                print("data \(data!): \(corpus.files.count) file(s), \(corpus.train.count) train / \(corpus.valid.count) valid tokens (bytes)")
+            }
+        }
+        let options = trainer.options
+        if log {
+            print("model \(trainer.model.config), \(formatCount(trainer.model.parameterCount)) parameters")
+            print("training \(options.steps) updates of \(options.batch)x\(options.seq) tokens x \(options.accumulation) micro-batch(es) x \(communicator.size) rank(s), lr \(options.schedule), \(threads) thread(s), BLAS kernel \(BLASInfo.coreName)")
+        }
+        let metrics = log ? try MetricsLog(folder: out, append: resume) : nil
+
+        var windowLoss = 0.0, windowTokens = 0, windowSeconds = 0.0, windowSteps = 0
+        while trainer.step < options.steps {
+            let result = trainer.trainStep()
+            guard result.loss.isFinite else {
+                throw ValidationError("loss became \(result.loss) at step \(result.step); lower --lr or raise --warmup")
+            }
+            windowLoss += Double(result.loss); windowTokens += result.tokens
+            windowSeconds += result.seconds; windowSteps += 1
+            if result.step % options.logEvery == 0 || result.step == options.steps {
+                let loss = windowLoss / Double(windowSteps)
+                let rate = Double(windowTokens) / windowSeconds
+                if log {
+                    print(String(format: "step %6d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms/step | %.0f tok/s",
+                                 result.step, options.steps, loss, result.learningRate, result.gradientNorm,
+                                 1000 * windowSeconds / Double(windowSteps), rate))
+                    Runtime.flush()
+                }
+                metrics?.write(["step": result.step, "loss": loss, "lr": Double(result.learningRate),
+                                 "grad_norm": Double(result.gradientNorm), "tokens_per_second": rate,
+                                 "tokens": trainer.tokensSeen])
+                windowLoss = 0; windowTokens = 0; windowSeconds = 0; windowSteps = 0
+            }
+            let last = result.step == options.steps
+            if (options.evalEvery > 0 && result.step % options.evalEvery == 0) || last {
+                if let valid = trainer.evaluate() {
+                    if log { print(String(format: "step %6d | valid loss %.4f | perplexity %.2f", result.step, valid, exp(Double(valid)))) }
+                    metrics?.write(["step": result.step, "valid_loss": Double(valid), "valid_perplexity": exp(Double(valid))])
+                }
+            }
+            if log && ((options.checkpointEvery > 0 && result.step % options.checkpointEvery == 0) || last) {
+                let path = try trainer.saveCheckpoint(in: out)
+                print("checkpoint \(path)")
+            }
+        }
+        if log && sampleTokens > 0 {
+            let text = Generator(model: trainer.model, tokenizer: tokenizer)
+                .generate(prompt: "\n", count: sampleTokens, temperature: 0.8, topK: 40, seed: seed)
+            print("--- sample ---\n\(text)\n--------------")
+        }
+    }
+}
+
+/// Appends JSON lines to `metrics.jsonl` in the run folder.
+final class MetricsLog {
+    private let handle: FileHandle
+
+    init(folder: String, append: Bool) throws {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let path = (folder as NSString).appendingPathComponent("metrics.jsonl")
+        if !append || !FileManager.default.fileExists(atPath: path) {
+            _ = FileManager.default.createFile(atPath: path, contents: nil)
+        }
+        guard let handle = FileHandle(forWritingAtPath: path) else {
+            throw ValidationError("cannot write \(path)")
+        }
+        handle.seekToEndOfFile()
+        self.handle = handle
+    }
+
+    func write(_ fields: [String: Any]) {
+        guard let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]) else { return }
+        handle.write(data + Data("\n".utf8))
+    }
+}
+
+func formatCount(_ n: Int) -> String {
+    n >= 1_000_000 ? String(format: "%.2fM", Double(n) / 1e6) : String(format: "%.1fK", Double(n) / 1e3)
+}
