@@ -37,6 +37,8 @@ struct Train: ParsableCommand {
     @Option(help: "Validation batches per evaluation.") var evalBatches: Int = 20
     @Option(help: "Checkpoint every N updates (0: only at the end).") var checkpointEvery: Int = 0
     @Flag(help: "Continue the run in --out from its newest checkpoint.") var resume = false
+    @Option(help: "Stop (with a checkpoint) after this update, though the schedule spans --steps; continue later with --resume.")
+    var stopAfter: Int?
     @Option(help: "Print a sample of this many tokens when training ends (0: none).") var sampleTokens: Int = 0
     @OptionGroup var compute: ComputeOptions
 
@@ -102,15 +104,17 @@ struct Train: ParsableCommand {
         }
         let metrics = log ? try MetricsLog(folder: out, append: resume) : nil
 
+        let stop = min(options.steps, stopAfter ?? options.steps)
         var windowLoss = 0.0, windowTokens = 0, windowSeconds = 0.0, windowSteps = 0
-        while trainer.step < options.steps {
+        while trainer.step < stop {
             let result = trainer.trainStep()
             guard result.loss.isFinite else {
                 throw ValidationError("loss became \(result.loss) at step \(result.step); lower --lr or raise --warmup")
             }
             windowLoss += Double(result.loss); windowTokens += result.tokens
             windowSeconds += result.seconds; windowSteps += 1
-            if result.step % options.logEvery == 0 || result.step == options.steps {
+            let last = result.step == stop
+            if result.step % options.logEvery == 0 || last {
                 let loss = windowLoss / Double(windowSteps)
                 let rate = Double(windowTokens) / windowSeconds
                 if log {
@@ -124,7 +128,6 @@ struct Train: ParsableCommand {
                                  "tokens": trainer.tokensSeen])
                 windowLoss = 0; windowTokens = 0; windowSeconds = 0; windowSteps = 0
             }
-            let last = result.step == options.steps
             if (options.evalEvery > 0 && result.step % options.evalEvery == 0) || last {
                 if let valid = trainer.evaluate() {
                     if log { print(String(format: "step %6d | valid loss %.4f | perplexity %.2f", result.step, valid, exp(Double(valid)))) }
