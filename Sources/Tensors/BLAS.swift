@@ -14,6 +14,17 @@ public func gemm(
     beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
     if m == 0 || n == 0 { return }
+    Profiler.record(Profiler.GemmShape(transA: transA, transB: transB, m: m, n: n, k: k))
+    Profiler.measure(.gemm) {
+        splitGemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    }
+}
+
+private func splitGemm(
+    _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+    _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+    _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int
+) {
     let flops = m * n * k
     if Parallel.threads == 1 || flops < (1 << 20) {
         sgemmSerial(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)

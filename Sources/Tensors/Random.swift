@@ -76,7 +76,7 @@ public struct Xoshiro256: RandomNumberGenerator, Codable, Equatable, Sendable {
 /// Stateless 32-bit hash of (key, index) to a uniform integer, vectorizable.
 public enum CounterHash {
     /// "lowbias32" integer finalizer (Wellons): good avalanche with two multiplies.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func mix(_ x: UInt32) -> UInt32 {
         var x = x
         x ^= x >> 16
@@ -87,7 +87,7 @@ public enum CounterHash {
         return x
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func mix(_ x: SIMD16<UInt32>) -> SIMD16<UInt32> {
         var x = x
         x ^= x &>> 16
@@ -99,7 +99,7 @@ public enum CounterHash {
     }
 
     /// Uniform 32-bit value for element `index` of the stream named by `key`.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func value(key: UInt32, index: UInt32) -> UInt32 { mix(index ^ mix(key)) }
 }
 

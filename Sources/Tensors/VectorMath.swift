@@ -1,23 +1,27 @@
-/// SIMD elementwise math used by the kernels. `Vec` is 16 floats: two AVX2 registers or one
+/// SIMD elementwise math used by the kernels. Everything here is `@inlinable`: the kernels live
+/// in other modules, and a vector helper that is called instead of inlined costs more than the
+/// arithmetic it does.
+/// `Vec` is 16 floats: two AVX2 registers or one
 /// AVX-512 register. Loops process `Vec.scalarCount` elements at a time; a remainder is loaded
 /// into a zero-padded vector (`loadPartial`) and goes through the same vector code, so a value
 /// never depends on whether it fell in the body or the tail of a loop.
 public typealias Vec = SIMD16<Float>
 
-public let vecWidth = Vec.scalarCount
+/// Floats per `Vec`.
+@inlinable public var vecWidth: Int { 16 }
 
-@inline(__always)
+@inlinable @inline(__always)
 public func loadVec(_ p: UnsafePointer<Float>) -> Vec {
     UnsafeRawPointer(p).loadUnaligned(as: Vec.self)
 }
 
-@inline(__always)
+@inlinable @inline(__always)
 public func storeVec(_ v: Vec, _ p: UnsafeMutablePointer<Float>) {
     UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vec.self)
 }
 
 /// Loads `count` (< 16) floats into the low lanes of a vector filled with `fill`.
-@inline(__always)
+@inlinable @inline(__always)
 public func loadPartial(_ p: UnsafePointer<Float>, _ count: Int, fill: Float = 0) -> Vec {
     var v = Vec(repeating: fill)
     for i in 0..<count { v[i] = p[i] }
@@ -25,18 +29,26 @@ public func loadPartial(_ p: UnsafePointer<Float>, _ count: Int, fill: Float = 0
 }
 
 /// Stores the low `count` (< 16) lanes of `v`.
-@inline(__always)
+@inlinable @inline(__always)
 public func storePartial(_ v: Vec, _ p: UnsafeMutablePointer<Float>, _ count: Int) {
     for i in 0..<count { p[i] = v[i] }
 }
+
+/// Lane-wise maximum and minimum. (The standard library's generic `pointwiseMax` and
+/// `clamped` are not inlined across modules and cost a call per vector.)
+@inlinable @inline(__always)
+public func vmax(_ a: Vec, _ b: Vec) -> Vec { a.replacing(with: b, where: a .< b) }
+
+@inlinable @inline(__always)
+public func vmin(_ a: Vec, _ b: Vec) -> Vec { a.replacing(with: b, where: b .< a) }
 
 /// exp(x): Cody-Waite range reduction x = n ln2 + r with |r| <= ln2/2, then a degree-6
 /// polynomial for e^r (Cephes expf coefficients; relative error about 2e-7). Inputs are clamped
 /// to [-87.3, 88]: below, the result is the smallest normal float instead of 0, which no caller
 /// can tell apart from zero.
-@inline(__always)
+@inlinable @inline(__always)
 public func expVec(_ x: Vec) -> Vec {
-    let xc = x.clamped(lowerBound: Vec(repeating: -87.336_54), upperBound: Vec(repeating: 88.0))
+    let xc = vmin(vmax(x, Vec(repeating: -87.336_54)), Vec(repeating: 88.0))
     // Adding 1.5 * 2^23 rounds x * log2(e) to an integer held in the low mantissa bits.
     let magic = Vec(repeating: 12_582_912.0)
     let shifted = magic.addingProduct(xc, Vec(repeating: 1.442_695_04))
@@ -57,14 +69,14 @@ public func expVec(_ x: Vec) -> Vec {
 }
 
 /// tanh(x) = 1 - 2 / (exp(2x) + 1); saturates correctly at both ends.
-@inline(__always)
+@inlinable @inline(__always)
 public func tanhVec(_ x: Vec) -> Vec {
     let e = expVec(x + x)
     return Vec(repeating: 1) - Vec(repeating: 2) / (e + Vec(repeating: 1))
 }
 
 /// Sum of all lanes in a fixed order (pairwise), so a horizontal sum is reproducible.
-@inline(__always)
+@inlinable @inline(__always)
 public func horizontalSum(_ v: Vec) -> Float {
     let a = v.lowHalf + v.highHalf
     let b = a.lowHalf + a.highHalf
@@ -72,14 +84,14 @@ public func horizontalSum(_ v: Vec) -> Float {
     return c[0] + c[1]
 }
 
-@inline(__always)
+@inlinable @inline(__always)
 public func horizontalMax(_ v: Vec) -> Float {
-    let a = pointwiseMax(v.lowHalf, v.highHalf)
-    let b = pointwiseMax(a.lowHalf, a.highHalf)
-    let c = pointwiseMax(b.lowHalf, b.highHalf)
+    let a = v.lowHalf.replacing(with: v.highHalf, where: v.lowHalf .< v.highHalf)
+    let b = a.lowHalf.replacing(with: a.highHalf, where: a.lowHalf .< a.highHalf)
+    let c = b.lowHalf.replacing(with: b.highHalf, where: b.lowHalf .< b.highHalf)
     return max(c[0], c[1])
 }
 
 /// Scalar exp and tanh through the vector code, for the rare scalar caller.
-public func fastExp(_ x: Float) -> Float { expVec(Vec(repeating: x))[0] }
-public func fastTanh(_ x: Float) -> Float { tanhVec(Vec(repeating: x))[0] }
+@inlinable public func fastExp(_ x: Float) -> Float { expVec(Vec(repeating: x))[0] }
+@inlinable public func fastTanh(_ x: Float) -> Float { tanhVec(Vec(repeating: x))[0] }

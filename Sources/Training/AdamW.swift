@@ -35,6 +35,10 @@ public final class AdamW {
 
     /// One update: p = p (1 - lr wd) - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
     public func update(parameters: FloatBuffer, gradients: FloatBuffer, learningRate lr: Float) {
+        Profiler.measure(.optimizer) { apply(parameters: parameters, gradients: gradients, learningRate: lr) }
+    }
+
+    private func apply(parameters: FloatBuffer, gradients: FloatBuffer, learningRate lr: Float) {
         step += 1
         let s = settings
         let t = Double(step)
@@ -77,11 +81,13 @@ public final class AdamW {
 /// Scales gradients so their global L2 norm is at most `maxNorm`; returns the norm before.
 @discardableResult
 public func clipGradients(_ gradients: FloatBuffer, maxNorm: Float?) -> Float {
-    let norm = Float(sumOfSquares(gradients.pointer, count: gradients.count).squareRoot())
-    if let maxNorm, norm > maxNorm, norm.isFinite {
-        scaleInPlace(gradients.pointer, maxNorm / norm, count: gradients.count)
+    Profiler.measure(.optimizer) {
+        let norm = Float(sumOfSquares(gradients.pointer, count: gradients.count).squareRoot())
+        if let maxNorm, norm > maxNorm, norm.isFinite {
+            scaleInPlace(gradients.pointer, maxNorm / norm, count: gradients.count)
+        }
+        return norm
     }
-    return norm
 }
 
 #if canImport(Glibc)

@@ -9,8 +9,9 @@ struct Bench: ParsableCommand {
         abstract: "Time full training steps (forward, backward, AdamW) on random tokens.",
         discussion: """
             GFLOP/s are counted as ../shared/anchors/torch_gpt_bench.py counts them: \
-            6 * parameters * tokens + 12 * L * D * T * tokens per step. The SGEMM rate is \
-            measured in the same run, on the same threads, at 1024^3.
+            6 * parameters * tokens + 12 * L * D * T * tokens per step. The report splits the step \
+            into GEMM, attention, optimizer and elementwise time, and measures SGEMM in the same \
+            run at the step's own GEMM shapes (each shape timed alone) and at 1024^3.
             """)
 
     @Option(help: "Transformer blocks.") var layers: Int = 6
@@ -47,52 +48,83 @@ struct Bench: ParsableCommand {
             return loss
         }
         for _ in 0..<2 { _ = step() }
-        var times: [Double] = []
+
+        Profiler.reset()
+        Profiler.enabled = true
+        var total = 0.0
         var loss: Float = 0
         for _ in 0..<steps {
             let start = DispatchTime.now().uptimeNanoseconds
             loss = step()
-            times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            total += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         }
-        let stepSeconds = times.reduce(0, +) / Double(times.count)
+        Profiler.enabled = false
+        let stepSeconds = total / Double(steps)
+        var phases: [(String, Double)] = Profiler.Phase.allCases.map { ($0.name, Profiler.seconds($0) / Double(steps)) }
+        phases.append(("elementwise", stepSeconds - phases.reduce(0) { $0 + $1.1 }))
+        let gemmShapes = Profiler.gemmCalls.prefix(Profiler.gemmCalls.count / steps)
+        let peakMB = Double(peakResidentBytes()) / 1e6  // before the SGEMM measurements allocate
+
         let params = model.parameterCount
         let flops = 6.0 * Double(params) * Double(n) + 12.0 * Double(layers * width * seq) * Double(n)
         let gflops = flops / stepSeconds / 1e9
-        let sgemm = measureSGEMM(size: 1024, repeats: 5)
-        let peakMemory = Double(peakResidentBytes()) / 1e6
+        let shapesRate = Bench.measureShapes(Array(gemmShapes))
+        let square = Bench.measureShapes([Profiler.GemmShape(transA: false, transB: false, m: 1024, n: 1024, k: 1024)])
+        let stateMB = Double(4 * params + model.activationCount(batch: batch, seq: seq)) * 4 / 1e6
 
         if json {
-            let fields: [String: Any] = [
+            var fields: [String: Any] = [
                 "layers": layers, "width": width, "heads": heads, "vocab": vocab, "seq": seq, "batch": batch,
                 "threads": threads, "steps": steps, "parameters": params,
                 "step_ms": stepSeconds * 1000, "tokens_per_second": Double(n) / stepSeconds,
-                "gflops": gflops, "sgemm_gflops": sgemm, "sgemm_share": gflops / sgemm,
-                "blas_kernel": BLASInfo.coreName, "loss": Double(loss), "peak_rss_mb": peakMemory,
+                "gflops": gflops, "sgemm_step_shapes_gflops": shapesRate, "sgemm_1024_gflops": square,
+                "share_of_sgemm": gflops / shapesRate,
+                "blas_kernel": BLASInfo.coreName, "loss": Double(loss),
+                "peak_rss_mb": peakMB, "model_state_mb": stateMB,
             ]
+            for (name, seconds) in phases { fields["\(name)_ms"] = seconds * 1000 }
             let data = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
             print(String(format: "elle L%d D%d H%d V%d T%d B%d threads=%d params=%.2fM step=%.1fms tok/s=%.0f GFLOP/s=%.1f",
                          layers, width, heads, vocab, seq, batch, threads, Double(params) / 1e6,
                          stepSeconds * 1000, Double(n) / stepSeconds, gflops))
-            print(String(format: "SGEMM 1024^3 on %d thread(s): %.1f GFLOP/s (OpenBLAS kernel %@); step at %.0f%% of it; peak RSS %.0f MB",
-                         threads, sgemm, BLASInfo.coreName, 100 * gflops / sgemm, peakMemory))
+            print("phases: " + phases.map { String(format: "%@ %.1fms (%.0f%%)", $0.0, $0.1 * 1000, 100 * $0.1 / stepSeconds) }.joined(separator: ", "))
+            print(String(format: "SGEMM (OpenBLAS %@, %d thread(s)): %.1f GFLOP/s at this step's shapes, %.1f at 1024^3; step at %.0f%% of the step-shape rate",
+                         BLASInfo.coreName, threads, shapesRate, square, 100 * gflops / shapesRate))
+            print(String(format: "memory: peak RSS %.0f MB; parameters + gradients + Adam moments + activations %.0f MB (ratio %.2f)",
+                         peakMB, stateMB, peakMB / stateMB))
         }
     }
 
-    /// GFLOP/s of elle's gemm (OpenBLAS split across elle's threads) at size^3, best of `repeats`.
-    func measureSGEMM(size: Int, repeats: Int) -> Double {
-        let a = FloatBuffer(count: size * size), b = FloatBuffer(count: size * size), c = FloatBuffer(count: size * size)
-        var rng = Xoshiro256(seed: 3)
-        for i in 0..<(size * size) { a[i] = rng.nextFloat() - 0.5; b[i] = rng.nextFloat() - 0.5 }
-        var best = Double.infinity
-        for _ in 0..<(repeats + 1) {
-            let start = DispatchTime.now().uptimeNanoseconds
-            gemm(transA: false, transB: false, m: size, n: size, k: size, a.pointer, lda: size,
-                 b.pointer, ldb: size, beta: 0, c.pointer, ldc: size)
-            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    /// FLOP-weighted GFLOP/s of `gemm` over these products, each timed alone (best of 3) on
+    /// freshly allocated operands.
+    static func measureShapes(_ calls: [Profiler.GemmShape]) -> Double {
+        var counts: [Profiler.GemmShape: Int] = [:]
+        for shape in calls { counts[shape, default: 0] += 1 }
+        var flops = 0.0, seconds = 0.0
+        for (shape, count) in counts {
+            let a = FloatBuffer(count: shape.m * shape.k), b = FloatBuffer(count: shape.k * shape.n)
+            let c = FloatBuffer(count: shape.m * shape.n)
+            fillUniform(a)
+            fillUniform(b)
+            var best = Double.infinity
+            for _ in 0..<4 {
+                let start = DispatchTime.now().uptimeNanoseconds
+                gemm(transA: shape.transA, transB: shape.transB, m: shape.m, n: shape.n, k: shape.k,
+                     a.pointer, lda: shape.transA ? shape.m : shape.k, b.pointer, ldb: shape.transB ? shape.k : shape.n,
+                     beta: 0, c.pointer, ldc: shape.n)
+                best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            }
+            flops += shape.flops * Double(count)
+            seconds += best * Double(count)
         }
-        return 2 * Double(size * size * size) / best / 1e9
+        return flops / seconds / 1e9
+    }
+
+    static func fillUniform(_ buffer: FloatBuffer) {
+        var rng = Xoshiro256(seed: UInt64(buffer.count))
+        for i in 0..<buffer.count { buffer[i] = rng.nextFloat() - 0.5 }
     }
 }
 

@@ -1,3 +1,4 @@
+import Foundation
 import Model
 import Tensors
 import TestSupport
@@ -77,8 +78,8 @@ final class LayerGradientTests: XCTestCase {
         assertNoMismatch(FiniteDifference.check("bias", values: bias.pointer, analytic: db.pointer, count: o, seed: 7, loss: loss))
     }
 
-    func checkAttention(dropout: Dropout?) {
-        let shape = Attention.Shape(batch: 2, seq: 13, heads: 3, headDim: 5)
+    func checkAttention(seq: Int, dropout: Dropout?, batch: Int = 2, heads: Int = 3, headDim: Int = 5) {
+        let shape = Attention.Shape(batch: batch, seq: seq, heads: heads, headDim: headDim)
         let n = shape.batch * shape.seq, a = shape.heads * shape.headDim
         let qkv = FloatBuffer(count: n * 3 * a)
         fillUniform(qkv.pointer, qkv.count, scale: 1.5, seed: 1)
@@ -95,6 +96,12 @@ final class LayerGradientTests: XCTestCase {
         Attention.backward(dqkv: dqkv.pointer, dout: r.pointer, qkv: qkv.pointer, att: att.pointer, shape: shape,
                            dropout: dropout, scratch: scratch.pointer)
         assertNoMismatch(FiniteDifference.check("qkv", values: qkv.pointer, analytic: dqkv.pointer, count: qkv.count, samples: 120, seed: 3, loss: loss))
+        // Rows sum to one over the causal prefix and are zero above the diagonal.
+        for row in [0, shape.seq / 2, shape.seq - 1] {
+            let p = att.pointer + row * shape.seq
+            XCTAssertEqual((0...row).reduce(0.0) { $0 + Double(p[$1]) }, 1, accuracy: 1e-5)
+            for j in (row + 1)..<shape.seq { XCTAssertEqual(p[j], 0) }
+        }
         // Causality: the output at position 0 depends on nothing after it.
         let before = out[0]
         qkv[(shape.seq - 1) * 3 * a + 2 * a] += 1  // a value of the last token of sequence 0
@@ -102,8 +109,79 @@ final class LayerGradientTests: XCTestCase {
         XCTAssertEqual(out[0], before)
     }
 
-    func testAttention() { checkAttention(dropout: nil) }
-    func testAttentionWithDropout() { checkAttention(dropout: Dropout(probability: 0.3, key: 99)) }
+    func testAttention() { checkAttention(seq: 13, dropout: nil) }
+    func testAttentionWithDropout() { checkAttention(seq: 13, dropout: Dropout(probability: 0.3, key: 99)) }
+    /// Across several 64-row query blocks (T = 150, last block partial) the float32 gradient is
+    /// compared with Float64 finite differences of a direct Float64 attention: at this length a
+    /// float32 central difference with h = 1e-3 is dominated by rounding noise (every output row
+    /// after a perturbed key changes), while a Float64 difference is exact to many digits.
+    func checkAttentionAgainstFloat64(dropout: Dropout?) {
+        let shape = Attention.Shape(batch: 2, seq: 150, heads: 2, headDim: 8)
+        let t = shape.seq, a = shape.heads * shape.headDim, n = shape.batch * t
+        let qkv = FloatBuffer(count: n * 3 * a), r = FloatBuffer(count: n * a)
+        fillUniform(qkv.pointer, qkv.count, scale: 1.5, seed: 1)
+        fillUniform(r.pointer, r.count, seed: 2)
+        let out = FloatBuffer(count: n * a), att = FloatBuffer(count: shape.batch * shape.heads * t * t)
+        let scratch = FloatBuffer(count: Parallel.threads * Attention.scratchPerThread(seq: t))
+        Attention.forward(out: out.pointer, att: att.pointer, qkv: qkv.pointer, shape: shape, dropout: dropout, scratch: scratch.pointer)
+        let dqkv = FloatBuffer(count: qkv.count)
+        Attention.backward(dqkv: dqkv.pointer, dout: r.pointer, qkv: qkv.pointer, att: att.pointer, shape: shape,
+                           dropout: dropout, scratch: scratch.pointer)
+
+        var x = (0..<qkv.count).map { Double(qkv[$0]) }
+        let upstream = (0..<r.count).map { Double(r[$0]) }
+        // The float32 forward agrees with the Float64 one.
+        let forward32 = dot64(out.pointer, r.pointer, out.count)
+        XCTAssertEqual(forward32, Self.referenceLoss(x, upstream, shape, dropout), accuracy: 1e-4 * abs(forward32))
+        var rng = Xoshiro256(seed: 3)
+        var worst = 0.0
+        for _ in 0..<60 {
+            let i = rng.nextInt(below: x.count)
+            let saved = x[i]
+            x[i] = saved + 1e-5
+            let plus = Self.referenceLoss(x, upstream, shape, dropout)
+            x[i] = saved - 1e-5
+            let minus = Self.referenceLoss(x, upstream, shape, dropout)
+            x[i] = saved
+            let reference = (plus - minus) / 2e-5
+            let error = abs(Double(dqkv[i]) - reference) / (max(abs(reference), abs(Double(dqkv[i]))) + 1e-3)
+            worst = max(worst, error)
+        }
+        XCTAssertLessThan(worst, 1e-3, "worst relative gradient error \(worst)")
+    }
+
+    func testAttentionAcrossQueryBlocks() { checkAttentionAgainstFloat64(dropout: nil) }
+    func testAttentionAcrossQueryBlocksWithDropout() { checkAttentionAgainstFloat64(dropout: Dropout(probability: 0.2, key: 5)) }
+
+    /// sum(attention(qkv) * upstream), directly from the definition, in Float64.
+    static func referenceLoss(_ qkv: [Double], _ upstream: [Double], _ s: Attention.Shape, _ dropout: Dropout?) -> Double {
+        let t = s.seq, hd = s.headDim, a = s.heads * hd, ld = 3 * a
+        let scale = 1 / Double(hd).squareRoot()
+        var total = 0.0
+        for b in 0..<s.batch { for h in 0..<s.heads {
+            let task = b * s.heads + h
+            for i in 0..<t {
+                let q = (b * t + i) * ld + h * hd
+                var scores = [Double](repeating: 0, count: i + 1)
+                for j in 0...i {
+                    let k = (b * t + j) * ld + a + h * hd
+                    scores[j] = (0..<hd).reduce(0.0) { $0 + qkv[q + $1] * qkv[k + $1] } * scale
+                }
+                let m = scores.max()!
+                let e = scores.map { Foundation.exp($0 - m) }
+                let sum = e.reduce(0, +)
+                for d in 0..<hd {
+                    var y = 0.0
+                    for j in 0...i {
+                        let keep = Double(dropout?.factor(at: task * t * t + i * t + j) ?? 1)
+                        y += e[j] / sum * keep * qkv[(b * t + j) * ld + 2 * a + h * hd + d]
+                    }
+                    total += y * upstream[(b * t + i) * a + h * hd + d]
+                }
+            }
+        } }
+        return total
+    }
 
     func testGELU() {
         let n = 53

@@ -51,12 +51,14 @@ public enum FiniteDifference {
         var mismatches: [GradientMismatch] = []
         for i in indices {
             let saved = values[i]
-            values[i] = saved + step
+            let up = saved + step, down = saved - step
+            values[i] = up
             let plus = loss()
-            values[i] = saved - step
+            values[i] = down
             let minus = loss()
             values[i] = saved
-            let numeric = (plus - minus) / (2 * Double(step))
+            // Divide by the step float32 actually took, not the nominal 2h.
+            let numeric = (plus - minus) / (Double(up) - Double(down))
             if !agrees(numeric, Double(analytic[i])) {
                 mismatches.append(GradientMismatch(tensor: name, index: i, numeric: numeric, analytic: Double(analytic[i])))
             }

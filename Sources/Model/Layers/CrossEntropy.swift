@@ -14,8 +14,8 @@ public enum CrossEntropy {
                 let l = logits + row * v
                 var mx = Vec(repeating: -Float.infinity)
                 var j = 0
-                while j + vecWidth <= v { mx = pointwiseMax(mx, loadVec(l + j)); j += vecWidth }
-                if j < v { mx = pointwiseMax(mx, loadPartial(l + j, v - j, fill: -Float.infinity)) }
+                while j + vecWidth <= v { mx = vmax(mx, loadVec(l + j)); j += vecWidth }
+                if j < v { mx = vmax(mx, loadPartial(l + j, v - j, fill: -Float.infinity)) }
                 let m = horizontalMax(mx)
                 let mv = Vec(repeating: m)
                 var sum = Vec()

@@ -25,6 +25,9 @@ public struct Dropout: Sendable {
         return Vec(repeating: 0).replacing(with: Vec(repeating: scale), where: keep)
     }
 
+    /// The multiplier of element `index` alone (for tests and references).
+    public func factor(at index: Int) -> Float { factors(at: index)[0] }
+
     /// out[i] = x[i] * factor(startIndex + i) on the calling thread; out may alias x.
     @inline(__always)
     public func applySerial(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, count n: Int, startIndex: Int = 0) {

@@ -3,10 +3,10 @@ import Tensors
 /// GELU, tanh approximation (GPT-2's "gelu_new", PyTorch's approximate="tanh"):
 /// y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 public enum GELU {
-    static let k0 = Vec(repeating: 0.797_884_560_802_865_4) // sqrt(2/pi)
-    static let k1 = Vec(repeating: 0.044_715)
-    static let half = Vec(repeating: 0.5)
-    static let one = Vec(repeating: 1)
+    @inline(__always) static var k0: Vec { Vec(repeating: 0.797_884_560_802_865_4) } // sqrt(2/pi)
+    @inline(__always) static var k1: Vec { Vec(repeating: 0.044_715) }
+    @inline(__always) static var half: Vec { Vec(repeating: 0.5) }
+    @inline(__always) static var one: Vec { Vec(repeating: 1) }
 
     @inline(__always)
     static func forwardVec(_ x: Vec) -> Vec {
