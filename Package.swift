@@ -39,6 +39,7 @@ let package = Package(
         .target(
             name: "Training", dependencies: ["Tensors", "Model", "Data", "Distributed"],
             swiftSettings: kernelSettings),
+        .target(name: "Lifelong", dependencies: ["Tensors", "Training"], swiftSettings: kernelSettings),
 
         // MARK: executable
         .executableTarget(
@@ -56,6 +57,7 @@ let package = Package(
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Data", "TestSupport"]),
         .testTarget(name: "DataTests", dependencies: ["Data", "TestSupport"]),
         .testTarget(name: "ElleTests", dependencies: ["TestSupport"]),
+        .testTarget(name: "LifelongTests", dependencies: ["Lifelong"]),
     ],
     swiftLanguageModes: [.v5]
 )

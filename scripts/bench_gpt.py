@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""elle bench beside the PyTorch anchor on the same shapes, one right after the other.
+
+Run by hand on a quiet machine (needs torch + transformers for the anchor):
+    python3 scripts/bench_gpt.py [--torch ~/torch-venv/bin/python] [--threads 2] [--steps 5]
+
+For each shape (L/D/H/V/T/B) it runs `elle bench --json` with OpenBLAS's default kernel (the
+environment as it is), then with the AVX-512 kernel (OPENBLAS_CORETYPE=SkylakeX and
+OPENBLAS_L2_SIZE unset, in that command only), then ../shared/anchors/torch_gpt_bench.py, and
+prints a markdown table: tokens/s of each, their ratio, elle's GFLOP/s as a share of the SGEMM
+rate elle measured in the same run at the step's shapes, the phase split and peak memory.
+"""
+import argparse, json, os, re, subprocess, sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ANCHOR = os.path.join(ROOT, "..", "shared", "anchors", "torch_gpt_bench.py")
+SHAPES = [(4, 256, 4, 8192, 128, 8), (6, 384, 6, 16384, 128, 8), (12, 768, 12, 16384, 128, 4)]
+
+
+def elle(shape, threads, steps, avx512):
+    L, D, H, V, T, B = shape
+    env = dict(os.environ)
+    if avx512:
+        env["OPENBLAS_CORETYPE"] = "SkylakeX"
+        env.pop("OPENBLAS_L2_SIZE", None)
+    cmd = [os.path.join(ROOT, ".build", "release", "elle"), "bench", "--layers", str(L), "--width", str(D),
+           "--heads", str(H), "--vocab", str(V), "--seq", str(T), "--batch", str(B),
+           "--threads", str(threads), "--steps", str(steps), "--json"]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def torch(python, shape, threads, steps):
+    L, D, H, V, T, B = shape
+    cmd = [python, ANCHOR] + [str(x) for x in (L, D, H, V, T, B, threads, steps)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    m = re.search(r"tok/s=(\d+).*GFLOP/s=([\d.]+)", out)
+    return float(m.group(1)), float(m.group(2)), out.strip()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--torch", default=os.path.expanduser("~/torch-venv/bin/python"))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--shapes", default="all", help="comma-separated indexes into the shape list")
+    args = p.parse_args()
+    shapes = SHAPES if args.shapes == "all" else [SHAPES[int(i)] for i in args.shapes.split(",")]
+    print("| shape L/D/H/V/T/B | kernel | elle tok/s | torch tok/s | ratio | elle GFLOP/s | SGEMM at step shapes | share | phases gemm/attn/optim/elementwise ms | peak RSS / state MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for shape in shapes:
+        runs = [("default", elle(shape, args.threads, args.steps, False)),
+                ("AVX-512", elle(shape, args.threads, args.steps, True))]
+        ttok, tgf, tline = torch(args.torch, shape, args.threads, args.steps)
+        for kernel, r in runs:
+            phases = "/".join(f"{r[k]:.0f}" for k in ("gemm_ms", "attention_ms", "optimizer_ms", "elementwise_ms"))
+            print(f"| {'/'.join(map(str, shape))} | {kernel} ({r['blas_kernel']}) | {r['tokens_per_second']:.0f} | {ttok:.0f} "
+                  f"| {r['tokens_per_second'] / ttok:.2f} | {r['gflops']:.1f} | {r['sgemm_step_shapes_gflops']:.1f} "
+                  f"| {100 * r['share_of_sgemm']:.0f}% | {phases} | {r['peak_rss_mb']:.0f} / {r['model_state_mb']:.0f} |")
+        print(f"<!-- {tline} -->")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
