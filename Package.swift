@@ -56,6 +56,7 @@ let package = Package(
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Data", "TestSupport"]),
         .testTarget(name: "DataTests", dependencies: ["Data", "TestSupport"]),
         .testTarget(name: "ElleTests", dependencies: ["TestSupport"]),
+        .testTarget(name: "DistributedTests", dependencies: ["Distributed", "Training", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )
