@@ -90,8 +90,8 @@ public final class Trainer {
         // The data path may differ between nodes; what must agree is the tokens it holds.
         fields += try flatFields(options, prefix: "options").filter { $0.name != "options.dataPath" }
         fields += [("data.trainTokens", "\(train.count)"), ("data.validTokens", "\(validTokens.count)"),
-                   ("data.trainXXH64", String(format: "%016llx", XXH64.hash(UnsafeRawBufferPointer(train.rawBytes)))),
-                   ("data.validXXH64", String(format: "%016llx", XXH64.hash(UnsafeRawBufferPointer(validTokens.rawBytes)))),
+                   ("data.trainXXH64", String(format: "%016llx", XXH64.hash(train.rawBytes))),
+                   ("data.validXXH64", String(format: "%016llx", XXH64.hash(validTokens.rawBytes))),
                    ("resume.step", "\(step)"), ("resume.optimizerStep", "\(optimizer.step)")]
         try communicator.verifySameFields(fields, what: "run configuration")
         try communicator.broadcast(model.parameters, label: "parameter broadcast from rank 0")
@@ -138,7 +138,7 @@ public final class Trainer {
         step += 1
         let tokens = b * t * contributions
         tokensSeen += tokens
-        if replicaCheckEvery > 0 && step % replicaCheckEvery == 0 { try verifyReplicas() }
+        if communicator.size > 1 && replicaCheckEvery > 0 && step % replicaCheckEvery == 0 { try verifyReplicas() }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         return StepResult(step: step, loss: Float(lossSum / Double(contributions)), learningRate: lr,
                           gradientNorm: norm, tokens: tokens, seconds: seconds)
@@ -148,7 +148,7 @@ public final class Trainer {
     /// whose copy diverged from rank 0's. Returns the hash.
     @discardableResult
     public func verifyReplicas() throws -> UInt64 {
-        try communicator.verifyIdentical(UnsafeRawBufferPointer(model.parameters.rawBytes),
+        try communicator.verifyIdentical(model.parameters.rawBytes,
                                          what: "parameters after update \(step)")
     }
 

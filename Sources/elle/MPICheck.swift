@@ -95,6 +95,19 @@ struct MPICheck: ParsableCommand {
         }
         try c.barrier(label: "check barrier")
 
+        // MPI's errors come back as Swift errors carrying MPI's message (a broadcast from a rank
+        // that does not exist is refused by every rank alike).
+        if c is MPICommunicator {
+            var value = 1.0
+            do {
+                try c.broadcast(&value, count: 1, root: w, label: "check error reporting")
+                expect("MPI error reporting", false, "a broadcast from rank \(w) of \(w) succeeded")
+            } catch let error as MPIError {
+                expect("MPI error reporting", error.call.hasPrefix("MPI_Ibcast") && !error.message.isEmpty, "\(error)")
+                if c.isRoot { print("ok: a broadcast from rank \(w) of \(w) fails with: \(error)") }
+            }
+        }
+
         // The replica checks the trainer relies on must pass on equal data and name the rank
         // whose copy differs.
         var replica = [Float](repeating: 1.5, count: n)
@@ -124,7 +137,7 @@ struct MPICheck: ParsableCommand {
             for (rank, text) in report.enumerated() where !text.isEmpty { print("rank \(rank) FAILED: \(text)") }
             print("mpi-check: \(failed == 0 ? "all checks passed" : "\(failed) check(s) failed") on \(w) rank(s) "
                   + "(all-reduce sum/max/min in float32, float64, int64 of \(n) elements in chunks of \(chunkElements), "
-                  + "non-blocking all-reduce, broadcast, gather, all-gather, barrier, replica hash and field comparison)")
+                  + "non-blocking all-reduce, broadcast, gather, all-gather, barrier, MPI error reporting, replica hash and field comparison)")
         }
         if failed > 0 { throw JobError("mpi-check failed on \(w) rank(s)") }
     }
