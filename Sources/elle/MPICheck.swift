@@ -1,6 +1,7 @@
 import ArgumentParser
 import Distributed
 import Foundation
+import Tensors
 
 /// `elle mpi-check`: before a long run, checks that every rank of the job can reach the others
 /// and that each collective the trainer uses gives exactly the expected values.
@@ -17,9 +18,11 @@ struct MPICheck: ParsableCommand {
     @Option(help: "Elements per all-reduce and broadcast buffer.") var elements: Int = 10_007
     @Option(help: "Largest element count per MPI call while checking, so buffers are split into several calls (production uses 2^30).")
     var chunkElements: Int = 1000
+    @Option(help: "Elements of the timed all-reduce (0: none).") var timedElements: Int = 4 << 20
     @OptionGroup var parallel: ParallelOptions
 
     func validate() throws {
+        if timedElements < 0 { throw ValidationError("--timed-elements must not be negative") }
         if elements < 1 { throw ValidationError("--elements must be at least 1 (got \(elements))") }
         if chunkElements < 1 { throw ValidationError("--chunk-elements must be at least 1 (got \(chunkElements))") }
     }
@@ -127,6 +130,27 @@ struct MPICheck: ParsableCommand {
             } catch let error as JobError {
                 expect("field comparison (one rank differs)",
                        error.message.contains("rank \(w - 1) has seed = 2 where rank 0 has seed = 1"), error.message)
+            }
+        }
+
+        // How long a gradient-sized all-reduce takes (a rough health figure for the network).
+        if timedElements > 0 && w > 1 {
+            let gradient = FloatBuffer(count: timedElements)
+            MPICommunicator.chunkElements = 1 << 30
+            try c.allReduce(gradient, .sum, label: "timed all-reduce (warm-up)")
+            var best = Double.infinity
+            for _ in 0..<3 {
+                try c.barrier(label: "timed all-reduce barrier")
+                let start = DispatchTime.now().uptimeNanoseconds
+                try c.allReduce(gradient, .sum, label: "timed all-reduce")
+                best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            }
+            best = try c.allReduce(best, .max, label: "timed all-reduce result")
+            if c.isRoot {
+                // Bus bandwidth as NCCL's tests count it: 2 (W - 1) / W of the buffer crosses each link.
+                let bus = Double(timedElements * 4) * 2 * Double(w - 1) / Double(w) / best / 1e9
+                print(String(format: "all-reduce of %d float32 (%.1f MB): %.2f ms, bus bandwidth %.2f GB/s",
+                             timedElements, Double(timedElements * 4) / 1e6, best * 1e3, bus))
             }
         }
 
