@@ -19,7 +19,8 @@ struct Train: ParsableCommand {
             See cluster/README.md.
             """)
 
-    @Option(help: "Text file or folder of .txt files (byte-level tokens).") var data: String?
+    @Option(help: "Text file or folder of .txt files (byte-level tokens). With --resume: where to find the run's data if not at its saved path.")
+    var data: String?
     @Option(help: "Run folder for checkpoints and metrics.") var out: String = "runs/default"
     @OptionGroup var model: ModelOptions
     @Option(help: "Tokens per sequence.") var seq: Int = 128
@@ -78,6 +79,7 @@ struct Train: ParsableCommand {
             let (saved, path) = try Checkpoint.readLatestOnRoot(in: out, communicator: communicator)
             var options = saved.state.options
             if let steps { options.steps = steps }
+            if let data { options.dataPath = data }  // e.g. another node's copy (contents are compared)
             let corpus = try TextCorpus(path: options.dataPath, tokenizer: tokenizer, validFraction: options.validFraction)
             trainer = try Trainer.resume(from: saved, path: path, train: corpus.train, valid: corpus.valid,
                                          communicator: communicator, options: options)
