@@ -78,12 +78,12 @@ final class MPIJobTests: XCTestCase {
 
     // MARK: failures
 
-    /// A long tiny run whose ranks (and their pids) are listed at start.
-    func startLongRun(_ out: String, extra: [String] = []) throws -> (LiveProcess, rank1: pid_t) {
+    /// A long tiny run whose ranks (and their pids) are listed at start; returns `rank`'s pid.
+    func startLongRun(_ out: String, extra: [String] = [], rank: Int = 1) throws -> (LiveProcess, pid: pid_t) {
         var arguments = tinyRun(out: out, steps: 1_000_000)
         arguments[arguments.firstIndex(of: "--log-every")! + 1] = "50"
         let job = try LiveProcess("/usr/bin/env", mpirun(2, arguments + ["--eval-every", "0"] + extra))
-        let pid = try XCTUnwrap(job.waitFor(#"rank 1: .* pid (\d+)"#, timeout: 60), job.output)
+        let pid = try XCTUnwrap(job.waitFor("rank \(rank): .* pid (\\d+)", timeout: 60), job.output)
         XCTAssertNotNil(job.waitFor(#"step +50/"#, timeout: 60), "training did not start: \(job.output)")
         return (job, pid_t(pid)!)
     }
@@ -128,6 +128,27 @@ final class MPIJobTests: XCTestCase {
         XCTAssertTrue(after.contains("rank 1 has not reached it") || after.contains("rank 1 reached it but has been silent"), after)
         let line = after.split(separator: "\n").first { $0.contains("watchdog on rank") } ?? ""
         print(String(format: "SIGSTOP of rank 1, --watchdog 20: job ended with status %d after %.1f s: ", job.status, seconds) + line)
+    }
+
+    /// When rank 0 is the one that stops, rank 1's watchdog names it (here after 5 s).
+    func testStoppedRankZeroIsNamedByAnotherRank() throws {
+        let out = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let (job, rank0) = try startLongRun(out, extra: ["--watchdog", "5"], rank: 0)
+        defer {
+            kill(rank0, SIGKILL)
+            job.stop()
+        }
+        let before = job.output.utf8.count
+        let start = Date()
+        XCTAssertEqual(kill(rank0, SIGSTOP), 0)
+        XCTAssertTrue(job.waitForExit(timeout: 60), "the job did not end: \(job.output)")
+        let seconds = Date().timeIntervalSince(start)
+        let after = String(job.output.utf8.dropFirst(before))!
+        XCTAssertLessThan(seconds, 30)
+        XCTAssertNotEqual(job.status, 0)
+        XCTAssertTrue(after.contains("watchdog on rank 1"), after)
+        XCTAssertTrue(after.contains("rank 0 has not reached it") || after.contains("rank 0 reached it but has been silent"), after)
     }
 
     /// Ranks launched with different settings (or data) are stopped before training, with an
