@@ -54,6 +54,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Tensors", "Model"], path: "Tests/TestSupport"),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport"]),
+        .testTarget(name: "DistributedTests", dependencies: ["Distributed", "Training", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Data", "TestSupport"]),
         .testTarget(name: "DataTests", dependencies: ["Data", "TestSupport"]),
         .testTarget(name: "ElleTests", dependencies: ["TestSupport"]),

@@ -1,78 +1,206 @@
-import CMPI
+import Foundation
 import Tensors
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The process group a run trains in. `SingleProcess` is the debug case (one rank, collectives
 /// return at once); `MPICommunicator` is the same interface over MPI, so one code path serves a
 /// plain `elle train` and `mpirun -n N elle train`.
+///
+/// Collectives start non-blocking and return a `PendingCollective`; `wait()` finishes it under
+/// the communicator's watchdog. Every rank must start the same collectives in the same order.
+/// `label` says what a collective is for ("gradient all-reduce, step 12"); it appears only in
+/// watchdog and error messages.
 public protocol Communicator: AnyObject {
     var rank: Int { get }
     var size: Int { get }
-    /// Ends the process group cleanly.
+    /// Rank among the processes on this node, and how many there are.
+    var localRank: Int { get }
+    var localSize: Int { get }
+    var hostName: String { get }
+
+    /// In-place all-reduce of `count` elements.
+    func startAllReduce<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, _ op: ReduceOp,
+                                              label: String) throws -> PendingCollective
+    /// Overwrites `buffer` on every rank with root's.
+    func startBroadcast<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, root: Int,
+                                              label: String) throws -> PendingCollective
+    func startBarrier(label: String) throws -> PendingCollective
+    /// `count` elements from every rank into `receive` (size * count, in rank order) on `root`;
+    /// `receive` is untouched elsewhere.
+    func startGather<T: CollectiveElement>(_ send: UnsafePointer<T>, count: Int, into receive: UnsafeMutablePointer<T>,
+                                           root: Int, label: String) throws -> PendingCollective
+    /// Like `startGather`, but every rank receives the result.
+    func startAllGather<T: CollectiveElement>(_ send: UnsafePointer<T>, count: Int, into receive: UnsafeMutablePointer<T>,
+                                              label: String) throws -> PendingCollective
+    /// Ends every rank of the job at once (the way out when ranks cannot agree to stop).
+    func abort(code: Int32) -> Never
+    /// Ends the process group cleanly (every rank calls it).
     func finalize()
 }
 
-extension Communicator {
-    public var isRoot: Bool { rank == 0 }
+public enum ReduceOp: Sendable {
+    case sum, max, min
 }
 
-/// One process, no MPI.
+/// Element types collectives carry.
+public enum ElementKind: Sendable {
+    case float32, float64, int64, uint64, byte
+}
+
+public protocol CollectiveElement {
+    static var kind: ElementKind { get }
+}
+extension Float: CollectiveElement { public static var kind: ElementKind { .float32 } }
+extension Double: CollectiveElement { public static var kind: ElementKind { .float64 } }
+extension Int64: CollectiveElement { public static var kind: ElementKind { .int64 } }
+extension UInt64: CollectiveElement { public static var kind: ElementKind { .uint64 } }
+extension UInt8: CollectiveElement { public static var kind: ElementKind { .byte } }
+
+/// A collective in flight. `wait()` returns once it is complete on this rank (the buffers may be
+/// used again); `test()` asks without blocking.
+public final class PendingCollective {
+    let request: MPIRequest?
+    let label: String
+
+    init(request: MPIRequest?, label: String) {
+        self.request = request
+        self.label = label
+    }
+
+    /// Already complete (the single-process case).
+    static func completed(_ label: String) -> PendingCollective { PendingCollective(request: nil, label: label) }
+
+    public func test() throws -> Bool { try request?.test() ?? true }
+
+    /// Blocks, under the watchdog, until the collective completes.
+    public func wait() throws { try request?.wait(label: label) }
+}
+
+/// An error every rank of the job raised together, as the outcome of a collective decision (a
+/// configuration mismatch, diverged parameters, a checkpoint rank 0 could not read). Each rank can
+/// exit normally and rank 0 alone reports it. Any other error on one rank of a multi-rank job
+/// ends the whole job (`abort`), since the other ranks would otherwise wait for it forever.
+public struct JobError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// One process, no MPI: collectives complete at once and leave the data as it is.
 public final class SingleProcess: Communicator {
     public init() {}
     public var rank: Int { 0 }
     public var size: Int { 1 }
+    public var localRank: Int { 0 }
+    public var localSize: Int { 1 }
+    public var hostName: String { ProcessInfo.processInfo.hostName }
+
+    public func startAllReduce<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, _ op: ReduceOp,
+                                                     label: String) throws -> PendingCollective {
+        .completed(label)
+    }
+
+    public func startBroadcast<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, root: Int,
+                                                     label: String) throws -> PendingCollective {
+        precondition(root == 0, "broadcast root \(root) outside a single-process group")
+        return .completed(label)
+    }
+
+    public func startBarrier(label: String) throws -> PendingCollective { .completed(label) }
+
+    public func startGather<T: CollectiveElement>(_ send: UnsafePointer<T>, count: Int, into receive: UnsafeMutablePointer<T>,
+                                                  root: Int, label: String) throws -> PendingCollective {
+        precondition(root == 0, "gather root \(root) outside a single-process group")
+        receive.update(from: send, count: count)
+        return .completed(label)
+    }
+
+    public func startAllGather<T: CollectiveElement>(_ send: UnsafePointer<T>, count: Int, into receive: UnsafeMutablePointer<T>,
+                                                     label: String) throws -> PendingCollective {
+        receive.update(from: send, count: count)
+        return .completed(label)
+    }
+
+    public func abort(code: Int32) -> Never { exit(code) }
     public func finalize() {}
 }
 
-public struct MPIError: Error, CustomStringConvertible {
-    public let call: String
-    public let code: Int32
-    public let message: String
-    public var description: String { "MPI \(call) failed (code \(code)): \(message)" }
+/// The communicator for this process: MPI when started by a launcher (mpirun, srun), otherwise
+/// single-process, with no MPI initialization at all, so debugging needs no MPI runtime.
+/// `watchdogSeconds` bounds how long any collective may wait for the other ranks.
+public func makeCommunicator(watchdogSeconds: Double = Watchdog.defaultTimeout) throws -> Communicator {
+    MPICommunicator.launchedByMPI ? try MPICommunicator(watchdogSeconds: watchdogSeconds) : SingleProcess()
 }
 
-/// The world communicator of an MPI job.
-public final class MPICommunicator: Communicator {
-    public let rank: Int
-    public let size: Int
-    private var finalized = false
+// MARK: blocking forms and small helpers (every rank calls them together)
 
-    /// Initializes MPI (once per process).
-    public init() throws {
-        try MPICommunicator.check(cmpi_init(), "MPI_Init_thread")
-        var r: Int32 = 0, s: Int32 = 0
-        try MPICommunicator.check(cmpi_rank(&r), "MPI_Comm_rank")
-        try MPICommunicator.check(cmpi_size(&s), "MPI_Comm_size")
-        rank = Int(r)
-        size = Int(s)
+extension Communicator {
+    public var isRoot: Bool { rank == 0 }
+
+    public func allReduce<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, _ op: ReduceOp,
+                                                label: String) throws {
+        try startAllReduce(buffer, count: count, op, label: label).wait()
     }
 
-    public func finalize() {
-        if finalized { return }
-        finalized = true
-        _ = cmpi_finalize()
+    public func allReduce<T: CollectiveElement>(_ buffer: Buffer<T>, _ op: ReduceOp, label: String) throws {
+        try allReduce(buffer.pointer, count: buffer.count, op, label: label)
     }
 
-    static func check(_ code: Int32, _ call: String) throws {
-        if code == 0 { return }
-        var buffer = [CChar](repeating: 0, count: 512)
-        cmpi_error_string(code, &buffer, Int32(buffer.count))
-        throw MPIError(call: call, code: code, message: String(cString: buffer))
+    /// One value reduced over all ranks.
+    public func allReduce<T: CollectiveElement>(_ value: T, _ op: ReduceOp, label: String) throws -> T {
+        var v = value
+        try allReduce(&v, count: 1, op, label: label)
+        return v
     }
 
-    /// True when this process was started by an MPI launcher (mpirun, srun): Open MPI, PMIx and
-    /// Slurm's PMI export one of these variables to every rank.
-    public static var launchedByMPI: Bool {
-        let names = ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"]
-        return names.contains { getenv($0) != nil }
+    public func broadcast<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, root: Int = 0,
+                                                label: String) throws {
+        try startBroadcast(buffer, count: count, root: root, label: label).wait()
     }
-}
 
-/// The communicator for this process: MPI when started by a launcher, otherwise single-process
-/// (no MPI initialization at all, so debugging needs no MPI runtime).
-public func makeCommunicator() throws -> Communicator {
-    MPICommunicator.launchedByMPI ? try MPICommunicator() : SingleProcess()
+    public func broadcast<T: CollectiveElement>(_ buffer: Buffer<T>, root: Int = 0, label: String) throws {
+        try broadcast(buffer.pointer, count: buffer.count, root: root, label: label)
+    }
+
+    public func barrier(label: String) throws { try startBarrier(label: label).wait() }
+
+    /// Every rank's `value`, in rank order, on every rank.
+    public func allGather<T: CollectiveElement & Numeric>(_ value: T, label: String) throws -> [T] {
+        var send = value
+        var all = [T](repeating: 0, count: size)
+        try all.withUnsafeMutableBufferPointer { out in
+            try startAllGather(&send, count: 1, into: out.baseAddress!, label: label).wait()
+        }
+        return all
+    }
+
+    /// Every rank's text on `root`, in rank order (empty elsewhere). For short texts (a
+    /// configuration, a host name): each is padded to the longest.
+    public func gather(_ text: String, root: Int = 0, label: String) throws -> [String] {
+        var bytes = Array(text.utf8)
+        let lengths = try allGather(Int64(bytes.count), label: label + " (lengths)")
+        let width = max(1, Int(lengths.max()!))
+        bytes += [UInt8](repeating: 0, count: width - bytes.count)
+        var all = [UInt8](repeating: 0, count: width * (rank == root ? size : 1))
+        try bytes.withUnsafeBufferPointer { send in
+            try all.withUnsafeMutableBufferPointer { out in
+                try startGather(send.baseAddress!, count: width, into: out.baseAddress!, root: root, label: label).wait()
+            }
+        }
+        guard rank == root else { return [] }
+        return (0..<size).map { r in
+            String(decoding: all[(r * width)..<(r * width + Int(lengths[r]))], as: UTF8.self)
+        }
+    }
+
+    /// Root's `text` on every rank (what the others pass is ignored).
+    public func broadcast(_ text: String, root: Int = 0, label: String) throws -> String {
+        var bytes = Array(text.utf8)
+        var length = Int64(bytes.count)
+        try broadcast(&length, count: 1, root: root, label: label + " (length)")
+        if rank != root { bytes = [UInt8](repeating: 0, count: Int(length)) }
+        if length > 0 {
+            try bytes.withUnsafeMutableBufferPointer { try broadcast($0.baseAddress!, count: Int(length), root: root, label: label) }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
 }

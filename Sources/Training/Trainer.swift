@@ -15,11 +15,14 @@ public struct StepResult: Sendable {
 }
 
 /// Plain single-domain training: micro-batches from a `SequenceLoader`, gradient accumulation,
-/// clipping, AdamW, periodic validation and checkpoints.
+/// clipping, AdamW, periodic validation and checkpoints; data-parallel over `communicator`.
 ///
-/// Each micro-batch's gradient is computed on its own and then added to the update's sum (the
-/// order MPI will later reproduce across ranks), and the sum is scaled once by
-/// 1 / (micro-batches * ranks): so 1 rank x 2 micro-batches and 2 ranks x 1 give the same bits.
+/// Each micro-batch's gradient is computed on its own and then added to the update's sum; the
+/// sum is all-reduced across ranks and scaled once by 1 / (micro-batches * ranks): so 1 rank x 2
+/// micro-batches and 2 ranks x 1 give the same bits. Every rank then applies the same AdamW step.
+///
+/// Every method that talks to other ranks (`init`, `trainStep`, `evaluate`, `verifyReplicas`,
+/// `checkpoint`, `saveCheckpoint`) is collective: all ranks call it at the same point.
 public final class Trainer {
     public let model: GPT
     public let optimizer: AdamW
@@ -33,6 +36,9 @@ public final class Trainer {
     private let targets: Buffer<Int32>
     /// Sum of micro-batch gradients when accumulating (nil with one micro-batch per update).
     private let gradientSum: FloatBuffer?
+    /// Compare a hash of the parameters across ranks every N updates (0: only before
+    /// checkpoints). A mismatch means the replicas diverged and ends the job naming the rank.
+    public var replicaCheckEvery = 100
 
     /// A fresh run.
     public convenience init(model: GPT, options: TrainingOptions, train: Buffer<Int32>, valid: Buffer<Int32>,
@@ -54,9 +60,9 @@ public final class Trainer {
             optimizer.v.copy(from: moments.v)
         }
         if let state {
-            guard state.worldSize == communicator.size else {
-                throw CheckpointError(path: "resume",
-                    "was written by \(state.worldSize) rank(s) but this job has \(communicator.size); resume with the same number of ranks")
+            guard state.worldSize == communicator.size, state.loaders.count == state.worldSize else {
+                throw JobError("the checkpoint was written by a job of \(state.worldSize) rank(s) but this job has \(communicator.size); "
+                               + "resume with the same number of ranks (each rank continues its own data position)")
             }
             step = state.step
             tokensSeen = state.tokensSeen
@@ -67,15 +73,37 @@ public final class Trainer {
         }
         loader = try SequenceLoader(tokens: train, seq: options.seq, seed: options.seed,
                                     rank: communicator.rank, worldSize: communicator.size,
-                                    position: state?.loader ?? LoaderPosition())
+                                    position: state?.loaders[communicator.rank] ?? LoaderPosition())
         validTokens = valid
         inputs = Buffer(count: options.batch * options.seq)
         targets = Buffer(count: options.batch * options.seq)
         gradientSum = options.accumulation > 1 ? FloatBuffer(count: model.parameterCount) : nil
+        try synchronizeReplicas(train: train, resuming: moments != nil)
     }
 
-    /// Runs one update: accumulation micro-batches, gradient average, clipping, AdamW.
-    public func trainStep() -> StepResult {
+    /// Makes every rank start from rank 0's run: the configuration, options and data must agree
+    /// (a mismatch names the rank and the field), then rank 0's parameters (and, on resume, Adam
+    /// moments) are broadcast.
+    private func synchronizeReplicas(train: Buffer<Int32>, resuming: Bool) throws {
+        guard communicator.size > 1 else { return }
+        var fields = try flatFields(model.config, prefix: "model")
+        // The data path may differ between nodes; what must agree is the tokens it holds.
+        fields += try flatFields(options, prefix: "options").filter { $0.name != "options.dataPath" }
+        fields += [("data.trainTokens", "\(train.count)"), ("data.validTokens", "\(validTokens.count)"),
+                   ("data.trainXXH64", String(format: "%016llx", XXH64.hash(train.rawBytes))),
+                   ("data.validXXH64", String(format: "%016llx", XXH64.hash(validTokens.rawBytes))),
+                   ("resume.step", "\(step)"), ("resume.optimizerStep", "\(optimizer.step)")]
+        try communicator.verifySameFields(fields, what: "run configuration")
+        try communicator.broadcast(model.parameters, label: "parameter broadcast from rank 0")
+        if resuming {
+            try communicator.broadcast(optimizer.m, label: "Adam first-moment broadcast from rank 0")
+            try communicator.broadcast(optimizer.v, label: "Adam second-moment broadcast from rank 0")
+        }
+    }
+
+    /// Runs one update: accumulation micro-batches on each rank, gradient average over all of
+    /// them, clipping, AdamW. The loss returned is the mean over every rank's micro-batches.
+    public func trainStep() throws -> StepResult {
         let start = DispatchTime.now().uptimeNanoseconds
         let b = options.batch, t = options.seq, accumulation = options.accumulation
         var lossSum = 0.0
@@ -97,6 +125,10 @@ public final class Trainer {
         }
         let gradients = gradientSum ?? model.gradients
         let contributions = accumulation * communicator.size
+        if communicator.size > 1 {
+            try communicator.allReduce(gradients, .sum, label: "gradient all-reduce of update \(step + 1)")
+            lossSum = try communicator.allReduce(lossSum, .sum, label: "loss all-reduce of update \(step + 1)")
+        }
         if contributions > 1 {
             scaleInPlace(gradients.pointer, 1 / Float(contributions), count: gradients.count)
         }
@@ -106,50 +138,82 @@ public final class Trainer {
         step += 1
         let tokens = b * t * contributions
         tokensSeen += tokens
+        if communicator.size > 1 && replicaCheckEvery > 0 && step % replicaCheckEvery == 0 { try verifyReplicas() }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        return StepResult(step: step, loss: Float(lossSum / Double(accumulation)), learningRate: lr,
+        return StepResult(step: step, loss: Float(lossSum / Double(contributions)), learningRate: lr,
                           gradientNorm: norm, tokens: tokens, seconds: seconds)
     }
 
-    /// Mean loss over up to `options.evalBatches` batches of the validation tokens, read in
-    /// order (no dropout). Returns nil when the validation split is shorter than one sequence.
-    public func evaluate() -> Float? {
+    /// Compares a hash of the parameters across ranks; throws a `JobError` naming the ranks
+    /// whose copy diverged from rank 0's. Returns the hash.
+    @discardableResult
+    public func verifyReplicas() throws -> UInt64 {
+        try communicator.verifyIdentical(model.parameters.rawBytes,
+                                         what: "parameters after update \(step)")
+    }
+
+    /// Mean loss per token over the first `options.evalBatches` batches of the validation tokens
+    /// (no dropout), or nil when the validation split is shorter than one sequence. Batches are
+    /// dealt to ranks round-robin; their losses are all-reduced as a vector and added in batch
+    /// order, so the result has the same bits for any number of ranks.
+    public func evaluate() throws -> Float? {
         let b = options.batch, t = options.seq
         let windows = max(0, (validTokens.count - 1) / t)
         if windows == 0 { return nil }
-        var total = 0.0, batches = 0
-        var window = 0
-        while window < windows && batches < options.evalBatches {
-            let rows = min(b, windows - window)
+        let batches = min(options.evalBatches, (windows + b - 1) / b)
+        // (batch loss * tokens, tokens) per batch; zero where another rank evaluates it.
+        let sums = Buffer<Double>(count: 2 * batches)
+        for batch in stride(from: communicator.rank, to: batches, by: communicator.size) {
+            let first = batch * b, rows = min(b, windows - first)
             for r in 0..<rows {
-                let src = validTokens.pointer + (window + r) * t
+                let src = validTokens.pointer + (first + r) * t
                 (inputs.pointer + r * t).update(from: src, count: t)
                 (targets.pointer + r * t).update(from: src + 1, count: t)
             }
-            total += Double(model.forward(tokens: inputs.pointer, targets: targets.pointer, batch: rows, seq: t))
-            batches += 1
-            window += rows
+            let loss = model.forward(tokens: inputs.pointer, targets: targets.pointer, batch: rows, seq: t)
+            sums[2 * batch] = Double(loss) * Double(rows * t)
+            sums[2 * batch + 1] = Double(rows * t)
         }
-        return Float(total / Double(batches))
+        if communicator.size > 1 { try communicator.allReduce(sums, .sum, label: "validation loss all-reduce after update \(step)") }
+        var total = 0.0, tokens = 0.0
+        for batch in 0..<batches {
+            total += sums[2 * batch]
+            tokens += sums[2 * batch + 1]
+        }
+        return Float(total / tokens)
     }
 
-    public var state: TrainingState {
-        TrainingState(step: step, options: options, loader: loader.position, optimizerStep: optimizer.step,
-                      tokensSeen: tokensSeen, worldSize: communicator.size)
+    /// The run's state with every rank's loader position (gathered to rank 0; on other ranks
+    /// `loaders` holds only their own).
+    public func gatherState() throws -> TrainingState {
+        var mine = [Int64(loader.position.epoch), Int64(loader.position.cursor)]
+        var all = [Int64](repeating: 0, count: 2 * communicator.size)
+        try communicator.startGather(&mine, count: 2, into: &all, root: 0, label: "loader position gather at update \(step)").wait()
+        let loaders = communicator.isRoot
+            ? (0..<communicator.size).map { LoaderPosition(epoch: Int(all[2 * $0]), cursor: Int(all[2 * $0 + 1])) }
+            : [loader.position]
+        return TrainingState(step: step, options: options, loaders: loaders, optimizerStep: optimizer.step,
+                             tokensSeen: tokensSeen, worldSize: communicator.size)
     }
 
-    public func checkpoint() -> Checkpoint {
-        Checkpoint(config: model.config, state: state,
-                   tensors: [("parameters", model.parameters), ("adam.m", optimizer.m), ("adam.v", optimizer.v)])
+    /// The run as a checkpoint (meaningful on rank 0). Checks first that all ranks hold the same
+    /// parameters, so the file stands for every replica.
+    public func checkpoint() throws -> Checkpoint {
+        try verifyReplicas()
+        return Checkpoint(config: model.config, state: try gatherState(),
+                          tensors: [("parameters", model.parameters), ("adam.m", optimizer.m), ("adam.v", optimizer.v)])
     }
 
-    /// Writes `step-NNNNNNNN.ckpt` in `folder` and points `folder/latest` at it. Returns its path.
+    /// Writes `step-NNNNNNNN.ckpt` in `folder` on rank 0 and points `folder/latest` at it.
+    /// Returns its path on rank 0, nil on the other ranks (which write nothing).
     @discardableResult
-    public func saveCheckpoint(in folder: String) throws -> String {
+    public func saveCheckpoint(in folder: String) throws -> String? {
+        let checkpoint = try checkpoint()
+        guard communicator.isRoot else { return nil }
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let name = String(format: "step-%08d.ckpt", step)
         let path = (folder as NSString).appendingPathComponent(name)
-        try checkpoint().write(to: path)
+        try checkpoint.write(to: path)
         try writeFileAtomically(name + "\n", to: (folder as NSString).appendingPathComponent("latest"))
         return path
     }
@@ -166,7 +230,14 @@ public final class Trainer {
     public static func resume(from path: String, train: Buffer<Int32>, valid: Buffer<Int32>,
                               communicator: Communicator = SingleProcess(),
                               options override: TrainingOptions? = nil) throws -> Trainer {
-        let checkpoint = try Checkpoint.read(from: path)
+        try resume(from: try Checkpoint.read(from: path), path: path, train: train, valid: valid,
+                   communicator: communicator, options: override)
+    }
+
+    /// Rebuilds a trainer from a checkpoint read from `path` (on ranks other than 0, one from
+    /// `Checkpoint.readOnRoot`, whose tensors the trainer then receives from rank 0).
+    public static func resume(from checkpoint: Checkpoint, path: String, train: Buffer<Int32>, valid: Buffer<Int32>,
+                              communicator: Communicator, options override: TrainingOptions? = nil) throws -> Trainer {
         guard let parameters = checkpoint.tensor("parameters") else {
             throw CheckpointError(path: path, "holds no parameters tensor")
         }

@@ -53,23 +53,26 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     }
 }
 
-/// Everything besides tensors needed to continue a run exactly.
+/// Everything besides tensors needed to continue a run exactly. No random-number state is
+/// needed: dropout masks are a function of (seed, step, global micro-batch, site) and each
+/// epoch's data order of (seed, epoch).
 public struct TrainingState: Codable, Equatable, Sendable {
     /// Updates completed.
     public var step: Int
     public var options: TrainingOptions
-    public var loader: LoaderPosition
+    /// Each rank's loader position, by rank (gathered to rank 0 when writing a checkpoint).
+    public var loaders: [LoaderPosition]
     /// Adam's update count (bias correction).
     public var optimizerStep: Int
     /// Tokens consumed by all ranks so far.
     public var tokensSeen: Int
     public var worldSize: Int
 
-    public init(step: Int, options: TrainingOptions, loader: LoaderPosition, optimizerStep: Int,
+    public init(step: Int, options: TrainingOptions, loaders: [LoaderPosition], optimizerStep: Int,
                 tokensSeen: Int, worldSize: Int) {
         self.step = step
         self.options = options
-        self.loader = loader
+        self.loaders = loaders
         self.optimizerStep = optimizerStep
         self.tokensSeen = tokensSeen
         self.worldSize = worldSize

@@ -5,7 +5,7 @@ struct Elle: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "elle",
         abstract: "Lifelong pre-training of growing transformer language models.",
-        subcommands: [Train.self, Sample.self, Bench.self])
+        subcommands: [Train.self, Sample.self, Bench.self, MPICheck.self])
 }
 
 /// Model shape options shared by `train` and `bench`.
@@ -28,7 +28,7 @@ struct ModelOptions: ParsableArguments {
 
 /// Threads for elle's kernels (OpenBLAS itself always runs single-threaded under elle).
 struct ComputeOptions: ParsableArguments {
-    @Option(help: "Threads per process (default: all cores, or OPENBLAS_NUM_THREADS when set).")
+    @Option(help: "Threads per process (default: OPENBLAS_NUM_THREADS when set, else all cores shared among the MPI ranks on this node).")
     var threads: Int?
 
     func validate() throws {

@@ -7,12 +7,14 @@ import Glibc
 
 /// Process-wide setup shared by the subcommands.
 enum Runtime {
-    /// Configures elle's thread count: the flag, else OPENBLAS_NUM_THREADS, else every core.
-    static func configureThreads(_ requested: Int?) -> Int {
+    /// Configures elle's thread count: the flag, else OPENBLAS_NUM_THREADS, else the cores
+    /// shared among the `ranksOnThisHost` ranks of an MPI job on this node. `quiet` (ranks
+    /// other than 0) skips the OpenBLAS kernel advice.
+    static func configureThreads(_ requested: Int?, ranksOnThisHost: Int = 1, quiet: Bool = false) -> Int {
         let fromEnvironment = ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"].flatMap(Int.init)
-        let threads = requested ?? fromEnvironment ?? ProcessInfo.processInfo.activeProcessorCount
+        let threads = requested ?? fromEnvironment ?? ProcessInfo.processInfo.activeProcessorCount / max(1, ranksOnThisHost)
         Parallel.configure(threads: max(1, threads))
-        if let advice = BLASInfo.kernelAdvice { warn(advice) }
+        if !quiet, let advice = BLASInfo.kernelAdvice { warn(advice) }
         return Parallel.threads
     }
 

@@ -13,9 +13,14 @@ struct Train: ParsableCommand {
             Logs loss and tokens/s, writes checkpoints to --out (step-NNNNNNNN.ckpt, with `latest` \
             naming the newest) and metrics to --out/metrics.jsonl. --resume continues the run in \
             --out from its newest checkpoint with the saved settings, bit for bit.
+
+            Started by mpirun or srun, every rank trains on its own micro-batches and gradients \
+            are averaged across ranks (data parallel); rank 0 logs and writes checkpoints. \
+            See cluster/README.md.
             """)
 
-    @Option(help: "Text file or folder of .txt files (byte-level tokens).") var data: String?
+    @Option(help: "Text file or folder of .txt files (byte-level tokens). With --resume: where to find the run's data if not at its saved path.")
+    var data: String?
     @Option(help: "Run folder for checkpoints and metrics.") var out: String = "runs/default"
     @OptionGroup var model: ModelOptions
     @Option(help: "Tokens per sequence.") var seq: Int = 128
@@ -40,7 +45,10 @@ struct Train: ParsableCommand {
     @Option(help: "Stop (with a checkpoint) after this update, though the schedule spans --steps; continue later with --resume.")
     var stopAfter: Int?
     @Option(help: "Print a sample of this many tokens when training ends (0: none).") var sampleTokens: Int = 0
+    @Option(help: "Compare a hash of the parameters across ranks every N updates (0: only at checkpoints).")
+    var checkReplicasEvery: Int = 100
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var parallel: ParallelOptions
 
     func validate() throws {
         if !resume && data == nil { throw ValidationError("--data is required (a text file or a folder of .txt files)") }
@@ -50,25 +58,30 @@ struct Train: ParsableCommand {
         if seq < 1 { throw ValidationError("--seq must be at least 1") }
         if let context = model.context, context < seq { throw ValidationError("--context \(context) is shorter than --seq \(seq)") }
         if dropout < 0 || dropout >= 1 { throw ValidationError("--dropout must be in [0, 1)") }
+        if checkReplicasEvery < 0 { throw ValidationError("--check-replicas-every must not be negative") }
     }
 
     func run() throws {
-        let threads = Runtime.configureThreads(compute.threads)
-        let communicator = try makeCommunicator()
-        defer { communicator.finalize() }
+        let communicator = try makeCommunicator(watchdogSeconds: parallel.watchdog)
+        try Job.run(communicator) { try train(communicator) }
+    }
+
+    func train(_ communicator: Communicator) throws {
+        let threads = Runtime.configureThreads(compute.threads, ranksOnThisHost: communicator.localSize,
+                                               quiet: !communicator.isRoot)
         let log = communicator.isRoot
+        try Job.printRanks(communicator)
 
         let trainer: Trainer
         let tokenizer = ByteTokenizer()
         if resume {
-            guard let path = Trainer.latestCheckpoint(in: out) else {
-                throw ValidationError("--resume: no checkpoint in \(out) (no \(out)/latest)")
-            }
-            let saved = try Checkpoint.read(from: path)
+            // Rank 0 reads the checkpoint and sends it to the others: no shared file system needed.
+            let (saved, path) = try Checkpoint.readLatestOnRoot(in: out, communicator: communicator)
             var options = saved.state.options
             if let steps { options.steps = steps }
+            if let data { options.dataPath = data }  // e.g. another node's copy (contents are compared)
             let corpus = try TextCorpus(path: options.dataPath, tokenizer: tokenizer, validFraction: options.validFraction)
-            trainer = try Trainer.resume(from: path, train: corpus.train, valid: corpus.valid,
+            trainer = try Trainer.resume(from: saved, path: path, train: corpus.train, valid: corpus.valid,
                                          communicator: communicator, options: options)
             if log { print("resumed \(path) at step \(trainer.step) of \(options.steps)") }
         } else {
@@ -97,6 +110,7 @@ struct Train: ParsableCommand {
                 print("data \(data!): \(corpus.files.count) file(s), \(corpus.train.count) train / \(corpus.valid.count) valid tokens (bytes)")
             }
         }
+        trainer.replicaCheckEvery = checkReplicasEvery
         let options = trainer.options
         if log {
             print("model \(trainer.model.config), \(formatCount(trainer.model.parameterCount)) parameters")
@@ -107,9 +121,10 @@ struct Train: ParsableCommand {
         let stop = min(options.steps, stopAfter ?? options.steps)
         var windowLoss = 0.0, windowTokens = 0, windowSeconds = 0.0, windowSteps = 0
         while trainer.step < stop {
-            let result = trainer.trainStep()
+            let result = try trainer.trainStep()
             guard result.loss.isFinite else {
-                throw ValidationError("loss became \(result.loss) at step \(result.step); lower --lr or raise --warmup")
+                // The loss is averaged over all ranks, so every rank stops here together.
+                throw JobError("loss became \(result.loss) at step \(result.step); lower --lr or raise --warmup")
             }
             windowLoss += Double(result.loss); windowTokens += result.tokens
             windowSeconds += result.seconds; windowSteps += 1
@@ -129,16 +144,17 @@ struct Train: ParsableCommand {
                 windowLoss = 0; windowTokens = 0; windowSeconds = 0; windowSteps = 0
             }
             if (options.evalEvery > 0 && result.step % options.evalEvery == 0) || last {
-                if let valid = trainer.evaluate() {
+                if let valid = try trainer.evaluate() {
                     if log { print(String(format: "step %6d | valid loss %.4f | perplexity %.2f", result.step, valid, exp(Double(valid)))) }
                     metrics?.write(["step": result.step, "valid_loss": Double(valid), "valid_perplexity": exp(Double(valid))])
                 }
             }
-            if log && ((options.checkpointEvery > 0 && result.step % options.checkpointEvery == 0) || last) {
-                let path = try trainer.saveCheckpoint(in: out)
-                print("checkpoint \(path)")
+            if (options.checkpointEvery > 0 && result.step % options.checkpointEvery == 0) || last {
+                if let path = try trainer.saveCheckpoint(in: out) { print("checkpoint \(path)") }
             }
         }
+        let hash = try trainer.verifyReplicas()
+        if log { print(String(format: "parameters xxh64 %016llx, identical on %d rank(s)", hash, communicator.size)) }
         if log && sampleTokens > 0 {
             let text = Generator(model: trainer.model, tokenizer: tokenizer)
                 .generate(prompt: "\n", count: sampleTokens, temperature: 0.8, topK: 40, seed: seed)

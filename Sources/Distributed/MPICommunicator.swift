@@ -1,0 +1,153 @@
+import CMPI
+import Foundation
+
+/// An MPI error code turned into a Swift error carrying MPI's own message.
+public struct MPIError: Error, CustomStringConvertible {
+    public let call: String
+    public let code: Int32
+    public let message: String
+    public var description: String { "MPI \(call) failed (code \(code)): \(message)" }
+
+    static func check(_ code: Int32, _ call: @autoclosure () -> String) throws {
+        if code == 0 { return }
+        var buffer = [CChar](repeating: 0, count: 512)
+        cmpi_error_string(code, &buffer, Int32(buffer.count))
+        throw MPIError(call: call(), code: code, message: String(cString: buffer))
+    }
+}
+
+/// The world communicator of an MPI job (through the CMPI shim). Only the thread that created it
+/// calls MPI (MPI_THREAD_FUNNELED).
+public final class MPICommunicator: Communicator {
+    public let rank: Int
+    public let size: Int
+    public let localRank: Int
+    public let localSize: Int
+    public let hostName: String
+    let watchdog: Watchdog
+    private var finalized = false
+
+    /// Initializes MPI (once per process). `watchdogSeconds` bounds every collective's wait.
+    public init(watchdogSeconds: Double = Watchdog.defaultTimeout) throws {
+        var provided = CMPI_THREAD_SINGLE
+        try MPIError.check(cmpi_init(CMPI_THREAD_FUNNELED, &provided), "MPI_Init_thread")
+        guard provided.rawValue >= CMPI_THREAD_FUNNELED.rawValue else {
+            throw MPIError(call: "MPI_Init_thread", code: -1,
+                           message: "the MPI library granted thread level \(provided.rawValue); elle needs MPI_THREAD_FUNNELED")
+        }
+        var r: Int32 = 0, s: Int32 = 0, lr: Int32 = 0, ls: Int32 = 0
+        try MPIError.check(cmpi_rank(&r), "MPI_Comm_rank")
+        try MPIError.check(cmpi_size(&s), "MPI_Comm_size")
+        try MPIError.check(cmpi_local_rank(&lr, &ls), "MPI_Comm_split_type")
+        var name = [CChar](repeating: 0, count: 256)
+        try MPIError.check(cmpi_processor_name(&name, Int32(name.count)), "MPI_Get_processor_name")
+        rank = Int(r)
+        size = Int(s)
+        localRank = Int(lr)
+        localSize = Int(ls)
+        hostName = String(cString: name)
+        watchdog = try Watchdog(rank: rank, size: size, timeout: watchdogSeconds)
+    }
+
+    /// True when this process was started by an MPI launcher (mpirun, srun): Open MPI, PMIx and
+    /// Slurm's PMI export one of these variables to every rank.
+    public static var launchedByMPI: Bool {
+        let names = ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"]
+        return names.contains { getenv($0) != nil }
+    }
+
+    /// Largest element count per MPI call; longer buffers go in several calls (MPI counts are
+    /// `int`). Tests lower it to exercise the splitting.
+    public static var chunkElements: Int {
+        get { Int(cmpi_chunk_elements()) }
+        set { cmpi_set_chunk_elements(Int64(newValue)) }
+    }
+
+    private func start(_ label: String, _ call: String,
+                       _ body: (UnsafeMutablePointer<OpaquePointer?>) -> Int32) throws -> PendingCollective {
+        let sequence = watchdog.begin()
+        var handle: OpaquePointer?
+        try MPIError.check(body(&handle), "\(call) (\(label))")
+        return PendingCollective(request: MPIRequest(handle: handle, watchdog: watchdog, sequence: sequence), label: label)
+    }
+
+    public func startAllReduce<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, _ op: ReduceOp,
+                                                     label: String) throws -> PendingCollective {
+        try start(label, "MPI_Iallreduce") { cmpi_iallreduce(buffer, Int64(count), T.kind.datatype, op.op, $0) }
+    }
+
+    public func startBroadcast<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, root: Int,
+                                                     label: String) throws -> PendingCollective {
+        try start(label, "MPI_Ibcast") { cmpi_ibcast(buffer, Int64(count), T.kind.datatype, Int32(root), $0) }
+    }
+
+    public func startBarrier(label: String) throws -> PendingCollective {
+        try start(label, "MPI_Ibarrier") { cmpi_ibarrier($0) }
+    }
+
+    public func startGather<T: CollectiveElement>(_ send: UnsafePointer<T>, count: Int, into receive: UnsafeMutablePointer<T>,
+                                                  root: Int, label: String) throws -> PendingCollective {
+        try start(label, "MPI_Igather") { cmpi_igather(send, receive, Int64(count), T.kind.datatype, Int32(root), $0) }
+    }
+
+    public func startAllGather<T: CollectiveElement>(_ send: UnsafePointer<T>, count: Int, into receive: UnsafeMutablePointer<T>,
+                                                     label: String) throws -> PendingCollective {
+        try start(label, "MPI_Iallgather") { cmpi_iallgather(send, receive, Int64(count), T.kind.datatype, $0) }
+    }
+
+    public func abort(code: Int32) -> Never {
+        fflush(stdout)
+        cmpi_abort(code)
+        exit(code)  // MPI_Abort does not return; this only satisfies the type checker
+    }
+
+    public func finalize() {
+        if finalized { return }
+        finalized = true
+        watchdog.close()
+        _ = cmpi_finalize()
+    }
+}
+
+/// One started MPI operation and the watchdog that waits for it.
+final class MPIRequest {
+    var handle: OpaquePointer?
+    let watchdog: Watchdog
+    let sequence: Int64
+
+    init(handle: OpaquePointer?, watchdog: Watchdog, sequence: Int64) {
+        self.handle = handle
+        self.watchdog = watchdog
+        self.sequence = sequence
+    }
+
+    func test() throws -> Bool {
+        var done: Int32 = 0
+        try MPIError.check(cmpi_test(&handle, &done), "MPI_Test")
+        return done != 0
+    }
+
+    func wait(label: String) throws { try watchdog.wait(for: self, label: label) }
+}
+
+extension ElementKind {
+    var datatype: cmpi_datatype {
+        switch self {
+        case .float32: CMPI_FLOAT32
+        case .float64: CMPI_FLOAT64
+        case .int64: CMPI_INT64
+        case .uint64: CMPI_UINT64
+        case .byte: CMPI_BYTE
+        }
+    }
+}
+
+extension ReduceOp {
+    var op: cmpi_op {
+        switch self {
+        case .sum: CMPI_SUM
+        case .max: CMPI_MAX
+        case .min: CMPI_MIN
+        }
+    }
+}
