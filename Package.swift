@@ -55,6 +55,7 @@ let package = Package(
         .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Data", "TestSupport"]),
         .testTarget(name: "DataTests", dependencies: ["Data", "TestSupport"]),
+        .testTarget(name: "GrowthTests", dependencies: ["Model", "Training", "Data", "TestSupport"]),
         .testTarget(name: "ElleTests", dependencies: ["TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
