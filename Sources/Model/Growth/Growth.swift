@@ -93,8 +93,8 @@ public enum Growth {
     /// count), and the grown config. No noise.
     public static func widen(_ parameters: FloatBuffer, config: ModelConfig, maps: WidthMaps) throws
         -> (parameters: FloatBuffer, config: ModelConfig) {
-        let (grown, target) = try expand(parameters, config: config, depth: .identity(config.layers), maps: maps)
-        return (grown, target)
+        let grown = try expand(parameters, config: config, depth: .identity(config.layers), maps: maps)
+        return (grown.buffer, grown.config)
     }
 
     /// A gradient-shaped buffer of `config` (a gradient or Adam's first moment with power 1, its
@@ -245,21 +245,21 @@ public enum Growth {
         let rowDivisor = divideRows ? divisors(rows.count) : nil
         let columnDivisor = divideCols ? divisors(cols.count) : nil
         let rowSource = rows.source.pointer, colSource = cols.source.pointer
-        let rowScale = rowDivisor?.pointer, colScale = columnDivisor?.pointer
+        let rowDivide = rowDivisor?.pointer, columnDivide = columnDivisor?.pointer
         defer { withExtendedLifetime((rowDivisor, columnDivisor)) {} }
         Parallel.forRanges(rows.newCount, minimum: max(1, (1 << 15) / max(newWidth, 1))) { _, range in
             for r in range {
                 let s = src + Int(rowSource[r]) * oldWidth, d = dst + r * newWidth
-                if let colScale {
-                    for c in 0..<prefix { d[c] = s[c] / colScale[c] }
-                    for c in prefix..<newWidth { d[c] = s[Int(colSource[c])] / colScale[c] }
+                if let columnDivide {
+                    for c in 0..<prefix { d[c] = s[c] / columnDivide[c] }
+                    for c in prefix..<newWidth { d[c] = s[Int(colSource[c])] / columnDivide[c] }
                 } else {
                     d.update(from: s, count: prefix)
                     for c in prefix..<newWidth { d[c] = s[Int(colSource[c])] }
                 }
-                if let rowScale {
-                    let scale = rowScale[r]
-                    if scale != 1 { for c in 0..<newWidth { d[c] /= scale } }
+                if let rowDivide {
+                    let divisor = rowDivide[r]
+                    if divisor != 1 { for c in 0..<newWidth { d[c] /= divisor } }
                 }
             }
         }

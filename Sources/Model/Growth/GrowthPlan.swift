@@ -118,9 +118,11 @@ public struct GrowthPlan: Codable, Equatable, Sendable {
 
     func targetFFN(source c: ModelConfig) -> Int { ffn ?? c.ffn * width / c.width }
 
-    /// The grown model's config: the source's with the new shape (lineage filled in by `Growth`).
+    /// The grown model's shape: the source's config with the new sizes. When the depth changes the
+    /// lineage is left out here; `Growth.grow` fills it in.
     public func target(source c: ModelConfig) -> ModelConfig {
         var t = c
+        if layers != c.layers { t.layerOrigins = nil }
         t.layers = layers
         t.width = width
         t.heads = heads
