@@ -9,14 +9,18 @@ struct BenchGrow: ParsableCommand {
         commandName: "grow",
         abstract: "Time a growth event (depth, width, noise, and moments when carried) on a random model.",
         discussion: """
-            Shapes are LAYERS/WIDTH/HEADS. The default is the last step of the ELLE reference plan, \
-            11/704/11 -> 12/768/12 with the GPT-2 vocabulary and 512 positions (about 124M \
-            parameters grown). Reports the best and median of --repeats timed growths.
+            Shapes are LAYERS/WIDTH/HEADS; the default is the last step of the ELLE reference plan, \
+            11/704/11 -> 12/768/12. --vocab, --threads and --json are `elle bench`'s own options \
+            and mean the same here; with the GPT-2 vocabulary and 512 positions \
+            (elle bench grow --vocab 50257 --context 512) the grown model has 124M parameters. \
+            Reports the best and median of --repeats timed growths.
             """)
+
+    /// Supplies --vocab, --threads and --json (the parent parses options of the same name).
+    @ParentCommand var bench: Bench
 
     @Option(help: "Source shape LAYERS/WIDTH/HEADS.") var from: String = "11/704/11"
     @Option(help: "Grown shape LAYERS/WIDTH/HEADS.") var to: String = "12/768/12"
-    @Option(help: "Vocabulary size.") var vocab: Int = 50257
     @Option(help: "Positions (context length).") var context: Int = 512
     @Option(help: "copy or identity.") var depthMode: GrowthPlan.DepthMode = .copy
     @Option(help: "random or round-robin.") var source: GrowthPlan.Source = .random
@@ -24,8 +28,6 @@ struct BenchGrow: ParsableCommand {
     @Option(help: "copies or all.") var noiseScope: GrowthPlan.NoiseScope = .copies
     @Option(help: "reset or carry (carry also maps both Adam moments).") var moments: GrowthPlan.Moments = .reset
     @Option(help: "Timed growths.") var repeats: Int = 3
-    @Flag(help: "Print one JSON object instead of text.") var json = false
-    @OptionGroup var compute: ComputeOptions
 
     static func shape(_ text: String, _ flag: String) throws -> (layers: Int, width: Int, heads: Int) {
         let parts = text.split(separator: "/").compactMap { Int($0) }
@@ -40,11 +42,12 @@ struct BenchGrow: ParsableCommand {
         _ = try Self.shape(to, "--to")
         if a.width % a.heads != 0 { throw ValidationError("--from: heads must divide the width (got \(from))") }
         if repeats < 1 { throw ValidationError("--repeats must be at least 1") }
-        if vocab < 2 || context < 1 { throw ValidationError("--vocab and --context must be positive") }
+        if context < 1 { throw ValidationError("--context must be positive") }
     }
 
     func run() throws {
-        let threads = Runtime.configureThreads(compute.threads)
+        let threads = Runtime.configureThreads(bench.compute.threads)
+        let vocab = bench.vocab, json = bench.json
         let a = try Self.shape(from, "--from"), b = try Self.shape(to, "--to")
         let config = ModelConfig(layers: a.layers, width: a.width, heads: a.heads, vocab: vocab, context: context, dropout: 0)
         let plan = GrowthPlan(layers: b.layers, width: b.width, heads: b.heads, depthMode: depthMode, source: source,

@@ -73,6 +73,24 @@ final class GrowCLITests: XCTestCase {
         XCTAssertFalse(run.stdout.contains("nan"), run.stdout)
     }
 
+    /// `elle bench grow` reports a timed growth as JSON, with the parent's --vocab and --threads;
+    /// an impossible target is refused naming the field.
+    func testGrowthBenchmark() throws {
+        let run = try runProcess(elleExecutable, ["bench", "grow", "--from", "2/64/2", "--to", "3/128/4", "--vocab", "100",
+                                                  "--context", "16", "--repeats", "2", "--threads", "1", "--json"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let fields = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], run.stdout)
+        XCTAssertEqual(fields["vocab"] as? Int, 100)
+        XCTAssertEqual(fields["threads"] as? Int, 1)
+        // wte, wpe, 3 blocks (two norms, qkv, proj, fc, mlp proj with biases), lnf.
+        let block = 4 * 128 + (3 * 128 * 128 + 3 * 128) + (128 * 128 + 128) + (512 * 128 + 512) + (128 * 512 + 128)
+        XCTAssertEqual(fields["parameters_to"] as? Int, 100 * 128 + 16 * 128 + 3 * block + 2 * 128)
+        XCTAssertGreaterThan(fields["grow_ms_best"] as? Double ?? 0, 0)
+        let bad = try runProcess(elleExecutable, ["bench", "grow", "--from", "2/64/2", "--to", "3/96/4", "--vocab", "100", "--context", "16"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("heads"), bad.stderr)
+    }
+
     /// Bad growths fail before writing anything, with the field (or path) named.
     func testBadGrowthsAreRejectedNamingTheField() throws {
         let folder = temporaryFolder()
