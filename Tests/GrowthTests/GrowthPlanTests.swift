@@ -120,15 +120,19 @@ final class GrowthPlanTests: XCTestCase {
     /// Growing a checkpoint keeps its training state; moments are carried (optimizer step kept)
     /// or dropped (optimizer step 0); carrying without moments is an error naming them.
     func testCheckpointGrowth() throws {
+        // A real trainer's checkpoint, with a step and moments of our own.
+        let corpus = TrainedTiny.corpus
         let model = try GPT(config: Tiny.config(), seed: 1)
-        let options = TrainingOptions(batch: 2, seq: 8, steps: 10, schedule: LearningRateSchedule(kind: .constant, peak: 1e-3), dataPath: "x")
-        let state = TrainingState(step: 7, options: options, loader: LoaderPosition(epoch: 1, cursor: 4),
-                                  optimizerStep: 7, tokensSeen: 112, worldSize: 1)
+        let options = TrainingOptions(batch: 2, seq: 8, steps: 10, schedule: LearningRateSchedule(kind: .constant, peak: 1e-3),
+                                      dataPath: sampleDataPath())
+        var checkpoint = try Trainer(model: model, options: options, train: corpus.train, valid: corpus.valid).checkpoint()
+        checkpoint.state.step = 7
+        checkpoint.state.optimizerStep = 7
+        let state = checkpoint.state
         let m = FloatBuffer(count: model.parameterCount), v = FloatBuffer(count: model.parameterCount)
         fillUniform(m.pointer, m.count, seed: 2)
         fillUniform(v.pointer, v.count, scale: 0.01, seed: 3)
-        let checkpoint = Checkpoint(config: model.config, state: state,
-                                    tensors: [("parameters", model.parameters), ("adam.m", m), ("adam.v", v)])
+        checkpoint.tensors = [("parameters", model.parameters), ("adam.m", m), ("adam.v", v)]
 
         let carried = try checkpoint.grown(by: GrowthPlan(layers: 3, width: 32, heads: 4, moments: .carry)).checkpoint
         XCTAssertEqual(carried.config.layers, 3)
@@ -144,7 +148,8 @@ final class GrowthPlanTests: XCTestCase {
         XCTAssertEqual(reset.state.step, 7)
         XCTAssertNil(reset.config.layerOrigins, "no depth growth, no lineage")
 
-        let bare = Checkpoint(config: model.config, state: state, tensors: [("parameters", model.parameters)])
+        var bare = checkpoint
+        bare.tensors = [("parameters", model.parameters)]
         XCTAssertThrowsError(try bare.grown(by: GrowthPlan(layers: 2, width: 32, heads: 4, moments: .carry))) { error in
             XCTAssertEqual((error as? GrowthPlanError)?.field, "moments", "\(error)")
         }

@@ -65,7 +65,7 @@ enum TrainedTiny {
         let trainer = try! Trainer(model: model, options: options(steps: 300, lr: 3e-3),
                                    train: corpus.train, valid: corpus.valid)
         var loss: Float = 0
-        for _ in 0..<300 { loss = trainer.trainStep().loss }
+        for _ in 0..<300 { loss = try! trainer.trainStep().loss }
         return (model.parameters, loss)
     }()
 

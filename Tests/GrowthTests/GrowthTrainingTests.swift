@@ -64,10 +64,10 @@ final class GrowthTrainingTests: XCTestCase {
         options.schedule = LearningRateSchedule(kind: .constant, peak: 1e-3)
         options.evalBatches = 8
         let trainer = try Trainer(model: training, options: options, train: corpus.train, valid: corpus.valid)
-        let validBefore = try XCTUnwrap(trainer.evaluate())
+        let validBefore = try XCTUnwrap(try trainer.evaluate())
         var losses: [Float] = []
-        for _ in 0..<steps { losses.append(trainer.trainStep().loss) }
-        let validAfter = try XCTUnwrap(trainer.evaluate())
+        for _ in 0..<steps { losses.append(try trainer.trainStep().loss) }
+        let validAfter = try XCTUnwrap(try trainer.evaluate())
         return Run(before: before, after: training, result: result, losses: losses, validBefore: validBefore, validAfter: validAfter)
     }
 
