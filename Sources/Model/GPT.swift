@@ -112,7 +112,7 @@ public final class GPT {
         lastBatch = b; lastSeq = t; lastHadTargets = inputTargets != nil
         lastDropoutSeed = c.dropout > 0 ? dropoutSeed : nil
 
-        let P = parameters.pointer, A = actBuffer.pointer
+        let P = parameters.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
         let scratch = A + acts.attentionScratch
 
@@ -125,7 +125,7 @@ public final class GPT {
             let x = A + acts.residual[l], branch = A + acts.branch
             LayerNorm.forward(out: A + s.ln1, mean: A + s.ln1Mean, rstd: A + s.ln1Rstd, x: x,
                               weight: P + w.ln1Weight, bias: P + w.ln1Bias, rows: n, width: d,
-                              epsilon: c.layerNormEpsilon)
+                              epsilon: c.layerNormEpsilon, affine: affine)
             Linear.forward(out: A + s.qkv, x: A + s.ln1, weight: P + w.qkvWeight, bias: P + w.qkvBias,
                            rows: n, inFeatures: d, outFeatures: 3 * a)
             Attention.forward(out: A + s.atty, att: A + s.att, qkv: A + s.qkv, shape: shape,
@@ -135,7 +135,7 @@ public final class GPT {
             addResidual(out: A + s.residual2, x: x, branch: branch, count: n * d, site: 2 + 3 * l)
             LayerNorm.forward(out: A + s.ln2, mean: A + s.ln2Mean, rstd: A + s.ln2Rstd,
                               x: A + s.residual2, weight: P + w.ln2Weight, bias: P + w.ln2Bias,
-                              rows: n, width: d, epsilon: c.layerNormEpsilon)
+                              rows: n, width: d, epsilon: c.layerNormEpsilon, affine: affine)
             Linear.forward(out: A + s.fcPre, x: A + s.ln2, weight: P + w.fcWeight, bias: P + w.fcBias,
                            rows: n, inFeatures: d, outFeatures: f)
             GELU.forward(out: A + s.fcPost, x: A + s.fcPre, count: n * f)
@@ -147,7 +147,7 @@ public final class GPT {
 
         LayerNorm.forward(out: A + acts.lnf, mean: A + acts.lnfMean, rstd: A + acts.lnfRstd,
                           x: A + acts.residual[c.layers], weight: P + layout.finalNormWeight,
-                          bias: P + layout.finalNormBias, rows: n, width: d, epsilon: c.layerNormEpsilon)
+                          bias: P + layout.finalNormBias, rows: n, width: d, epsilon: c.layerNormEpsilon, affine: affine)
         gemm(transA: false, transB: true, m: n, n: v, k: d, A + acts.lnf, lda: d,
              P + layout.tokenEmbedding, ldb: d, beta: 0, A + acts.logits, ldc: v)
         guard inputTargets != nil else { return 0 }
@@ -166,6 +166,7 @@ public final class GPT {
         let c = config, b = lastBatch, t = lastSeq, n = b * t
         let d = c.width, a = c.attentionWidth, f = c.ffn, v = c.vocab
         let P = parameters.pointer, G = gradients.pointer, A = actBuffer.pointer
+        let affine = c.normalization == .affine
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
         let scratch = A + acts.attentionScratch
         let dResidual = A + acts.dResidual, dNorm = A + acts.dNorm
@@ -181,7 +182,7 @@ public final class GPT {
         dResidual.update(repeating: 0, count: n * d)
         LayerNorm.backward(dx: dResidual, dweight: G + layout.finalNormWeight, dbias: G + layout.finalNormBias,
                            dout: dNorm, x: A + acts.residual[c.layers], weight: P + layout.finalNormWeight,
-                           mean: A + acts.lnfMean, rstd: A + acts.lnfRstd, rows: n, width: d)
+                           mean: A + acts.lnfMean, rstd: A + acts.lnfRstd, rows: n, width: d, affine: affine)
 
         for l in stride(from: c.layers - 1, through: 0, by: -1) {
             let w = layout.blocks[l], s = acts.layers[l]
@@ -195,7 +196,7 @@ public final class GPT {
                             x: A + s.ln2, weight: P + w.fcWeight, rows: n, inFeatures: d, outFeatures: f)
             LayerNorm.backward(dx: dResidual, dweight: G + w.ln2Weight, dbias: G + w.ln2Bias, dout: dNorm,
                                x: A + s.residual2, weight: P + w.ln2Weight, mean: A + s.ln2Mean,
-                               rstd: A + s.ln2Rstd, rows: n, width: d)
+                               rstd: A + s.ln2Rstd, rows: n, width: d, affine: affine)
             // Attention branch: residual2 = residual[l] + dropout(proj(attention(qkv(ln1(residual[l])))))
             dBranch = branchGradient(dResidual, count: n * d, site: 2 + 3 * l)
             Linear.backward(dx: A + acts.dAtty, dweight: G + w.attnProjWeight, dbias: G + w.attnProjBias,
@@ -207,7 +208,7 @@ public final class GPT {
                             x: A + s.ln1, weight: P + w.qkvWeight, rows: n, inFeatures: d, outFeatures: 3 * a)
             LayerNorm.backward(dx: dResidual, dweight: G + w.ln1Weight, dbias: G + w.ln1Bias, dout: dNorm,
                                x: A + acts.residual[l], weight: P + w.ln1Weight, mean: A + s.ln1Mean,
-                               rstd: A + s.ln1Rstd, rows: n, width: d)
+                               rstd: A + s.ln1Rstd, rows: n, width: d, affine: affine)
         }
         let dEmbedding = branchGradient(dResidual, count: n * d, site: 0)
         Embedding.backward(dwte: G + layout.tokenEmbedding, dwpe: G + layout.positionEmbedding,

@@ -3,6 +3,16 @@ public enum Architecture: String, Codable, Sendable, CaseIterable {
     case gpt
 }
 
+/// What the model's norms compute.
+public enum Normalization: String, Codable, Sendable, CaseIterable {
+    /// LayerNorm: (x - mean) / sqrt(var + eps) * weight + bias (the model as trained).
+    case layerNorm = "layer-norm"
+    /// A diagnostic: every norm becomes the affine map weight * x + bias (no statistics). Width
+    /// growth is then exactly function-preserving for any index map, which the growth tests use
+    /// to separate the growth rules from LayerNorm's sensitivity to copy counts. Not for training.
+    case affine
+}
+
 /// Everything that fixes a model's shapes and numerics. A small printable value saved inside
 /// every checkpoint; growth produces a new one.
 public struct ModelConfig: Codable, Equatable, Sendable, CustomStringConvertible {
@@ -24,6 +34,22 @@ public struct ModelConfig: Codable, Equatable, Sendable, CustomStringConvertible
     /// Dropout probability on the embedding sum, attention probabilities and both residual branches.
     public var dropout: Float
     public var layerNormEpsilon: Float
+    /// Stored only when not LayerNorm, so ordinary checkpoints do not mention it.
+    private var normalizationIfSpecial: Normalization?
+    public var normalization: Normalization {
+        get { normalizationIfSpecial ?? .layerNorm }
+        set { normalizationIfSpecial = newValue == .layerNorm ? nil : newValue }
+    }
+    /// Depth-growth lineage: for each block, the block of the first (never depth-grown) model it
+    /// descends from; nil until the model is first grown in depth (block l is then its own
+    /// origin). Depth growth reads it to copy every original once before any twice.
+    public var layerOrigins: [Int]?
+
+    enum CodingKeys: String, CodingKey {
+        case architecture, layers, width, heads, headDim, ffn, vocab, context, dropout, layerNormEpsilon
+        case normalizationIfSpecial = "normalization"
+        case layerOrigins
+    }
 
     public init(
         architecture: Architecture = .gpt, layers: Int, width: Int, heads: Int, vocab: Int,
@@ -62,10 +88,16 @@ public struct ModelConfig: Codable, Equatable, Sendable, CustomStringConvertible
         try check(context >= 1, "context", "must be at least 1 (got \(context))")
         try check(dropout >= 0 && dropout < 1, "dropout", "must be in [0, 1) (got \(dropout))")
         try check(layerNormEpsilon > 0, "layerNormEpsilon", "must be positive")
+        if let layerOrigins {
+            try check(layerOrigins.count == layers, "layerOrigins",
+                      "must list one origin per layer (\(layerOrigins.count) for \(layers) layers)")
+            try check(layerOrigins.allSatisfy { $0 >= 0 }, "layerOrigins", "must not be negative")
+        }
     }
 
     public var description: String {
         "\(architecture) L\(layers) D\(width) H\(heads)x\(headDim) F\(ffn) V\(vocab) T\(context) dropout \(dropout)"
+            + (normalization == .layerNorm ? "" : " norms \(normalization.rawValue)")
     }
 }
 

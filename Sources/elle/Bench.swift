@@ -11,8 +11,10 @@ struct Bench: ParsableCommand {
             GFLOP/s are counted as ../shared/anchors/torch_gpt_bench.py counts them: \
             6 * parameters * tokens + 12 * L * D * T * tokens per step. The report splits the step \
             into GEMM, attention, optimizer and elementwise time, and measures SGEMM in the same \
-            run at the step's own GEMM shapes (each shape timed alone) and at 1024^3.
-            """)
+            run at the step's own GEMM shapes (each shape timed alone) and at 1024^3. \
+            `elle bench grow` times model growth.
+            """,
+        subcommands: [BenchGrow.self])
 
     @Option(help: "Transformer blocks.") var layers: Int = 6
     @Option(help: "Residual width D.") var width: Int = 384

@@ -42,6 +42,8 @@ struct Train: ParsableCommand {
     @Option(help: "Validation batches per evaluation.") var evalBatches: Int = 20
     @Option(help: "Checkpoint every N updates (0: only at the end).") var checkpointEvery: Int = 0
     @Flag(help: "Continue the run in --out from its newest checkpoint.") var resume = false
+    @Option(help: "Start a new run (step 0, these options) from a checkpoint's model (file or run folder), e.g. one from `elle grow`: its shape and parameters, and its Adam moments if it holds them. Model-shape options are ignored.")
+    var initFrom: String?
     @Option(help: "Stop (with a checkpoint) after this update, though the schedule spans --steps; continue later with --resume.")
     var stopAfter: Int?
     @Option(help: "Print a sample of this many tokens when training ends (0: none).") var sampleTokens: Int = 0
@@ -52,6 +54,7 @@ struct Train: ParsableCommand {
 
     func validate() throws {
         if !resume && data == nil { throw ValidationError("--data is required (a text file or a folder of .txt files)") }
+        if resume && initFrom != nil { throw ValidationError("--init-from starts a new run; it cannot be combined with --resume") }
         if LearningRateSchedule.Kind(rawValue: schedule) == nil {
             throw ValidationError("--schedule must be one of \(LearningRateSchedule.Kind.allCases.map(\.rawValue).joined(separator: ", ")) (got \(schedule))")
         }
@@ -86,9 +89,17 @@ struct Train: ParsableCommand {
             if log { print("resumed \(path) at step \(trainer.step) of \(options.steps)") }
         } else {
             let corpus = try TextCorpus(path: data!, tokenizer: tokenizer)
-            let config = ModelConfig(layers: model.layers, width: model.width, heads: model.heads,
+            var config = ModelConfig(layers: model.layers, width: model.width, heads: model.heads,
                                      vocab: tokenizer.vocabularySize, context: model.context ?? seq,
                                      ffn: model.ffn, dropout: dropout)
+            let initial = try initFrom.map { try Checkpoint.read(from: try resolveCheckpoint($0)) }
+            if let initial {
+                config = initial.config
+                config.dropout = dropout
+                if config.vocab < tokenizer.vocabularySize {
+                    throw ValidationError("--init-from: the model's vocabulary (\(config.vocab)) is smaller than the tokenizer's (\(tokenizer.vocabularySize))")
+                }
+            }
             let total = steps ?? 1000
             var options = TrainingOptions(
                 batch: batch, seq: seq, steps: total,
@@ -103,9 +114,25 @@ struct Train: ParsableCommand {
             options.evalEvery = evalEvery
             options.evalBatches = evalBatches
             options.checkpointEvery = checkpointEvery
-            let gpt = try GPT(config: config, seed: seed)
+            let gpt = try initial.map { saved in
+                guard let parameters = saved.tensor("parameters") else {
+                    throw CheckpointError(path: initFrom!, "holds no parameters tensor")
+                }
+                return try GPT(config: config, parameters: parameters)
+            } ?? GPT(config: config, seed: seed)
+            var moments: (m: FloatBuffer, v: FloatBuffer)?
+            if let initial, let m = initial.tensor("adam.m"), let v = initial.tensor("adam.v") {
+                guard m.count == gpt.parameterCount, v.count == gpt.parameterCount else {
+                    throw CheckpointError(path: initFrom!, "has Adam moments of a different size than its parameters")
+                }
+                moments = (m, v)
+            }
             trainer = try Trainer(model: gpt, options: options, train: corpus.train, valid: corpus.valid,
-                                  communicator: communicator)
+                                  communicator: communicator, state: nil, moments: moments)
+            if let initial, moments != nil { trainer.optimizer.step = initial.state.optimizerStep }
+            if log, let initFrom {
+                print("initialized from \(initFrom): \(moments != nil ? "Adam moments carried (optimizer step \(trainer.optimizer.step))" : "fresh optimizer")")
+            }
             if log {
                 print("data \(data!): \(corpus.files.count) file(s), \(corpus.train.count) train / \(corpus.valid.count) valid tokens (bytes)")
             }

@@ -1,25 +1,27 @@
 import Tensors
 
 /// y = (x - mean) / sqrt(var + eps) * weight + bias over the last dimension (biased variance).
+/// With `affine` (the `Normalization.affine` diagnostic) the statistics are pinned to mean 0 and
+/// rstd 1, so y = x * weight + bias and backward passes dout * weight straight through.
 public enum LayerNorm {
     /// out, x (N, D); mean, rstd (N) saved for backward; weight, bias (D)
     public static func forward(
         out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
         rstd: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, rows n: Int, width d: Int,
-        epsilon: Float
+        epsilon: Float, affine: Bool = false
     ) {
         Parallel.forRanges(n, minimum: 8) { _, rows in
             for row in rows {
                 let xr = x + row * d
-                let m = rowSum(xr, d) / Float(d)
+                let m = affine ? 0 : rowSum(xr, d) / Float(d)
                 var acc = Vec()
                 var c = 0
                 let mv = Vec(repeating: m)
                 while c + vecWidth <= d { let t = loadVec(xr + c) - mv; acc = acc.addingProduct(t, t); c += vecWidth }
                 if c < d { let t = loadPartial(xr + c, d - c, fill: m) - mv; acc = acc.addingProduct(t, t) }
                 let variance = horizontalSum(acc) / Float(d)
-                let s = 1 / (variance + epsilon).squareRoot()
+                let s = affine ? 1 : 1 / (variance + epsilon).squareRoot()
                 mean[row] = m
                 rstd[row] = s
                 let o = out + row * d
@@ -40,7 +42,7 @@ public enum LayerNorm {
         dx: UnsafeMutablePointer<Float>, dweight: UnsafeMutablePointer<Float>,
         dbias: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, x: UnsafePointer<Float>,
         weight: UnsafePointer<Float>, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
-        rows n: Int, width d: Int
+        rows n: Int, width d: Int, affine: Bool = false
     ) {
         // dx, row by row: dnorm = dout * w; dx = (dnorm - mean(dnorm) - xhat * mean(dnorm * xhat)) * rstd
         Parallel.forRanges(n, minimum: 8) { _, rows in
@@ -63,8 +65,8 @@ public enum LayerNorm {
                     sumDnorm += dn
                     sumDnormXhat = sumDnormXhat.addingProduct(dn, xh)
                 }
-                let a = Vec(repeating: horizontalSum(sumDnorm) / Float(d))
-                let b = Vec(repeating: horizontalSum(sumDnormXhat) / Float(d))
+                let a = affine ? Vec() : Vec(repeating: horizontalSum(sumDnorm) / Float(d))
+                let b = affine ? Vec() : Vec(repeating: horizontalSum(sumDnormXhat) / Float(d))
                 c = 0
                 while c + vecWidth <= d {
                     let xh = (loadVec(xr + c) - mv) * sv

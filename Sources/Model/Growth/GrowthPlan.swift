@@ -1,0 +1,147 @@
+/// One growth event: the target shape and how to get there (docs/GROWTH.md).
+///
+/// Codable so a lifelong stage plan can hold it; only `layers`, `width` and `heads` are required
+/// when decoding, every other field has the default shown.
+public struct GrowthPlan: Codable, Equatable, Sendable {
+    /// How inserted layers start.
+    public enum DepthMode: String, Codable, Sendable, CaseIterable {
+        /// ELLE: a copy of an existing layer, inserted right after it (changes the function).
+        case copy
+        /// A copy whose attention-output and MLP-output weights and biases are zero, so the block
+        /// starts as the identity (exact for pre-LN GPT, not for post-LN BERT).
+        case identity
+    }
+
+    /// Which old unit a new residual dimension, head or FFN unit copies.
+    public enum Source: String, Codable, Sendable, CaseIterable {
+        /// Uniform over the old units, independently per new unit (the reference).
+        case random
+        /// New unit i copies unit i mod old size: with a k-fold width every unit is copied equally
+        /// often, which keeps LayerNorm's statistics and makes growth exact.
+        case roundRobin = "round-robin"
+    }
+
+    /// Where symmetry-breaking noise goes.
+    public enum NoiseScope: String, Codable, Sendable, CaseIterable {
+        /// Entries that belong to a new unit (a new row or column of a weight, a new element of a
+        /// vector); the old units keep their values.
+        case copies
+        /// Every entry of every tensor.
+        case all
+    }
+
+    /// What happens to Adam's moments.
+    public enum Moments: String, Codable, Sendable, CaseIterable {
+        /// Dropped; training restarts the optimizer (the reference).
+        case reset
+        /// Mapped with the same index maps and scaled as the gradients scale (second moment by the
+        /// square); inserted identity layers start from zero, copied layers from their original.
+        case carry
+    }
+
+    public var layers: Int
+    public var width: Int
+    public var heads: Int
+    /// MLP width; nil keeps the source's ffn / width ratio.
+    public var ffn: Int?
+    public var depthMode: DepthMode = .copy
+    public var source: Source = .random
+    /// Standard deviation of the symmetry-breaking Gaussian noise (0: none, growth exact where the
+    /// math allows).
+    public var noise: Float = 0.01
+    public var noiseScope: NoiseScope = .copies
+    public var moments: Moments = .reset
+    /// Seeds the layer choice, every index map and the noise.
+    public var seed: UInt64 = 1
+
+    public init(layers: Int, width: Int, heads: Int, ffn: Int? = nil, depthMode: DepthMode = .copy,
+                source: Source = .random, noise: Float = 0.01, noiseScope: NoiseScope = .copies,
+                moments: Moments = .reset, seed: UInt64 = 1) {
+        self.layers = layers
+        self.width = width
+        self.heads = heads
+        self.ffn = ffn
+        self.depthMode = depthMode
+        self.source = source
+        self.noise = noise
+        self.noiseScope = noiseScope
+        self.moments = moments
+        self.seed = seed
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case layers, width, heads, ffn, depthMode, source, noise, noiseScope, moments, seed
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(layers: try c.decode(Int.self, forKey: .layers),
+                  width: try c.decode(Int.self, forKey: .width),
+                  heads: try c.decode(Int.self, forKey: .heads))
+        ffn = try c.decodeIfPresent(Int.self, forKey: .ffn)
+        depthMode = try c.decodeIfPresent(DepthMode.self, forKey: .depthMode) ?? depthMode
+        source = try c.decodeIfPresent(Source.self, forKey: .source) ?? source
+        noise = try c.decodeIfPresent(Float.self, forKey: .noise) ?? noise
+        noiseScope = try c.decodeIfPresent(NoiseScope.self, forKey: .noiseScope) ?? noiseScope
+        moments = try c.decodeIfPresent(Moments.self, forKey: .moments) ?? moments
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+    }
+
+    /// Checks what does not depend on the model; throws naming the first bad field.
+    public func validate() throws {
+        func check(_ ok: Bool, _ field: String, _ why: String) throws {
+            if !ok { throw GrowthPlanError(field: field, message: why) }
+        }
+        try check(layers >= 1, "layers", "must be at least 1 (got \(layers))")
+        try check(width >= 1, "width", "must be at least 1 (got \(width))")
+        try check(heads >= 1, "heads", "must be at least 1 (got \(heads))")
+        if let ffn { try check(ffn >= 1, "ffn", "must be at least 1 (got \(ffn))") }
+        try check(noise >= 0 && noise.isFinite, "noise", "must be a finite standard deviation >= 0 (got \(noise))")
+    }
+
+    /// Checks the plan against the model it grows; throws naming the first bad field.
+    public func validate(source c: ModelConfig) throws {
+        try validate()
+        func check(_ ok: Bool, _ field: String, _ why: String) throws {
+            if !ok { throw GrowthPlanError(field: field, message: why) }
+        }
+        try check(layers >= c.layers, "layers", "cannot shrink: the model has \(c.layers) layers, the plan \(layers)")
+        try check(width >= c.width, "width", "cannot shrink: the model is \(c.width) wide, the plan \(width)")
+        try check(heads >= c.heads, "heads", "cannot shrink: the model has \(c.heads) heads, the plan \(heads)")
+        try check(width % c.headDim == 0, "width",
+                  "must be a multiple of the head dimension \(c.headDim), which growth keeps fixed (got \(width))")
+        try check(heads * c.headDim == width, "heads",
+                  "must be width / head dimension = \(width / c.headDim) (the head dimension \(c.headDim) is fixed under growth), got \(heads)")
+        let f = targetFFN(source: c)
+        try check(f >= c.ffn, "ffn", "cannot shrink: the model's MLP is \(c.ffn) wide, the plan \(f)")
+    }
+
+    func targetFFN(source c: ModelConfig) -> Int { ffn ?? c.ffn * width / c.width }
+
+    /// The grown model's shape: the source's config with the new sizes. When the depth changes the
+    /// lineage is left out here; `Growth.grow` fills it in.
+    public func target(source c: ModelConfig) -> ModelConfig {
+        var t = c
+        if layers != c.layers { t.layerOrigins = nil }
+        t.layers = layers
+        t.width = width
+        t.heads = heads
+        t.ffn = targetFFN(source: c)
+        return t
+    }
+
+    /// Whether the plan changes nothing.
+    public func isIdentity(source c: ModelConfig) -> Bool {
+        layers == c.layers && width == c.width && heads == c.heads && targetFFN(source: c) == c.ffn
+    }
+}
+
+public struct GrowthPlanError: Error, CustomStringConvertible {
+    public var field: String
+    public var message: String
+    public init(field: String, message: String) {
+        self.field = field
+        self.message = message
+    }
+    public var description: String { "invalid growth plan: \(field) \(message)" }
+}
