@@ -20,6 +20,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // MARK: C libraries
@@ -39,7 +40,10 @@ let package = Package(
         .target(
             name: "Training", dependencies: ["Tensors", "Model", "Data", "Distributed"],
             swiftSettings: kernelSettings),
-        .target(name: "Lifelong", dependencies: ["Tensors", "Training"], swiftSettings: kernelSettings),
+        .target(
+            name: "Lifelong",
+            dependencies: ["Tensors", "Model", "Training", .product(name: "Yams", package: "Yams")],
+            swiftSettings: kernelSettings),
 
         // MARK: executable
         .executableTarget(
@@ -59,7 +63,7 @@ let package = Package(
         .testTarget(name: "DataTests", dependencies: ["Data", "TestSupport"]),
         .testTarget(name: "GrowthTests", dependencies: ["Model", "Training", "Data", "TestSupport"]),
         .testTarget(name: "ElleTests", dependencies: ["TestSupport"]),
-        .testTarget(name: "LifelongTests", dependencies: ["Lifelong"]),
+        .testTarget(name: "LifelongTests", dependencies: ["Lifelong", "Model"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -69,11 +69,12 @@ public struct GrowthPlan: Codable, Equatable, Sendable {
         self.seed = seed
     }
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case layers, width, heads, ffn, depthMode, source, noise, noiseScope, moments, seed
     }
 
     public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         self.init(layers: try c.decode(Int.self, forKey: .layers),
                   width: try c.decode(Int.self, forKey: .width),
