@@ -131,9 +131,9 @@ def encyclopedic(d):
     for _, page in ET.iterparse(bz2.open(dump)):
         if not page.tag.endswith("}page"):
             continue
-        ns = {"m": page.tag[: page.tag.index("}") + 1]}
-        title = page.findtext("m:title", namespaces={}) or page.findtext(ns["m"] + "title")
-        wikitext = page.findtext(f"{ns['m']}revision/{ns['m']}text") or ""
+        ns = page.tag[: page.tag.index("}") + 1]
+        title = page.findtext(ns + "title") or ""
+        wikitext = page.findtext(f"{ns}revision/{ns}text") or ""
         page.clear()
         if wikitext.lstrip().lower().startswith("#redirect") or ":" in (title or ""):
             continue

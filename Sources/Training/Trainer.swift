@@ -28,21 +28,28 @@ public final class Trainer {
     public private(set) var step: Int
     public private(set) var tokensSeen: Int
     let loader: SequenceLoader
-    let validTokens: Buffer<Int32>
+    let validTokens: TokenStream
     private let inputs: Buffer<Int32>
     private let targets: Buffer<Int32>
     /// Sum of micro-batch gradients when accumulating (nil with one micro-batch per update).
     private let gradientSum: FloatBuffer?
 
-    /// A fresh run.
+    /// A fresh run on tokens in memory.
     public convenience init(model: GPT, options: TrainingOptions, train: Buffer<Int32>, valid: Buffer<Int32>,
+                            communicator: Communicator = SingleProcess()) throws {
+        try self.init(model: model, options: options, train: TokenStream(train), valid: TokenStream(valid),
+                      communicator: communicator, state: nil, moments: nil)
+    }
+
+    /// A fresh run on a token stream (e.g. memory-mapped shards).
+    public convenience init(model: GPT, options: TrainingOptions, train: TokenStream, valid: TokenStream,
                             communicator: Communicator = SingleProcess()) throws {
         try self.init(model: model, options: options, train: train, valid: valid,
                       communicator: communicator, state: nil, moments: nil)
     }
 
     /// A run continued from a checkpoint's tensors and state.
-    public init(model: GPT, options: TrainingOptions, train: Buffer<Int32>, valid: Buffer<Int32>,
+    public init(model: GPT, options: TrainingOptions, train: TokenStream, valid: TokenStream,
                 communicator: Communicator, state: TrainingState?, moments: (m: FloatBuffer, v: FloatBuffer)?) throws {
         try options.validate(model: model.config)
         self.model = model
@@ -65,7 +72,7 @@ public final class Trainer {
             step = 0
             tokensSeen = 0
         }
-        loader = try SequenceLoader(tokens: train, seq: options.seq, seed: options.seed,
+        loader = try SequenceLoader(stream: train, seq: options.seq, seed: options.seed,
                                     rank: communicator.rank, worldSize: communicator.size,
                                     position: state?.loader ?? LoaderPosition())
         validTokens = valid
@@ -115,16 +122,14 @@ public final class Trainer {
     /// order (no dropout). Returns nil when the validation split is shorter than one sequence.
     public func evaluate() -> Float? {
         let b = options.batch, t = options.seq
-        let windows = max(0, (validTokens.count - 1) / t)
+        let windows = validTokens.windowCount(seq: t)
         if windows == 0 { return nil }
         var total = 0.0, batches = 0
         var window = 0
         while window < windows && batches < options.evalBatches {
             let rows = min(b, windows - window)
             for r in 0..<rows {
-                let src = validTokens.pointer + (window + r) * t
-                (inputs.pointer + r * t).update(from: src, count: t)
-                (targets.pointer + r * t).update(from: src + 1, count: t)
+                validTokens.copyWindow(window + r, seq: t, inputs: inputs.pointer + r * t, targets: targets.pointer + r * t)
             }
             total += Double(model.forward(tokens: inputs.pointer, targets: targets.pointer, batch: rows, seq: t))
             batches += 1
@@ -164,6 +169,12 @@ public final class Trainer {
 
     /// Rebuilds a trainer from a checkpoint file: model, moments, step and data position.
     public static func resume(from path: String, train: Buffer<Int32>, valid: Buffer<Int32>,
+                              communicator: Communicator = SingleProcess(),
+                              options override: TrainingOptions? = nil) throws -> Trainer {
+        try resume(from: path, train: TokenStream(train), valid: TokenStream(valid), communicator: communicator, options: override)
+    }
+
+    public static func resume(from path: String, train: TokenStream, valid: TokenStream,
                               communicator: Communicator = SingleProcess(),
                               options override: TrainingOptions? = nil) throws -> Trainer {
         let checkpoint = try Checkpoint.read(from: path)

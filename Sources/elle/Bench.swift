@@ -10,8 +10,10 @@ struct Bench: ParsableCommand {
         discussion: """
             GFLOP/s are counted as ../shared/anchors/torch_gpt_bench.py counts them: \
             6 * parameters * tokens + 12 * L * D * T * tokens per step. The SGEMM rate is \
-            measured in the same run, on the same threads, at 1024^3.
-            """)
+            measured in the same run, on the same threads, at 1024^3. \
+            `elle bench tokenizer` times the BPE tokenizer instead.
+            """,
+        subcommands: [TokenizerBench.self])
 
     @Option(help: "Transformer blocks.") var layers: Int = 6
     @Option(help: "Residual width D.") var width: Int = 384
