@@ -77,7 +77,7 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
         if let missing = byteToId.firstIndex(of: -1) {
             throw DataError(path: "tokenizer", "has no token for byte \(missing); byte-level BPE needs all 256")
         }
-        var pairs = PairTable(capacity: tokenBytes.count * 3)
+        let pairs = PairTable(capacity: tokenBytes.count * 3)
         for (id, bytes) in tokenBytes.enumerated() where bytes.count > 1 {
             bytes.withUnsafeBufferPointer { b in
                 for k in 1..<b.count {
@@ -185,6 +185,9 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
 /// merge scratch. Not thread-safe; make one per thread.
 public final class BPEEncoder {
     let tokenizer: BPETokenizer
+    private let byteToId: UnsafeMutablePointer<Int32>
+    private let pairs: PairTable.Reader
+    private let vocabulary: ByteStringTable.Reader
     private let cache = ByteStringTable(capacity: 1 << 14)
     private var parts = [Int32](repeating: 0, count: 256)
     private var ranks = [Int32](repeating: 0, count: 256)
@@ -192,13 +195,19 @@ public final class BPEEncoder {
     private let cacheableLength = 64
     private let cacheLimit = 1 << 17
 
-    public init(_ tokenizer: BPETokenizer) { self.tokenizer = tokenizer }
+    public init(_ tokenizer: BPETokenizer) {
+        self.tokenizer = tokenizer
+        byteToId = .allocate(capacity: 256)
+        byteToId.initialize(from: tokenizer.byteToId, count: 256)
+        pairs = tokenizer.pairs.reader
+        vocabulary = tokenizer.vocabulary.reader
+    }
+
+    deinit { byteToId.deallocate() }
 
     /// Appends the encoding of `bytes` to `out`.
     public func encode(_ bytes: UnsafeBufferPointer<UInt8>, into out: inout [Int32]) {
         guard let p = bytes.baseAddress, bytes.count > 0 else { return }
-        let byteToId = tokenizer.byteToId
-        let vocabulary = tokenizer.vocabulary
         PreTokenizer.split(p, bytes.count) { start, end in
             let n = end - start
             let piece = p + start
@@ -207,7 +216,7 @@ public final class BPEEncoder {
             if vocabulary.appendValue(piece, n, hash: h, to: &out) { return }
             if cache.appendValue(piece, n, hash: h, to: &out) { return }
             let first = out.count
-            merge(piece, n, byteToId: byteToId, into: &out)
+            merge(piece, n, into: &out)
             if n <= cacheableLength {
                 if cache.count >= cacheLimit { cache.clear() }
                 out.withUnsafeBufferPointer { cache.insert(piece, n, hash: h, tokens: UnsafeBufferPointer(rebasing: $0[first...])) }
@@ -216,12 +225,12 @@ public final class BPEEncoder {
     }
 
     /// BPE on one piece: repeatedly merges the leftmost adjacent pair with the lowest merged id.
-    private func merge(_ piece: UnsafePointer<UInt8>, _ n: Int, byteToId: [Int32], into out: inout [Int32]) {
+    private func merge(_ piece: UnsafePointer<UInt8>, _ n: Int, into out: inout [Int32]) {
         if parts.count < n {
             parts = [Int32](repeating: 0, count: n * 2)
             ranks = [Int32](repeating: 0, count: n * 2)
         }
-        let pairs = tokenizer.pairs
+        let pairs = self.pairs, byteToId = self.byteToId
         parts.withUnsafeMutableBufferPointer { partsBuffer in
             ranks.withUnsafeMutableBufferPointer { ranksBuffer in
                 let part = partsBuffer.baseAddress!, rank = ranksBuffer.baseAddress!

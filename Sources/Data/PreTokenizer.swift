@@ -17,9 +17,10 @@ public enum PreTokenizer {
     @usableFromInline static let whitespace: UInt8 = 2
     @usableFromInline static let other: UInt8 = 3
 
-    /// Class of every scalar in the Basic Multilingual Plane (built once, 64 KiB).
-    @usableFromInline static let bmpClasses: [UInt8] = {
-        var table = [UInt8](repeating: other, count: 0x10000)
+    /// Class of every scalar in the Basic Multilingual Plane (built once, 64 KiB, never freed;
+    /// a raw pointer so threads reading it touch no shared reference count).
+    nonisolated(unsafe) static let bmpClasses: UnsafeMutablePointer<UInt8> = {
+        let table = UnsafeMutablePointer<UInt8>.allocate(capacity: 0x10000)
         for v in 0..<0x10000 { table[v] = classify(UInt32(v)) }
         return table
     }()
@@ -72,8 +73,8 @@ public enum PreTokenizer {
     /// Calls `body(start, end)` for each piece of `p[0..<n]`, in order; the pieces tile the input.
     @inline(__always)
     public static func split(_ p: UnsafePointer<UInt8>, _ n: Int, _ body: (Int, Int) -> Void) {
-        bmpClasses.withUnsafeBufferPointer { table in
-            let bmp = table.baseAddress!
+        do {
+            let bmp = UnsafePointer(bmpClasses)
             var i = 0
             while i < n {
                 let start = i

@@ -18,7 +18,7 @@ struct TokenizerBench: ParsableCommand {
     var tokenizer: String = "gpt2"
     @Option(help: "Folder with GPT-2's vocab.json and merges.txt.") var gpt2Dir: String = "corpora/gpt2"
     @Option(help: "Megabytes of the text a train:SIZE vocabulary learns from.") var trainMb: Double = 20
-    @Option(help: "Thread counts to time, comma-separated.") var threads: String = "1,2"
+    @Option(help: "Thread counts to time, comma-separated.") var threadCounts: String = "1,2"
     @Option(help: "Timed repeats per thread count (best is reported).") var repeats: Int = 3
     @Option(help: "Write the (trained) tokenizer.json here.") var save: String?
     @Option(help: "Write one line per file: path, token count, XXH64 of the ids as uint32 LE (for scripts/check_tiktoken_corpus.py).")
@@ -27,12 +27,12 @@ struct TokenizerBench: ParsableCommand {
 
     func validate() throws {
         if repeats < 1 { throw ValidationError("--repeats must be at least 1") }
-        if threadCounts.isEmpty || threadCounts.contains(where: { $0 < 1 }) {
-            throw ValidationError("--threads must be positive integers, e.g. 1,2 (got \(threads))")
+        if counts.isEmpty || counts.contains(where: { $0 < 1 }) {
+            throw ValidationError("--thread-counts must be positive integers, e.g. 1,2 (got \(threadCounts))")
         }
     }
 
-    var threadCounts: [Int] { threads.split(separator: ",").compactMap { Int($0) } }
+    var counts: [Int] { threadCounts.split(separator: ",").compactMap { Int($0) } }
 
     func run() throws {
         let files = try TextCorpus.listFiles(text)
@@ -60,12 +60,12 @@ struct TokenizerBench: ParsableCommand {
             }
             let start = DispatchTime.now().uptimeNanoseconds
             model = try withExtendedLifetime(documents) {
-                try BPETrainer.train(documents: sample, vocabularySize: size, threads: threadCounts.max()!)
+                try BPETrainer.train(documents: sample, vocabularySize: size, threads: counts.max()!)
             }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             fields["train_bytes"] = sample.reduce(0) { $0 + $1.count }
             fields["train_seconds"] = seconds
-            fields["train_threads"] = threadCounts.max()!
+            fields["train_threads"] = counts.max()!
         } else {
             model = try BPETokenizer.load(tokenizer)
         }
@@ -75,7 +75,7 @@ struct TokenizerBench: ParsableCommand {
         var tokenCount = 0
         var rates: [String: Double] = [:]
         var encoded: [[Int32]] = []
-        for t in threadCounts {
+        for t in counts {
             var best = Double.infinity
             for _ in 0..<repeats {
                 let start = DispatchTime.now().uptimeNanoseconds
@@ -106,9 +106,9 @@ struct TokenizerBench: ParsableCommand {
                          text, files.count, Double(totalBytes) / 1e6, tokenCount, Double(totalBytes) / Double(max(1, tokenCount)),
                          model.vocabularySize, tokenizer))
             if let seconds = fields["train_seconds"] as? Double {
-                print(String(format: "train: %.1f s for %.1f MB on %d thread(s)", seconds, Double(fields["train_bytes"] as! Int) / 1e6, threadCounts.max()!))
+                print(String(format: "train: %.1f s for %.1f MB on %d thread(s)", seconds, Double(fields["train_bytes"] as! Int) / 1e6, counts.max()!))
             }
-            for t in threadCounts { print(String(format: "encode: %.1f MB/s on %d thread(s)", rates["\(t)"]!, t)) }
+            for t in counts { print(String(format: "encode: %.1f MB/s on %d thread(s)", rates["\(t)"]!, t)) }
         }
     }
 
