@@ -17,7 +17,14 @@ edge = open(os.path.join(ROOT, "Tests/Fixtures/bpe-edge-cases.txt"), encoding="u
 cases.append(("edge-cases", edge))
 for k, line in enumerate(edge.split("\n")):
     cases.append((f"edge-cases:line{k + 1}", line))
-for path in sorted(glob.glob(os.path.join(ROOT, "data/sample/*/*.txt"))):
+def spread(paths, k=4):
+    """At most k files, evenly spaced in sorted order."""
+    paths = sorted(paths)
+    return paths if len(paths) <= k else [paths[i * len(paths) // k] for i in range(k)]
+
+
+samples = [p for d in sorted(glob.glob(os.path.join(ROOT, "data/sample/*/"))) for p in spread(glob.glob(d + "*.txt"))]
+for path in samples:
     text = open(path, encoding="utf-8").read()
     cut = text.rfind("\n", 0, EXCERPT)
     name = os.path.relpath(path, ROOT)
