@@ -124,23 +124,21 @@ public enum PreTokenizer {
     }
 
     /// Offsets where `p[0..<n]` may be cut into independently pre-tokenized parts with exactly the
-    /// pieces of the whole: just after a newline that follows a non-whitespace byte and precedes a
-    /// byte that starts a non-whitespace scalar. Returns at most `parts - 1` cuts, near even sizes.
+    /// pieces of the whole: just after the newline of "X\nY", or between the newlines of
+    /// "X\n\nY", where X and Y are non-whitespace ASCII (a longer whitespace run would be split
+    /// differently). Returns at most `parts - 1` cuts, near even sizes.
     public static func safeCuts(_ p: UnsafePointer<UInt8>, _ n: Int, parts: Int) -> [Int] {
         guard parts > 1, n > 0 else { return [] }
         var cuts: [Int] = []
         let target = n / parts
         var previous = 0
         for k in 1..<parts {
-            var i = max(previous + 1, k * target)
+            var i = max(previous + 1, k * target, 1)
             var found = -1
-            while i < n - 1 {
-                if p[i] == 0x0A && i >= 1 {
-                    let before = p[i - 1], after = p[i + 1]
-                    if !isSpaceByte(before) && !isSpaceByte(after) && after & 0xC0 != 0x80 && before != 0x0A {
-                        found = i + 1
-                        break
-                    }
+            while i < n - 2 {
+                if p[i] == 0x0A && !isSpaceByte(p[i - 1]) {
+                    if !isSpaceByte(p[i + 1]) { found = i + 1; break }
+                    if p[i + 1] == 0x0A && !isSpaceByte(p[i + 2]) { found = i + 1; break }
                 }
                 i += 1
             }

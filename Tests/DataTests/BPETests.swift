@@ -135,9 +135,15 @@ final class BPETests: XCTestCase {
     func testParallelEncodingEqualsSerial() throws {
         let t = try GPT2Files.load()
         var text = [UInt8]()
-        for file in try TextCorpus.listFiles(sampleDataPath()) { text += Array(FileManager.default.contents(atPath: file)!) }
+        for domain in ["literature", "biomedical", "legal"] {
+            for file in try TextCorpus.listFiles(sampleDataPath(domain)) { text += Array(FileManager.default.contents(atPath: file)!) }
+        }
+        // The cuts fall both after single newlines and between double ones.
+        let cuts = text.withUnsafeBufferPointer { PreTokenizer.safeCuts($0.baseAddress!, $0.count, parts: 200) }
+        XCTAssertGreaterThan(cuts.count, 150)
+        XCTAssertTrue(cuts.contains { text[$0 - 1] == 0x0A && text[$0] == 0x0A })
         let serial = text.withUnsafeBufferPointer { t.encode(bytes: $0) }
-        for threads in [2, 3, 7] {
+        for threads in [2, 3, 7, 200] {
             XCTAssertEqual(text.withUnsafeBufferPointer { t.encodeParallel(bytes: $0, threads: threads) }, serial)
         }
         XCTAssertEqual(t.decodeBytes(serial), text)
