@@ -138,7 +138,15 @@ def encyclopedic(d):
         if wikitext.lstrip().lower().startswith("#redirect") or ":" in (title or ""):
             continue
         wikitext = re.sub(r"<ref[^>/]*/>|<ref[^>]*>.*?</ref>", "", wikitext, flags=re.S)
-        text = mwparserfromhell.parse(wikitext).strip_code(normalize=True, collapse=True)
+        code = mwparserfromhell.parse(wikitext)
+        for node in code.filter_wikilinks(recursive=False):  # images and categories are not prose
+            if str(node.title).strip().lower().startswith(("file:", "image:", "category:", "media:")):
+                code.remove(node)
+        for node in code.filter_tags(recursive=False):
+            if str(node.tag).lower() in ("gallery", "math", "timeline", "imagemap", "table"):
+                code.remove(node)
+        text = code.strip_code(normalize=True, collapse=True)
+        text = re.sub(r"^.*\b\d+px\|.*$", "", text, flags=re.M)  # leftover image captions
         text = re.sub(r"\n{3,}", "\n\n", text)
         safe = re.sub(r"[^A-Za-z0-9]+", "_", title).strip("_")[:60]
         d.add(f"wikipedia/{safe}.txt", f"{title}\n\n{text}", "PyPI gensim==4.4.0: test_data/enwiki-latest-pages-articles1...shortened.bz2", "4.4.0", "CC-BY-SA-3.0")
