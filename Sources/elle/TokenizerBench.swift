@@ -23,7 +23,6 @@ struct TokenizerBench: ParsableCommand {
     @Option(help: "Write the (trained) tokenizer.json here.") var save: String?
     @Option(help: "Write one line per file: path, token count, XXH64 of the ids as uint32 LE (for scripts/check_tiktoken_corpus.py).")
     var hashes: String?
-    @Flag(help: "Print one JSON object instead of text.") var json = false
 
     func validate() throws {
         if repeats < 1 { throw ValidationError("--repeats must be at least 1") }
@@ -44,7 +43,7 @@ struct TokenizerBench: ParsableCommand {
             documents.append(bytes)
         }
         let totalBytes = documents.reduce(0) { $0 + $1.count }
-        var fields: [String: Any] = ["text": text, "files": files.count, "bytes": totalBytes, "tokenizer": tokenizer]
+        var training: (seconds: Double, bytes: Int)?
 
         let model: BPETokenizer
         if tokenizer == "gpt2" {
@@ -63,13 +62,10 @@ struct TokenizerBench: ParsableCommand {
                 try BPETrainer.train(documents: sample, vocabularySize: size, threads: counts.max()!)
             }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            fields["train_bytes"] = sample.reduce(0) { $0 + $1.count }
-            fields["train_seconds"] = seconds
-            fields["train_threads"] = counts.max()!
+            training = (seconds, sample.reduce(0) { $0 + $1.count })
         } else {
             model = try BPETokenizer.load(tokenizer)
         }
-        fields["vocabulary"] = model.vocabularySize
         if let save { try model.save(to: save) }
 
         var tokenCount = 0
@@ -85,9 +81,6 @@ struct TokenizerBench: ParsableCommand {
             rates["\(t)"] = Double(totalBytes) / best / 1e6
         }
         tokenCount = encoded.reduce(0) { $0 + $1.count }
-        fields["tokens"] = tokenCount
-        fields["bytes_per_token"] = Double(totalBytes) / Double(max(1, tokenCount))
-        fields["encode_mb_per_s"] = rates
 
         if let hashes {
             var lines = ""
@@ -98,18 +91,13 @@ struct TokenizerBench: ParsableCommand {
             }
             try lines.write(toFile: hashes, atomically: true, encoding: .utf8)
         }
-        if json {
-            let data = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
-        } else {
-            print(String(format: "%@: %d files, %.1f MB, %d tokens (%.2f bytes/token), vocabulary %d (%@)",
-                         text, files.count, Double(totalBytes) / 1e6, tokenCount, Double(totalBytes) / Double(max(1, tokenCount)),
-                         model.vocabularySize, tokenizer))
-            if let seconds = fields["train_seconds"] as? Double {
-                print(String(format: "train: %.1f s for %.1f MB on %d thread(s)", seconds, Double(fields["train_bytes"] as! Int) / 1e6, counts.max()!))
-            }
-            for t in counts { print(String(format: "encode: %.1f MB/s on %d thread(s)", rates["\(t)"]!, t)) }
+        print(String(format: "%@: %d files, %.1f MB, %d tokens (%.2f bytes/token), vocabulary %d (%@)",
+                     text, files.count, Double(totalBytes) / 1e6, tokenCount, Double(totalBytes) / Double(max(1, tokenCount)),
+                     model.vocabularySize, tokenizer))
+        if let training {
+            print(String(format: "train: %.1f s for %.1f MB on %d thread(s)", training.seconds, Double(training.bytes) / 1e6, counts.max()!))
         }
+        for t in counts { print(String(format: "encode: %.1f MB/s on %d thread(s)", rates["\(t)"]!, t)) }
     }
 
     /// Each document's tokens; documents cut into ~1 MB pieces (where pre-tokenization is
