@@ -77,7 +77,8 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
         if let missing = byteToId.firstIndex(of: -1) {
             throw DataError(path: "tokenizer", "has no token for byte \(missing); byte-level BPE needs all 256")
         }
-        let pairs = PairTable(capacity: tokenBytes.count * 3)
+        // Every split of every token into two tokens: at most sum(length - 1) entries.
+        let pairs = PairTable(capacity: tokenBytes.reduce(0) { $0 + $1.count - 1 } + 1)
         for (id, bytes) in tokenBytes.enumerated() where bytes.count > 1 {
             bytes.withUnsafeBufferPointer { b in
                 for k in 1..<b.count {
