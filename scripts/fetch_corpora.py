@@ -24,7 +24,8 @@ def run(cmd, **kw):
 def debian(package):
     """Unpacks the current Debian package (downloaded once) and returns (root folder, version)."""
     os.makedirs(DOWNLOADS, exist_ok=True)
-    version = run(["apt-cache", "policy", package]).split("Candidate:")[1].split()[0] if "Candidate:" in run(["apt-cache", "policy", package]) else ""
+    policy = run(["apt-cache", "policy", package])
+    version = policy.split("Candidate:")[1].split()[0] if "Candidate:" in policy else ""
     if not version or version == "(none)":
         raise FetchError(f"Debian package {package} is unknown to apt (run apt-get update?)")
     debs = glob.glob(os.path.join(DOWNLOADS, f"{package}_*.deb"))

@@ -49,6 +49,19 @@ final class DataCLITests: XCTestCase {
         XCTAssertTrue(noDomain.stderr.contains("choose one with --domain"), noDomain.stderr)
     }
 
+    /// `elle bench tokenizer` trains, times and reports; the GPT-step bench keeps its flags.
+    func testTokenizerBench() throws {
+        let bench = try runProcess(elleExecutable, ["bench", "tokenizer", "--text", sampleDataPath(), "--tokenizer", "train:600",
+                                                    "--train-mb", "0.3", "--thread-counts", "1,2", "--repeats", "1",
+                                                    "--save", folder + "/t.json"])
+        XCTAssertEqual(bench.status, 0, bench.stderr)
+        XCTAssertTrue(bench.stdout.contains("vocabulary 600"), bench.stdout)
+        XCTAssertTrue(bench.stdout.contains("train: ") && bench.stdout.contains("MB/s on 2 thread(s)"), bench.stdout)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/t.json"))
+        let help = try runProcess(elleExecutable, ["bench", "--help"])
+        XCTAssertTrue(help.stdout.contains("--layers") && help.stdout.contains("tokenizer"), help.stdout)
+    }
+
     func testBadInputIsNamed() throws {
         let missing = try runProcess(elleExecutable, ["data", "prepare", "--raw", "/no/such/raw", "--out", folder + "/o", "--tokenizer", "train:800"])
         XCTAssertNotEqual(missing.status, 0)
