@@ -240,9 +240,11 @@ public enum DataPreparer {
         return Array(UnsafeBufferPointer(start: results, count: count))
     }
 
-    /// Seeded split of a domain's pieces: valid first (validFraction of the tokens, at least one
-    /// piece when there are two), the rest train; memory is a seeded validFraction-independent
-    /// sample of train pieces (memoryFraction of train tokens). Each split keeps text order.
+    /// Seeded split of a domain's pieces: in an order shuffled by (seed, domain name), the first
+    /// pieces go to valid until it holds validFraction of the tokens (at least one piece when
+    /// there are two), the rest to train; memory (the replay buffer) is the next train pieces in
+    /// that order until it holds memoryFraction of the train tokens (its tokens are also in
+    /// train). Each split keeps text order. Writes the three splits' shards.
     static func writeDomain(_ domain: RawDomain, encoded: [[Int32]], tokenizer: BPETokenizer,
                             options: PrepareOptions) throws -> DataManifest.Domain {
         let total = encoded.reduce(0) { $0 + $1.count }
