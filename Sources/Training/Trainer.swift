@@ -31,7 +31,7 @@ public final class Trainer {
     public private(set) var step: Int
     public private(set) var tokensSeen: Int
     let loader: SequenceLoader
-    let validTokens: Buffer<Int32>
+    let validTokens: TokenStream
     private let inputs: Buffer<Int32>
     private let targets: Buffer<Int32>
     /// Sum of micro-batch gradients when accumulating (nil with one micro-batch per update).
@@ -40,15 +40,22 @@ public final class Trainer {
     /// checkpoints). A mismatch means the replicas diverged and ends the job naming the rank.
     public var replicaCheckEvery = 100
 
-    /// A fresh run.
+    /// A fresh run on tokens in memory.
     public convenience init(model: GPT, options: TrainingOptions, train: Buffer<Int32>, valid: Buffer<Int32>,
+                            communicator: Communicator = SingleProcess()) throws {
+        try self.init(model: model, options: options, train: TokenStream(train), valid: TokenStream(valid),
+                      communicator: communicator, state: nil, moments: nil)
+    }
+
+    /// A fresh run on a token stream (e.g. memory-mapped shards).
+    public convenience init(model: GPT, options: TrainingOptions, train: TokenStream, valid: TokenStream,
                             communicator: Communicator = SingleProcess()) throws {
         try self.init(model: model, options: options, train: train, valid: valid,
                       communicator: communicator, state: nil, moments: nil)
     }
 
     /// A run continued from a checkpoint's tensors and state.
-    public init(model: GPT, options: TrainingOptions, train: Buffer<Int32>, valid: Buffer<Int32>,
+    public init(model: GPT, options: TrainingOptions, train: TokenStream, valid: TokenStream,
                 communicator: Communicator, state: TrainingState?, moments: (m: FloatBuffer, v: FloatBuffer)?) throws {
         try options.validate(model: model.config)
         self.model = model
@@ -71,7 +78,7 @@ public final class Trainer {
             step = 0
             tokensSeen = 0
         }
-        loader = try SequenceLoader(tokens: train, seq: options.seq, seed: options.seed,
+        loader = try SequenceLoader(stream: train, seq: options.seq, seed: options.seed,
                                     rank: communicator.rank, worldSize: communicator.size,
                                     position: state?.loaders[communicator.rank] ?? LoaderPosition())
         validTokens = valid
@@ -84,14 +91,14 @@ public final class Trainer {
     /// Makes every rank start from rank 0's run: the configuration, options and data must agree
     /// (a mismatch names the rank and the field), then rank 0's parameters (and, on resume, Adam
     /// moments) are broadcast.
-    private func synchronizeReplicas(train: Buffer<Int32>, resuming: Bool) throws {
+    private func synchronizeReplicas(train: TokenStream, resuming: Bool) throws {
         guard communicator.size > 1 else { return }
         var fields = try flatFields(model.config, prefix: "model")
         // The data path may differ between nodes; what must agree is the tokens it holds.
         fields += try flatFields(options, prefix: "options").filter { $0.name != "options.dataPath" }
         fields += [("data.trainTokens", "\(train.count)"), ("data.validTokens", "\(validTokens.count)"),
-                   ("data.trainXXH64", String(format: "%016llx", XXH64.hash(train.rawBytes))),
-                   ("data.validXXH64", String(format: "%016llx", XXH64.hash(validTokens.rawBytes))),
+                   ("data.trainXXH64", String(format: "%016llx", train.contentHash)),
+                   ("data.validXXH64", String(format: "%016llx", validTokens.contentHash)),
                    ("resume.step", "\(step)"), ("resume.optimizerStep", "\(optimizer.step)")]
         try communicator.verifySameFields(fields, what: "run configuration")
         try communicator.broadcast(model.parameters, label: "parameter broadcast from rank 0")
@@ -158,7 +165,7 @@ public final class Trainer {
     /// order, so the result has the same bits for any number of ranks.
     public func evaluate() throws -> Float? {
         let b = options.batch, t = options.seq
-        let windows = max(0, (validTokens.count - 1) / t)
+        let windows = validTokens.windowCount(seq: t)
         if windows == 0 { return nil }
         let batches = min(options.evalBatches, (windows + b - 1) / b)
         // (batch loss * tokens, tokens) per batch; zero where another rank evaluates it.
@@ -166,9 +173,7 @@ public final class Trainer {
         for batch in stride(from: communicator.rank, to: batches, by: communicator.size) {
             let first = batch * b, rows = min(b, windows - first)
             for r in 0..<rows {
-                let src = validTokens.pointer + (first + r) * t
-                (inputs.pointer + r * t).update(from: src, count: t)
-                (targets.pointer + r * t).update(from: src + 1, count: t)
+                validTokens.copyWindow(first + r, seq: t, inputs: inputs.pointer + r * t, targets: targets.pointer + r * t)
             }
             let loss = model.forward(tokens: inputs.pointer, targets: targets.pointer, batch: rows, seq: t)
             sums[2 * batch] = Double(loss) * Double(rows * t)
@@ -227,16 +232,23 @@ public final class Trainer {
     }
 
     /// Rebuilds a trainer from a checkpoint file: model, moments, step and data position.
-    public static func resume(from path: String, train: Buffer<Int32>, valid: Buffer<Int32>,
+    public static func resume(from path: String, train: TokenStream, valid: TokenStream,
                               communicator: Communicator = SingleProcess(),
                               options override: TrainingOptions? = nil) throws -> Trainer {
         try resume(from: try Checkpoint.read(from: path), path: path, train: train, valid: valid,
                    communicator: communicator, options: override)
     }
 
+    public static func resume(from path: String, train: Buffer<Int32>, valid: Buffer<Int32>,
+                              communicator: Communicator = SingleProcess(),
+                              options override: TrainingOptions? = nil) throws -> Trainer {
+        try resume(from: path, train: TokenStream(train), valid: TokenStream(valid),
+                   communicator: communicator, options: override)
+    }
+
     /// Rebuilds a trainer from a checkpoint read from `path` (on ranks other than 0, one from
     /// `Checkpoint.readOnRoot`, whose tensors the trainer then receives from rank 0).
-    public static func resume(from checkpoint: Checkpoint, path: String, train: Buffer<Int32>, valid: Buffer<Int32>,
+    public static func resume(from checkpoint: Checkpoint, path: String, train: TokenStream, valid: TokenStream,
                               communicator: Communicator, options override: TrainingOptions? = nil) throws -> Trainer {
         guard let parameters = checkpoint.tensor("parameters") else {
             throw CheckpointError(path: path, "holds no parameters tensor")

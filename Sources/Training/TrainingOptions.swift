@@ -24,9 +24,12 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     public var evalBatches: Int = 20
     /// Checkpoint every N updates (0: only at the end).
     public var checkpointEvery: Int = 0
-    /// Where the text came from (file or folder) and how it was tokenized.
+    /// Where the text came from (file or folder, or a prepared data folder) and how it was
+    /// tokenized ("bytes", or the prepared folder's tokenizer.json).
     public var dataPath: String
     public var tokenizer: String = "bytes"
+    /// The domain of a prepared data folder (nil for raw text).
+    public var domain: String? = nil
     public var validFraction: Double = 0.05
 
     public init(batch: Int, seq: Int, steps: Int, schedule: LearningRateSchedule, dataPath: String) {

@@ -37,7 +37,8 @@ struct Sample: ParsableCommand {
             throw CheckpointError(path: path, "holds no parameters tensor")
         }
         let model = try GPT(config: saved.config, parameters: parameters)
-        let text = Generator(model: model, tokenizer: ByteTokenizer())
+        let tokenizer = try TrainingData.tokenizer(named: saved.state.options.tokenizer)
+        let text = Generator(model: model, tokenizer: tokenizer)
             .generate(prompt: prompt, count: tokens, temperature: temperature, topK: topK, seed: seed)
         print(prompt + text)
     }

@@ -19,8 +19,9 @@ struct Train: ParsableCommand {
             See cluster/README.md.
             """)
 
-    @Option(help: "Text file or folder of .txt files (byte-level tokens). With --resume: where to find the run's data if not at its saved path.")
+    @Option(help: "Text file or folder of .txt files (byte-level tokens), or a folder made by `elle data prepare` (BPE tokens). With --resume: where to find the run's data if not at its saved path.")
     var data: String?
+    @Option(help: "Domain of a prepared --data folder (default: its only domain).") var domain: String?
     @Option(help: "Run folder for checkpoints and metrics.") var out: String = "runs/default"
     @OptionGroup var model: ModelOptions
     @Option(help: "Tokens per sequence.") var seq: Int = 128
@@ -76,19 +77,21 @@ struct Train: ParsableCommand {
         try Job.printRanks(communicator)
 
         let trainer: Trainer
-        let tokenizer = ByteTokenizer()
+        let tokenizer: Tokenizer
         if resume {
             // Rank 0 reads the checkpoint and sends it to the others: no shared file system needed.
             let (saved, path) = try Checkpoint.readLatestOnRoot(in: out, communicator: communicator)
             var options = saved.state.options
             if let steps { options.steps = steps }
             if let data { options.dataPath = data }  // e.g. another node's copy (contents are compared)
-            let corpus = try TextCorpus(path: options.dataPath, tokenizer: tokenizer, validFraction: options.validFraction)
-            trainer = try Trainer.resume(from: saved, path: path, train: corpus.train, valid: corpus.valid,
+            let loaded = try TrainingData(path: options.dataPath, domain: options.domain, validFraction: options.validFraction)
+            tokenizer = loaded.tokenizer
+            trainer = try Trainer.resume(from: saved, path: path, train: loaded.train, valid: loaded.valid,
                                          communicator: communicator, options: options)
             if log { print("resumed \(path) at step \(trainer.step) of \(options.steps)") }
         } else {
-            let corpus = try TextCorpus(path: data!, tokenizer: tokenizer)
+            let loaded = try TrainingData(path: data!, domain: domain, validFraction: 0.05)
+            tokenizer = loaded.tokenizer
             var config = ModelConfig(layers: model.layers, width: model.width, heads: model.heads,
                                      vocab: tokenizer.vocabularySize, context: model.context ?? seq,
                                      ffn: model.ffn, dropout: dropout)
@@ -106,6 +109,8 @@ struct Train: ParsableCommand {
                 schedule: LearningRateSchedule(kind: LearningRateSchedule.Kind(rawValue: schedule)!,
                                                peak: lr, warmup: warmup, total: total, minimum: minLr),
                 dataPath: data!)
+            options.tokenizer = loaded.tokenizerName
+            options.domain = loaded.domain
             options.accumulation = accumulation
             options.adam = AdamWSettings(beta1: 0.9, beta2: beta2, epsilon: 1e-8, weightDecay: weightDecay)
             options.clip = clip > 0 ? clip : nil
@@ -127,15 +132,13 @@ struct Train: ParsableCommand {
                 }
                 moments = (m, v)
             }
-            trainer = try Trainer(model: gpt, options: options, train: corpus.train, valid: corpus.valid,
+            trainer = try Trainer(model: gpt, options: options, train: loaded.train, valid: loaded.valid,
                                   communicator: communicator, state: nil, moments: moments)
             if let initial, moments != nil { trainer.optimizer.step = initial.state.optimizerStep }
             if log, let initFrom {
                 print("initialized from \(initFrom): \(moments != nil ? "Adam moments carried (optimizer step \(trainer.optimizer.step))" : "fresh optimizer")")
             }
-            if log {
-                print("data \(data!): \(corpus.files.count) file(s), \(corpus.train.count) train / \(corpus.valid.count) valid tokens (bytes)")
-            }
+            if log { print("data \(data!): \(loaded.summary)") }
         }
         trainer.replicaCheckEvery = checkReplicasEvery
         let options = trainer.options
@@ -186,6 +189,56 @@ struct Train: ParsableCommand {
             let text = Generator(model: trainer.model, tokenizer: tokenizer)
                 .generate(prompt: "\n", count: sampleTokens, temperature: 0.8, topK: 40, seed: seed)
             print("--- sample ---\n\(text)\n--------------")
+        }
+    }
+}
+
+/// Training tokens from raw text (byte tokenizer, validation tail) or from a prepared data folder
+/// (its tokenizer, the domain's memory-mapped train and valid shards).
+struct TrainingData {
+    let train: TokenStream
+    let valid: TokenStream
+    let tokenizer: Tokenizer
+    /// "bytes", or the path of the prepared folder's tokenizer.json (saved in checkpoints).
+    let tokenizerName: String
+    let domain: String?
+    let summary: String
+
+    init(path: String, domain: String?, validFraction: Double) throws {
+        do {
+            if PreparedData.isPrepared(path) {
+                let prepared = try PreparedData(folder: path)
+                let entry = try prepared.domain(domain)
+                let bpe = try prepared.tokenizer()
+                guard bpe.vocabularySize == prepared.manifest.tokenizer.vocabularySize else {
+                    throw DataError(path: prepared.tokenizerPath, "has \(bpe.vocabularySize) tokens but manifest.json says \(prepared.manifest.tokenizer.vocabularySize)")
+                }
+                train = try prepared.stream(entry.train)
+                valid = try prepared.stream(entry.valid)
+                tokenizer = bpe
+                tokenizerName = prepared.tokenizerPath
+                self.domain = entry.name
+                summary = "domain \(entry.name), \(train.count) train / \(valid.count) valid tokens (BPE, vocabulary \(bpe.vocabularySize), memory-mapped shards)"
+            } else {
+                if let domain { throw ValidationError("--domain \(domain) needs a prepared --data folder (elle data prepare); \(path) has no manifest.json") }
+                let corpus = try TextCorpus(path: path, tokenizer: ByteTokenizer(), validFraction: validFraction)
+                train = TokenStream(corpus.train)
+                valid = TokenStream(corpus.valid)
+                tokenizer = ByteTokenizer()
+                tokenizerName = "bytes"
+                self.domain = nil
+                summary = "\(corpus.files.count) file(s), \(corpus.train.count) train / \(corpus.valid.count) valid tokens (bytes)"
+            }
+        } catch let error as DataError {
+            throw ValidationError(error.description)
+        }
+    }
+
+    /// The tokenizer a checkpoint was trained with (its options.tokenizer).
+    static func tokenizer(named name: String) throws -> Tokenizer {
+        if name == "bytes" { return ByteTokenizer() }
+        do { return try BPETokenizer.load(name) } catch let error as DataError {
+            throw ValidationError("the checkpoint's tokenizer: \(error.description)")
         }
     }
 }

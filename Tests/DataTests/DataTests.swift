@@ -94,6 +94,16 @@ final class CorpusTests: XCTestCase {
         }
     }
 
+    func testBinaryFileIsNamed() throws {
+        let folder = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        try Data("fine\n".utf8).write(to: URL(fileURLWithPath: folder + "/a.txt"))
+        try Data([0x50, 0x4B, 0x03, 0x04, 0x00, 0x00]).write(to: URL(fileURLWithPath: folder + "/b.txt"))
+        XCTAssertThrowsError(try TextCorpus(path: folder, tokenizer: ByteTokenizer())) { error in
+            XCTAssertTrue("\(error)".contains("b.txt: looks like binary data"), "\(error)")
+        }
+    }
+
     func testByteTokenizerRoundTrip() {
         let tokenizer = ByteTokenizer()
         let text = "To be, or not to be: ça, 東京 🎭"
