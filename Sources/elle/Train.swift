@@ -17,6 +17,11 @@ struct Train: ParsableCommand {
             Started by mpirun or srun, every rank trains on its own micro-batches and gradients \
             are averaged across ranks (data parallel); rank 0 logs and writes checkpoints. \
             See cluster/README.md.
+
+            --grow-at N --grow-to L/D/H grows the model after update N (ELLE's growth, as \
+            `elle grow` does it; the --grow-* options are `elle grow`'s): rank 0 grows and sends \
+            the grown model to every rank, which checks it; training continues on it with the \
+            same schedule and data order. See docs/GROWTH.md.
             """)
 
     @Option(help: "Text file or folder of .txt files (byte-level tokens). With --resume: where to find the run's data if not at its saved path.")
@@ -49,12 +54,16 @@ struct Train: ParsableCommand {
     @Option(help: "Print a sample of this many tokens when training ends (0: none).") var sampleTokens: Int = 0
     @Option(help: "Compare a hash of the parameters across ranks every N updates (0: only at checkpoints).")
     var checkReplicasEvery: Int = 100
+    @OptionGroup var growth: TrainGrowthOptions
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var parallel: ParallelOptions
 
     func validate() throws {
         if !resume && data == nil { throw ValidationError("--data is required (a text file or a folder of .txt files)") }
         if resume && initFrom != nil { throw ValidationError("--init-from starts a new run; it cannot be combined with --resume") }
+        if resume && growth.isSet {
+            throw ValidationError("--grow-* options set up a new run; a resumed run keeps the growth it was started with (to grow a finished run, use elle grow)")
+        }
         if LearningRateSchedule.Kind(rawValue: schedule) == nil {
             throw ValidationError("--schedule must be one of \(LearningRateSchedule.Kind.allCases.map(\.rawValue).joined(separator: ", ")) (got \(schedule))")
         }
@@ -114,6 +123,7 @@ struct Train: ParsableCommand {
             options.evalEvery = evalEvery
             options.evalBatches = evalBatches
             options.checkpointEvery = checkpointEvery
+            options.growth = try growth.schedule(source: config, steps: total, seed: seed)
             let gpt = try initial.map { saved in
                 guard let parameters = saved.tensor("parameters") else {
                     throw CheckpointError(path: initFrom!, "holds no parameters tensor")
@@ -141,6 +151,10 @@ struct Train: ParsableCommand {
         let options = trainer.options
         if log {
             print("model \(trainer.model.config), \(formatCount(trainer.model.parameterCount)) parameters")
+            if let growth = options.growth, trainer.step <= growth.step {
+                let target = growth.plan.target(source: trainer.model.config)
+                print("growth after update \(growth.step) to \(target) (\(formatCount(target.parameterCount)) parameters): \(growth.plan.summary)")
+            }
             print("training \(options.steps) updates of \(options.batch)x\(options.seq) tokens x \(options.accumulation) micro-batch(es) x \(communicator.size) rank(s), lr \(options.schedule), \(threads) thread(s), BLAS kernel \(BLASInfo.coreName)")
         }
         let metrics = log ? try MetricsLog(folder: out, append: resume) : nil
@@ -148,6 +162,26 @@ struct Train: ParsableCommand {
         let stop = min(options.steps, stopAfter ?? options.steps)
         var windowLoss = 0.0, windowTokens = 0, windowSeconds = 0.0, windowSteps = 0
         while trainer.step < stop {
+            let before = trainer.model.config
+            if let grown = try trainer.growIfDue() {
+                if log {
+                    print(String(format: "step %6d | grew %@ -> %@ (%@ parameters): grow %.0f ms, broadcast %.0f ms, verify %.0f ms; xxh64 %016llx on %d rank(s); Adam %@",
+                                 trainer.step, "\(before)", "\(grown.config)", formatCount(grown.config.parameterCount),
+                                 grown.growSeconds * 1000, grown.broadcastSeconds * 1000, grown.verifySeconds * 1000,
+                                 grown.hash, communicator.size,
+                                 grown.moments == nil ? "restarts" : "moments carried (step \(trainer.optimizer.step))"))
+                    if let growth = grown.growth, let plan = options.growth?.plan {
+                        for line in describeGrowth(growth, from: before, plan: plan) { print("  " + line) }
+                    }
+                }
+                metrics?.write(["step": trainer.step, "grown_to": "\(grown.config)", "parameters": grown.config.parameterCount,
+                                "parameters_xxh64": String(format: "%016llx", grown.hash)])
+                if options.evalEvery > 0, let valid = try trainer.evaluate() {
+                    if log { print(String(format: "step %6d | valid loss after growth %.4f | perplexity %.2f", trainer.step, valid, exp(Double(valid)))) }
+                    metrics?.write(["step": trainer.step, "valid_loss_after_growth": Double(valid)])
+                }
+                Runtime.flush()
+            }
             let result = try trainer.trainStep()
             guard result.loss.isFinite else {
                 // The loss is averaged over all ranks, so every rank stops here together.
