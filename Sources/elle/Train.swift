@@ -164,23 +164,7 @@ struct Train: ParsableCommand {
         while trainer.step < stop {
             let before = trainer.model.config
             if let grown = try trainer.growIfDue() {
-                if log {
-                    print(String(format: "step %6d | grew %@ -> %@ (%@ parameters): grow %.0f ms, broadcast %.0f ms, verify %.0f ms; xxh64 %016llx on %d rank(s); Adam %@",
-                                 trainer.step, "\(before)", "\(grown.config)", formatCount(grown.config.parameterCount),
-                                 grown.growSeconds * 1000, grown.broadcastSeconds * 1000, grown.verifySeconds * 1000,
-                                 grown.hash, communicator.size,
-                                 grown.moments == nil ? "restarts" : "moments carried (step \(trainer.optimizer.step))"))
-                    if let growth = grown.growth, let plan = options.growth?.plan {
-                        for line in describeGrowth(growth, from: before, plan: plan) { print("  " + line) }
-                    }
-                }
-                metrics?.write(["step": trainer.step, "grown_to": "\(grown.config)", "parameters": grown.config.parameterCount,
-                                "parameters_xxh64": String(format: "%016llx", grown.hash)])
-                if options.evalEvery > 0, let valid = try trainer.evaluate() {
-                    if log { print(String(format: "step %6d | valid loss after growth %.4f | perplexity %.2f", trainer.step, valid, exp(Double(valid)))) }
-                    metrics?.write(["step": trainer.step, "valid_loss_after_growth": Double(valid)])
-                }
-                Runtime.flush()
+                try reportGrowth(grown, from: before, trainer: trainer, metrics: metrics)
             }
             let result = try trainer.trainStep()
             guard result.loss.isFinite else {

@@ -88,3 +88,29 @@ func describeGrowth(_ growth: GrowthResult, from source: ModelConfig, plan: Grow
     }
     return lines
 }
+
+extension Train {
+    /// Logs a growth that just happened in the run (rank 0), and validates the grown model when the
+    /// run validates at all (collective), so the loss right after the growth can be compared with
+    /// the one before it.
+    func reportGrowth(_ grown: ReceivedGrowth, from before: ModelConfig, trainer: Trainer, metrics: MetricsLog?) throws {
+        let log = trainer.communicator.isRoot
+        if log {
+            let adam = grown.moments == nil ? "restarts" : "moments carried (step \(trainer.optimizer.step))"
+            print(String(format: "step %6d | grew %@ -> %@ (%@ parameters): grow %.0f ms, broadcast %.0f ms, verify %.0f ms; xxh64 %016llx on %d rank(s); Adam %@",
+                         trainer.step, "\(before)", "\(grown.config)", formatCount(grown.config.parameterCount),
+                         grown.growSeconds * 1000, grown.broadcastSeconds * 1000, grown.verifySeconds * 1000,
+                         grown.hash, trainer.communicator.size, adam))
+            if let growth = grown.growth, let plan = trainer.options.growth?.plan {
+                for line in describeGrowth(growth, from: before, plan: plan) { print("  " + line) }
+            }
+        }
+        metrics?.write(["step": trainer.step, "grown_to": "\(grown.config)", "parameters": grown.config.parameterCount,
+                        "parameters_xxh64": String(format: "%016llx", grown.hash)])
+        if trainer.options.evalEvery > 0, let valid = try trainer.evaluate() {
+            if log { print(String(format: "step %6d | valid loss after growth %.4f | perplexity %.2f", trainer.step, valid, exp(Double(valid)))) }
+            metrics?.write(["step": trainer.step, "valid_loss_after_growth": Double(valid)])
+        }
+        Runtime.flush()
+    }
+}
