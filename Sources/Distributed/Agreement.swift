@@ -33,7 +33,13 @@ extension Communicator {
     /// ranks) or throws naming the ranks whose copy differs.
     @discardableResult
     public func verifyIdentical(_ bytes: UnsafeRawBufferPointer, what: String) throws -> UInt64 {
-        let hash = XXH64.hash(bytes)
+        try verifyIdentical(hash: XXH64.hash(bytes), what: what)
+    }
+
+    /// Compares a hash each rank computed of its own copy (e.g. XXH64 over several buffers) with
+    /// rank 0's. Returns it, or throws naming the ranks whose hash differs.
+    @discardableResult
+    public func verifyIdentical(hash: UInt64, what: String) throws -> UInt64 {
         let hashes = try allGather(hash, label: "\(what) hash comparison")
         let differing = hashes.indices.filter { hashes[$0] != hashes[0] }
         if !differing.isEmpty {

@@ -33,6 +33,18 @@ public final class AdamW {
         step = 0
     }
 
+    /// An optimizer that continues from existing moments (taken over, not copied) after `step`
+    /// updates, e.g. moments carried through model growth.
+    public init(tensors: [TensorSpec], settings: AdamWSettings, m: FloatBuffer, v: FloatBuffer, step: Int) {
+        precondition(m.count == v.count && m.count == (tensors.last.map { $0.offset + $0.count } ?? 0),
+                     "Adam moments of \(m.count) and \(v.count) values do not fit the layout")
+        self.settings = settings
+        self.tensors = tensors
+        self.m = m
+        self.v = v
+        self.step = step
+    }
+
     /// One update: p = p (1 - lr wd) - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
     public func update(parameters: FloatBuffer, gradients: FloatBuffer, learningRate lr: Float) {
         Profiler.measure(.optimizer) { apply(parameters: parameters, gradients: gradients, learningRate: lr) }

@@ -22,10 +22,14 @@ public struct StepResult: Sendable {
 /// micro-batches and 2 ranks x 1 give the same bits. Every rank then applies the same AdamW step.
 ///
 /// Every method that talks to other ranks (`init`, `trainStep`, `evaluate`, `verifyReplicas`,
-/// `checkpoint`, `saveCheckpoint`) is collective: all ranks call it at the same point.
+/// `checkpoint`, `saveCheckpoint`, `grow`, `growIfDue`) is collective: all ranks call it at the
+/// same point.
+///
+/// `grow` replaces `model` and `optimizer` by grown ones between two updates; step, data position
+/// and learning-rate schedule continue.
 public final class Trainer {
-    public let model: GPT
-    public let optimizer: AdamW
+    public private(set) var model: GPT
+    public private(set) var optimizer: AdamW
     public let options: TrainingOptions
     public let communicator: Communicator
     public private(set) var step: Int
@@ -35,7 +39,9 @@ public final class Trainer {
     private let inputs: Buffer<Int32>
     private let targets: Buffer<Int32>
     /// Sum of micro-batch gradients when accumulating (nil with one micro-batch per update).
-    private let gradientSum: FloatBuffer?
+    private var gradientSum: FloatBuffer?
+    /// The step of the last growth, so a scheduled growth is applied once.
+    private var grownAtStep: Int?
     /// Compare a hash of the parameters across ranks every N updates (0: only before
     /// checkpoints). A mismatch means the replicas diverged and ends the job naming the rank.
     public var replicaCheckEvery = 100
@@ -149,6 +155,33 @@ public final class Trainer {
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         return StepResult(step: step, loss: Float(lossSum / Double(contributions)), learningRate: lr,
                           gradientNorm: norm, tokens: tokens, seconds: seconds)
+    }
+
+    /// Grows the model by `plan` between two updates (collective; docs/GROWTH.md): rank 0 grows
+    /// it and broadcasts the grown config and tensors, every rank verifies its copy against rank
+    /// 0's, then rebuilds its model, gradient and optimizer buffers. Adam restarts (step 0) unless
+    /// the plan carries the moments. Step, data position and learning-rate schedule continue.
+    @discardableResult
+    public func grow(_ plan: GrowthPlan) throws -> ReceivedGrowth {
+        let grown = try GrowthBroadcast.grow(parameters: model.parameters, config: model.config,
+                                             moments: (optimizer.m, optimizer.v), plan: plan,
+                                             communicator: communicator, what: "after update \(step)")
+        let grownModel = try GPT(config: grown.config, parameters: grown.parameters)
+        let tensors = grownModel.layout.tensors
+        optimizer = grown.moments.map { AdamW(tensors: tensors, settings: options.adam, m: $0.m, v: $0.v, step: optimizer.step) }
+            ?? AdamW(tensors: tensors, count: grownModel.parameterCount, settings: options.adam)
+        model = grownModel
+        gradientSum = options.accumulation > 1 ? FloatBuffer(count: model.parameterCount) : nil
+        grownAtStep = step
+        return grown
+    }
+
+    /// Applies the run's scheduled growth (`options.growth`) if the run stands at its step
+    /// (between update `growth.step` and the next) and it has not been applied; else returns nil.
+    /// Call it before every update.
+    public func growIfDue() throws -> ReceivedGrowth? {
+        guard let growth = options.growth, growth.step == step, grownAtStep != step else { return nil }
+        return try grow(growth.plan)
     }
 
     /// Compares a hash of the parameters across ranks; throws a `JobError` naming the ranks

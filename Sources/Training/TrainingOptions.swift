@@ -31,6 +31,8 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     /// The domain of a prepared data folder (nil for raw text).
     public var domain: String? = nil
     public var validFraction: Double = 0.05
+    /// A growth event inside the run (`elle train --grow-at`), or nil.
+    public var growth: ScheduledGrowth?
 
     public init(batch: Int, seq: Int, steps: Int, schedule: LearningRateSchedule, dataPath: String) {
         self.batch = batch
@@ -53,6 +55,27 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
         try check(clip == nil || clip! > 0, "clip", "must be positive")
         try check(logEvery >= 1, "log-every", "must be at least 1")
         try check(validFraction >= 0 && validFraction < 1, "valid-fraction", "must be in [0, 1)")
+        if let growth {
+            try check(growth.step >= 0, "grow-at", "must not be negative (got \(growth.step))")
+            do {
+                try growth.plan.validate()
+            } catch let error as GrowthPlanError {
+                throw ConfigError(field: "growth.\(error.field)", message: error.message)
+            }
+        }
+    }
+}
+
+/// A growth event at a fixed point of a run: between update `step` and the next, the model grows
+/// by `plan` (`Trainer.growIfDue`). So a checkpoint at update `step` or earlier holds the model
+/// before the growth, and any later one the grown model.
+public struct ScheduledGrowth: Codable, Equatable, Sendable {
+    public var step: Int
+    public var plan: GrowthPlan
+
+    public init(step: Int, plan: GrowthPlan) {
+        self.step = step
+        self.plan = plan
     }
 }
 

@@ -83,15 +83,7 @@ struct Grow: ParsableCommand {
         print("grew \(path)")
         print("  from \(c), \(formatCount(c.parameterCount)) parameters")
         print("    to \(grown.config), \(formatCount(grown.config.parameterCount)) parameters")
-        let inserted = growth.depth.inserted.indices.filter { growth.depth.inserted[$0] }
-        if !inserted.isEmpty {
-            let copies = inserted.map { "\($0) <- \(growth.depth.sources[$0])" }.joined(separator: ", ")
-            print("  depth (\(plan.depthMode.rawValue)): inserted layers \(copies); layer origins \(grown.config.layerOrigins ?? [])")
-        }
-        if plan.width > c.width || plan.heads > c.heads || grown.config.ffn > c.ffn {
-            let counts = Dictionary(grouping: growth.width.residual, by: { $0 }).values.map(\.count)
-            print("  width (\(plan.source.rawValue)): residual \(c.width) -> \(plan.width) (copy counts \(counts.min()!)-\(counts.max()!)), heads \(c.heads) -> \(plan.heads) x \(c.headDim), ffn \(c.ffn) -> \(grown.config.ffn)")
-        }
+        for line in describeGrowth(growth, from: c, plan: plan) { print("  " + line) }
         print("  noise \(plan.noise) on \(plan.noiseScope == .copies ? "new copies" : "all tensors"); Adam moments \(plan.moments == .carry ? "carried (optimizer step \(grown.state.optimizerStep))" : "reset")")
         print(String(format: "  grown in %.0f ms; wrote %@ (step %d)", growSeconds * 1000, target, grown.state.step))
     }

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Distributed
 import Foundation
+import Model
 import Tensors
+import Training
 
 /// `elle mpi-check`: before a long run, checks that every rank of the job can reach the others
 /// and that each collective the trainer uses gives exactly the expected values.
@@ -133,6 +135,26 @@ struct MPICheck: ParsableCommand {
             }
         }
 
+        // Growth as a run does it: rank 0 grows a tiny model and sends it; every rank receives the
+        // same grown config and tensors, and a copy that differs is named.
+        let tiny = ModelConfig(layers: 1, width: 16, heads: 2, vocab: 32, context: 8, dropout: 0)
+        let source = r == 0 ? try GPT(config: tiny, seed: 1).parameters : FloatBuffer(count: 0)
+        let plan = GrowthPlan(layers: 2, width: 32, heads: 4)
+        let grown = try GrowthBroadcast.grow(parameters: source, config: tiny, plan: plan, communicator: c, what: "in mpi-check")
+        let shape = [grown.config.layers, grown.config.width, grown.config.heads, grown.parameters.count]
+        expect("growth broadcast", shape == [2, 32, 4, grown.config.parameterCount] && grown.config.layerOrigins == [0, 0],
+               "got \(grown.config)")
+        if w > 1 {
+            var received = try GrowthBroadcast.receive(parameters: source, config: tiny, plan: plan, communicator: c, what: "in mpi-check")
+            if r == w - 1 { received.parameters[7] += 1 }
+            do {
+                try GrowthBroadcast.verify(&received, communicator: c, what: "in mpi-check")
+                expect("growth checksum (one copy differs)", false, "difference not detected")
+            } catch let error as JobError {
+                expect("growth checksum (one copy differs)", error.message.contains("rank \(w - 1) has"), error.message)
+            }
+        }
+
         // How long a gradient-sized all-reduce takes (a rough health figure for the network).
         if timedElements > 0 && w > 1 {
             let gradient = FloatBuffer(count: timedElements)
@@ -161,7 +183,8 @@ struct MPICheck: ParsableCommand {
             for (rank, text) in report.enumerated() where !text.isEmpty { print("rank \(rank) FAILED: \(text)") }
             print("mpi-check: \(failed == 0 ? "all checks passed" : "\(failed) check(s) failed") on \(w) rank(s) "
                   + "(all-reduce sum/max/min in float32, float64, int64 of \(n) elements in chunks of \(chunkElements), "
-                  + "non-blocking all-reduce, broadcast, gather, all-gather, barrier, MPI error reporting, replica hash and field comparison)")
+                  + "non-blocking all-reduce, broadcast, gather, all-gather, barrier, MPI error reporting, replica hash and field comparison, "
+                  + "growth broadcast and its checksum)")
         }
         if failed > 0 { throw JobError("mpi-check failed on \(w) rank(s)") }
     }

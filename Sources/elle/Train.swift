@@ -17,6 +17,11 @@ struct Train: ParsableCommand {
             Started by mpirun or srun, every rank trains on its own micro-batches and gradients \
             are averaged across ranks (data parallel); rank 0 logs and writes checkpoints. \
             See cluster/README.md.
+
+            --grow-at N --grow-to L/D/H grows the model after update N (ELLE's growth, as \
+            `elle grow` does it; the --grow-* options are `elle grow`'s): rank 0 grows and sends \
+            the grown model to every rank, which checks it; training continues on it with the \
+            same schedule and data order. See docs/GROWTH.md.
             """)
 
     @Option(help: "Text file or folder of .txt files (byte-level tokens), or a folder made by `elle data prepare` (BPE tokens). With --resume: where to find the run's data if not at its saved path.")
@@ -50,12 +55,16 @@ struct Train: ParsableCommand {
     @Option(help: "Print a sample of this many tokens when training ends (0: none).") var sampleTokens: Int = 0
     @Option(help: "Compare a hash of the parameters across ranks every N updates (0: only at checkpoints).")
     var checkReplicasEvery: Int = 100
+    @OptionGroup var growth: TrainGrowthOptions
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var parallel: ParallelOptions
 
     func validate() throws {
         if !resume && data == nil { throw ValidationError("--data is required (a text file or a folder of .txt files)") }
         if resume && initFrom != nil { throw ValidationError("--init-from starts a new run; it cannot be combined with --resume") }
+        if resume && growth.isSet {
+            throw ValidationError("--grow-* options set up a new run; a resumed run keeps the growth it was started with (to grow a finished run, use elle grow)")
+        }
         if LearningRateSchedule.Kind(rawValue: schedule) == nil {
             throw ValidationError("--schedule must be one of \(LearningRateSchedule.Kind.allCases.map(\.rawValue).joined(separator: ", ")) (got \(schedule))")
         }
@@ -119,6 +128,7 @@ struct Train: ParsableCommand {
             options.evalEvery = evalEvery
             options.evalBatches = evalBatches
             options.checkpointEvery = checkpointEvery
+            options.growth = try growth.schedule(source: config, steps: total, seed: seed)
             let gpt = try initial.map { saved in
                 guard let parameters = saved.tensor("parameters") else {
                     throw CheckpointError(path: initFrom!, "holds no parameters tensor")
@@ -144,6 +154,10 @@ struct Train: ParsableCommand {
         let options = trainer.options
         if log {
             print("model \(trainer.model.config), \(formatCount(trainer.model.parameterCount)) parameters")
+            if let growth = options.growth, trainer.step <= growth.step {
+                let target = growth.plan.target(source: trainer.model.config)
+                print("growth after update \(growth.step) to \(target) (\(formatCount(target.parameterCount)) parameters): \(growth.plan.summary)")
+            }
             print("training \(options.steps) updates of \(options.batch)x\(options.seq) tokens x \(options.accumulation) micro-batch(es) x \(communicator.size) rank(s), lr \(options.schedule), \(threads) thread(s), BLAS kernel \(BLASInfo.coreName)")
         }
         let metrics = log ? try MetricsLog(folder: out, append: resume) : nil
@@ -151,6 +165,10 @@ struct Train: ParsableCommand {
         let stop = min(options.steps, stopAfter ?? options.steps)
         var windowLoss = 0.0, windowTokens = 0, windowSeconds = 0.0, windowSteps = 0
         while trainer.step < stop {
+            let before = trainer.model.config
+            if let grown = try trainer.growIfDue() {
+                try reportGrowth(grown, from: before, trainer: trainer, metrics: metrics)
+            }
             let result = try trainer.trainStep()
             guard result.loss.isFinite else {
                 // The loss is averaged over all ranks, so every rank stops here together.

@@ -123,4 +123,74 @@ final class GrowCLITests: XCTestCase {
         XCTAssertTrue(carry.stderr.contains("moments"), carry.stderr)
         XCTAssertTrue(carry.stderr.contains("out.ckpt"), carry.stderr)
     }
+
+    // MARK: growth inside a run
+
+    /// `elle train` growing 2/32/2 -> 3/64/4 after update 10 of 20, checkpoints every 5.
+    func growingRun(out: String, extra: [String] = []) -> [String] {
+        ["train", "--data", sampleDataPath(), "--out", out, "--layers", "2", "--width", "32", "--heads", "2",
+         "--seq", "32", "--batch", "4", "--steps", "20", "--lr", "3e-3", "--warmup", "5", "--log-every", "1",
+         "--eval-every", "5", "--checkpoint-every", "5", "--threads", "1", "--seed", "3",
+         "--grow-at", "10", "--grow-to", "3/64/4"] + extra
+    }
+
+    /// metrics.jsonl without the timing field.
+    func metrics(_ folder: String) throws -> [String] {
+        try String(contentsOfFile: folder + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").map {
+            $0.replacingOccurrences(of: #","tokens_per_second":[0-9.e+-]+"#, with: "", options: .regularExpression)
+        }
+    }
+
+    /// Must show: `--resume` across a growth event is bit-exact. Stopped at update 10 (the
+    /// checkpoint is from before the growth), the resumed run grows at once; stopped at 15, it
+    /// loads the grown model. Both end with the uninterrupted run's checkpoint, byte for byte.
+    func testResumeAcrossGrowthIsBitExact() throws {
+        let folder = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let straight = try runProcess(elleExecutable, growingRun(out: folder + "/straight"))
+        XCTAssertEqual(straight.status, 0, straight.stderr)
+        XCTAssertTrue(straight.stdout.contains("growth after update 10 to gpt L3 D64 H4x16 F256"), straight.stdout)
+        XCTAssertTrue(straight.stdout.contains("step     10 | grew gpt L2 D32"), straight.stdout)
+        XCTAssertTrue(straight.stdout.contains("step     10 | valid loss after growth"), straight.stdout)
+        let expected = try Data(contentsOf: URL(fileURLWithPath: folder + "/straight/step-00000020.ckpt"))
+        for stop in [10, 15] {
+            let out = folder + "/stop\(stop)"
+            let first = try runProcess(elleExecutable, growingRun(out: out, extra: ["--stop-after", "\(stop)"]))
+            XCTAssertEqual(first.status, 0, first.stderr)
+            let resumed = try runProcess(elleExecutable, ["train", "--out", out, "--resume", "--threads", "1"])
+            XCTAssertEqual(resumed.status, 0, resumed.stderr)
+            XCTAssertTrue(resumed.stdout.contains("model gpt L\(stop == 10 ? 2 : 3) D\(stop == 10 ? 32 : 64)"), resumed.stdout)
+            XCTAssertEqual(resumed.stdout.contains("| grew "), stop == 10, resumed.stdout)
+            XCTAssertEqual(try metrics(out), try metrics(folder + "/straight"), "stopped at \(stop)")
+            let final = try Data(contentsOf: URL(fileURLWithPath: out + "/step-00000020.ckpt"))
+            XCTAssertEqual(final, expected, "stopped at \(stop): final checkpoint differs")
+        }
+    }
+
+    /// Growth options are checked before any training, naming the option.
+    func testBadGrowthOptionsAreRejected() throws {
+        let out = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let base = ["train", "--data", sampleDataPath(), "--out", out, "--layers", "2", "--width", "32", "--heads", "2",
+                    "--seq", "32", "--batch", "4", "--steps", "20", "--threads", "1"]
+        let cases: [([String], String)] = [
+            (["--grow-at", "5"], "--grow-at and --grow-to go together"),
+            (["--grow-noise", "0"], "--grow-at and --grow-to go together"),
+            (["--grow-at", "5", "--grow-to", "3x64"], "--grow-to must be LAYERS/WIDTH/HEADS"),
+            (["--grow-at", "5", "--grow-to", "1/32/2"], "layers cannot shrink"),
+            (["--grow-at", "5", "--grow-to", "3/48/4"], "heads must be width / head dimension = 3"),
+            (["--grow-at", "20", "--grow-to", "3/64/4"], "--grow-at 20 must be below --steps 20"),
+            (["--grow-at", "5", "--grow-to", "3/64/4", "--grow-noise=-1"], "--grow-noise must be a finite"),
+            (["--grow-at", "5", "--grow-to", "3/64/4", "--grow-moments", "keep"], "grow-moments"),
+        ]
+        for (arguments, message) in cases {
+            let run = try runProcess(elleExecutable, base + arguments)
+            XCTAssertNotEqual(run.status, 0, "\(arguments)")
+            XCTAssertTrue(run.stderr.contains(message), "\(arguments): \(run.stderr)")
+            XCTAssertFalse(run.stdout.contains("step "), "\(arguments): training started")
+        }
+        let resume = try runProcess(elleExecutable, ["train", "--out", out, "--resume", "--grow-at", "5", "--grow-to", "3/64/4"])
+        XCTAssertNotEqual(resume.status, 0)
+        XCTAssertTrue(resume.stderr.contains("a resumed run keeps the growth it was started with"), resume.stderr)
+    }
 }

@@ -1,0 +1,116 @@
+import ArgumentParser
+import Foundation
+import Model
+import Training
+
+/// `elle train --grow-at STEP --grow-to L/D/H ...`: a growth event inside a run. The options are
+/// `elle grow`'s with a `grow-` prefix and mean the same.
+struct TrainGrowthOptions: ParsableArguments {
+    @Option(help: "Grow the model after this update; the run continues on the grown model with the same schedule and data order.")
+    var growAt: Int?
+    @Option(help: "Shape after the growth: LAYERS/WIDTH/HEADS (the head dimension stays fixed).") var growTo: String?
+    @Option(help: "MLP width after the growth (default: the same ffn/width ratio).") var growFfn: Int?
+    @Option(help: "How inserted layers start: copy (ELLE, default) or identity.") var growDepthMode: GrowthPlan.DepthMode?
+    @Option(help: "Which old unit a new one copies: random (ELLE, default) or round-robin.") var growSource: GrowthPlan.Source?
+    @Option(help: "Standard deviation of the symmetry-breaking noise (default 0.01; 0: none).") var growNoise: Float?
+    @Option(help: "Where the noise goes: copies (default) or all.") var growNoiseScope: GrowthPlan.NoiseScope?
+    @Option(help: "Adam moments: reset (the optimizer restarts, default) or carry (mapped with the growth).")
+    var growMoments: GrowthPlan.Moments?
+    @Option(help: "Seed for the layer choice, the index maps and the noise (default: --seed).") var growSeed: UInt64?
+
+    var isSet: Bool {
+        growAt != nil || growTo != nil || growFfn != nil || growDepthMode != nil || growSource != nil || growNoise != nil
+            || growNoiseScope != nil || growMoments != nil || growSeed != nil
+    }
+
+    func validate() throws {
+        guard isSet else { return }
+        guard let growAt, let growTo else { throw ValidationError("--grow-at and --grow-to go together (the other --grow-* options need both)") }
+        if growAt < 0 { throw ValidationError("--grow-at must not be negative (got \(growAt))") }
+        _ = try parseShape(growTo, "--grow-to")
+        if let growFfn, growFfn < 1 { throw ValidationError("--grow-ffn must be at least 1 (got \(growFfn))") }
+        if let growNoise, !(growNoise >= 0 && growNoise.isFinite) {
+            throw ValidationError("--grow-noise must be a finite standard deviation >= 0 (got \(growNoise))")
+        }
+    }
+
+    /// The scheduled growth, checked against the model it will grow (nil without --grow-at).
+    func schedule(source: ModelConfig, steps: Int, seed: UInt64) throws -> ScheduledGrowth? {
+        guard let growAt, let growTo else { return nil }
+        if growAt >= steps {
+            throw ValidationError("--grow-at \(growAt) must be below --steps \(steps) (the growth happens after that update)")
+        }
+        let shape = try parseShape(growTo, "--grow-to")
+        var plan = GrowthPlan(layers: shape.layers, width: shape.width, heads: shape.heads, ffn: growFfn, seed: growSeed ?? seed)
+        plan.depthMode = growDepthMode ?? plan.depthMode
+        plan.source = growSource ?? plan.source
+        plan.noise = growNoise ?? plan.noise
+        plan.noiseScope = growNoiseScope ?? plan.noiseScope
+        plan.moments = growMoments ?? plan.moments
+        do {
+            try plan.validate(source: source)
+        } catch let error as GrowthPlanError {
+            throw ValidationError("--grow-to \(growTo) cannot grow \(source): \(error.field) \(error.message)")
+        }
+        return ScheduledGrowth(step: growAt, plan: plan)
+    }
+}
+
+/// A model shape LAYERS/WIDTH/HEADS, as `--grow-to` and `elle bench grow` take it.
+func parseShape(_ text: String, _ flag: String) throws -> (layers: Int, width: Int, heads: Int) {
+    let parts = text.split(separator: "/").compactMap { Int($0) }
+    guard parts.count == 3, parts.allSatisfy({ $0 > 0 }) else {
+        throw ValidationError("\(flag) must be LAYERS/WIDTH/HEADS, e.g. 12/768/12 (got \(text))")
+    }
+    return (parts[0], parts[1], parts[2])
+}
+
+extension GrowthPlan {
+    /// One line: the options that shaped the growth.
+    var summary: String {
+        "depth \(depthMode.rawValue), source \(source.rawValue), noise \(noise) on \(noiseScope == .copies ? "new copies" : "all tensors"), "
+            + "Adam moments \(moments.rawValue), seed \(seed)"
+    }
+}
+
+/// What a growth did to the layers and the widths, as `elle grow` and `elle train` print it.
+func describeGrowth(_ growth: GrowthResult, from source: ModelConfig, plan: GrowthPlan) -> [String] {
+    var lines: [String] = []
+    let inserted = growth.depth.inserted.indices.filter { growth.depth.inserted[$0] }
+    if !inserted.isEmpty {
+        let copies = inserted.map { "\($0) <- \(growth.depth.sources[$0])" }.joined(separator: ", ")
+        lines.append("depth (\(plan.depthMode.rawValue)): inserted layers \(copies); layer origins \(growth.config.layerOrigins ?? [])")
+    }
+    if growth.config.width > source.width || growth.config.heads > source.heads || growth.config.ffn > source.ffn {
+        let counts = Dictionary(grouping: growth.width.residual, by: { $0 }).values.map(\.count)
+        lines.append("width (\(plan.source.rawValue)): residual \(source.width) -> \(growth.config.width) (copy counts \(counts.min()!)-\(counts.max()!)), "
+                     + "heads \(source.heads) -> \(growth.config.heads) x \(source.headDim), ffn \(source.ffn) -> \(growth.config.ffn)")
+    }
+    return lines
+}
+
+extension Train {
+    /// Logs a growth that just happened in the run (rank 0), and validates the grown model when the
+    /// run validates at all (collective), so the loss right after the growth can be compared with
+    /// the one before it.
+    func reportGrowth(_ grown: ReceivedGrowth, from before: ModelConfig, trainer: Trainer, metrics: MetricsLog?) throws {
+        let log = trainer.communicator.isRoot
+        if log {
+            let adam = grown.moments == nil ? "restarts" : "moments carried (step \(trainer.optimizer.step))"
+            print(String(format: "step %6d | grew %@ -> %@ (%@ parameters): grow %.0f ms, broadcast %.0f ms, verify %.0f ms; xxh64 %016llx on %d rank(s); Adam %@",
+                         trainer.step, "\(before)", "\(grown.config)", formatCount(grown.config.parameterCount),
+                         grown.growSeconds * 1000, grown.broadcastSeconds * 1000, grown.verifySeconds * 1000,
+                         grown.hash, trainer.communicator.size, adam))
+            if let growth = grown.growth, let plan = trainer.options.growth?.plan {
+                for line in describeGrowth(growth, from: before, plan: plan) { print("  " + line) }
+            }
+        }
+        metrics?.write(["step": trainer.step, "grown_to": "\(grown.config)", "parameters": grown.config.parameterCount,
+                        "parameters_xxh64": String(format: "%016llx", grown.hash)])
+        if trainer.options.evalEvery > 0, let valid = try trainer.evaluate() {
+            if log { print(String(format: "step %6d | valid loss after growth %.4f | perplexity %.2f", trainer.step, valid, exp(Double(valid)))) }
+            metrics?.write(["step": trainer.step, "valid_loss_after_growth": Double(valid)])
+        }
+        Runtime.flush()
+    }
+}
