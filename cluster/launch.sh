@@ -74,7 +74,10 @@ if [[ "${command[0]}" == "elle" ]] && ! command -v elle >/dev/null 2>&1; then
     fi
 fi
 
-mpirun_args=(-n "$ranks" --bind-to none -x "OPENBLAS_NUM_THREADS=$threads" -x PATH)
+# rtc_hwloc_vmhole none: Open MPI 4.1's remote daemons (orted) otherwise map a shared hwloc
+# topology at an address they guess, which can collide with the stack and crash the daemon
+# (seen in about 1 launch in 4 here); the sharing is only an optimization.
+mpirun_args=(-n "$ranks" --bind-to none -x "OPENBLAS_NUM_THREADS=$threads" -x PATH --mca rtc_hwloc_vmhole none)
 [[ -n "${LD_LIBRARY_PATH:-}" ]] && mpirun_args+=(-x LD_LIBRARY_PATH)
 # Forward an explicit OpenBLAS kernel choice to every rank (see README: Threads and OpenBLAS).
 [[ -n "${OPENBLAS_CORETYPE:-}" ]] && mpirun_args+=(-x OPENBLAS_CORETYPE)
