@@ -136,6 +136,31 @@ final class GemmTests: XCTestCase {
     }
 }
 
+final class WorkerPoolTests: XCTestCase {
+    /// A parallel region inside another runs inline (no deadlock), thousands of short regions in
+    /// a row all complete (quickly, also with more threads than this machine's cores: spinning
+    /// threads yield), and the pool survives being reconfigured.
+    func testNestedRegionsManyRegionsAndReconfiguration() {
+        for threads in [2, 3, 1, 2] {
+            Parallel.configure(threads: threads)
+            let seen = Buffer<Int32>(count: 64 * 64)
+            Parallel.forRanges(64) { _, outer in
+                for i in outer {
+                    Parallel.forRanges(64) { _, inner in
+                        for j in inner { seen[i * 64 + j] += 1 }
+                    }
+                }
+            }
+            XCTAssertTrue((0..<seen.count).allSatisfy { seen[$0] == 1 })
+            let counter = Buffer<Int32>(count: Parallel.threads)
+            for _ in 0..<5000 {
+                Parallel.forRanges(Parallel.threads) { worker, range in counter[worker] += Int32(range.count) }
+            }
+            XCTAssertEqual((0..<Parallel.threads).reduce(0) { $0 + Int(counter[$1]) }, 5000 * Parallel.threads)
+        }
+    }
+}
+
 final class RandomTests: XCTestCase {
     func testXoshiroIsDeterministicAndUniform() {
         var a = Xoshiro256(seed: 5), b = Xoshiro256(seed: 5)
