@@ -7,7 +7,7 @@ import Tensors
 /// Parameters and gradients are flat buffers laid out by `GPTLayout`. `forward` saves what
 /// `backward` needs in one activation buffer sized for the batch shape (reallocated only when the
 /// shape grows). `backward` adds into `gradients`: call `zeroGradients()` before a micro-batch.
-public final class GPT {
+public final class GPT: LanguageModel {
     public let config: ModelConfig
     public let layout: GPTLayout
     public let parameters: FloatBuffer
@@ -47,7 +47,7 @@ public final class GPT {
         gradients = FloatBuffer(count: layout.parameterCount)
     }
 
-    public var parameterCount: Int { layout.parameterCount }
+    public var tensors: [TensorSpec] { layout.tensors }
 
     /// Weights ~ N(0, 0.02), the two residual output projections ~ N(0, 0.02 / sqrt(2 L)),
     /// biases 0, norm gains 1 (GPT-2). Every tensor is filled in chunks of 64 Ki values, each
@@ -98,7 +98,7 @@ public final class GPT {
     @discardableResult
     public func forward(
         tokens inputTokens: UnsafePointer<Int32>, targets inputTargets: UnsafePointer<Int32>?,
-        batch b: Int, seq t: Int, dropoutSeed: UInt64? = nil
+        batch b: Int, seq t: Int, dropoutSeed: UInt64?
     ) -> Float {
         precondition(t >= 1 && t <= config.context, "sequence length \(t) outside 1...\(config.context)")
         let c = config, n = b * t, d = c.width, a = c.attentionWidth, f = c.ffn, v = c.vocab

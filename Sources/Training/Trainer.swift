@@ -28,7 +28,7 @@ public struct StepResult: Sendable {
 /// `grow` replaces `model` and `optimizer` by grown ones between two updates; step, data position
 /// and learning-rate schedule continue.
 public final class Trainer {
-    public private(set) var model: GPT
+    public private(set) var model: LanguageModel
     public private(set) var optimizer: AdamW
     public let options: TrainingOptions
     public let communicator: Communicator
@@ -47,27 +47,27 @@ public final class Trainer {
     public var replicaCheckEvery = 100
 
     /// A fresh run on tokens in memory.
-    public convenience init(model: GPT, options: TrainingOptions, train: Buffer<Int32>, valid: Buffer<Int32>,
+    public convenience init(model: LanguageModel, options: TrainingOptions, train: Buffer<Int32>, valid: Buffer<Int32>,
                             communicator: Communicator = SingleProcess()) throws {
         try self.init(model: model, options: options, train: TokenStream(train), valid: TokenStream(valid),
                       communicator: communicator, state: nil, moments: nil)
     }
 
     /// A fresh run on a token stream (e.g. memory-mapped shards).
-    public convenience init(model: GPT, options: TrainingOptions, train: TokenStream, valid: TokenStream,
+    public convenience init(model: LanguageModel, options: TrainingOptions, train: TokenStream, valid: TokenStream,
                             communicator: Communicator = SingleProcess()) throws {
         try self.init(model: model, options: options, train: train, valid: valid,
                       communicator: communicator, state: nil, moments: nil)
     }
 
     /// A run continued from a checkpoint's tensors and state.
-    public init(model: GPT, options: TrainingOptions, train: TokenStream, valid: TokenStream,
+    public init(model: LanguageModel, options: TrainingOptions, train: TokenStream, valid: TokenStream,
                 communicator: Communicator, state: TrainingState?, moments: (m: FloatBuffer, v: FloatBuffer)?) throws {
         try options.validate(model: model.config)
         self.model = model
         self.options = options
         self.communicator = communicator
-        optimizer = AdamW(tensors: model.layout.tensors, count: model.parameterCount, settings: options.adam)
+        optimizer = AdamW(tensors: model.tensors, count: model.parameterCount, settings: options.adam)
         if let moments {
             optimizer.m.copy(from: moments.m)
             optimizer.v.copy(from: moments.v)
@@ -166,8 +166,8 @@ public final class Trainer {
         let grown = try GrowthBroadcast.grow(parameters: model.parameters, config: model.config,
                                              moments: (optimizer.m, optimizer.v), plan: plan,
                                              communicator: communicator, what: "after update \(step)")
-        let grownModel = try GPT(config: grown.config, parameters: grown.parameters)
-        let tensors = grownModel.layout.tensors
+        let grownModel = try makeModel(config: grown.config, parameters: grown.parameters)
+        let tensors = grownModel.tensors
         optimizer = grown.moments.map { AdamW(tensors: tensors, settings: options.adam, m: $0.m, v: $0.v, step: optimizer.step) }
             ?? AdamW(tensors: tensors, count: grownModel.parameterCount, settings: options.adam)
         model = grownModel
@@ -286,7 +286,7 @@ public final class Trainer {
         guard let parameters = checkpoint.tensor("parameters") else {
             throw CheckpointError(path: path, "holds no parameters tensor")
         }
-        let model = try GPT(config: checkpoint.config, parameters: parameters)
+        let model = try makeModel(config: checkpoint.config, parameters: parameters)
         var moments: (FloatBuffer, FloatBuffer)?
         if let m = checkpoint.tensor("adam.m"), let v = checkpoint.tensor("adam.v") {
             guard m.count == parameters.count, v.count == parameters.count else {

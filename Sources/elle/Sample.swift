@@ -36,7 +36,7 @@ struct Sample: ParsableCommand {
         guard let parameters = saved.tensor("parameters") else {
             throw CheckpointError(path: path, "holds no parameters tensor")
         }
-        let model = try GPT(config: saved.config, parameters: parameters)
+        let model = try makeModel(config: saved.config, parameters: parameters)
         let tokenizer = try TrainingData.tokenizer(named: saved.state.options.tokenizer)
         let text = Generator(model: model, tokenizer: tokenizer)
             .generate(prompt: prompt, count: tokens, temperature: temperature, topK: topK, seed: seed)
@@ -46,7 +46,7 @@ struct Sample: ParsableCommand {
 
 /// Autoregressive sampling: each new token re-runs the model on the last `context` tokens.
 struct Generator {
-    let model: GPT
+    let model: LanguageModel
     let tokenizer: Tokenizer
 
     func generate(prompt: String, count: Int, temperature: Float, topK: Int, seed: UInt64) -> String {

@@ -133,8 +133,8 @@ struct Train: ParsableCommand {
                 guard let parameters = saved.tensor("parameters") else {
                     throw CheckpointError(path: initFrom!, "holds no parameters tensor")
                 }
-                return try GPT(config: config, parameters: parameters)
-            } ?? GPT(config: config, seed: seed)
+                return try makeModel(config: config, parameters: parameters)
+            } ?? makeModel(config: config, seed: seed)
             var moments: (m: FloatBuffer, v: FloatBuffer)?
             if let initial, let m = initial.tensor("adam.m"), let v = initial.tensor("adam.v") {
                 guard m.count == gpt.parameterCount, v.count == gpt.parameterCount else {

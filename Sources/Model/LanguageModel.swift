@@ -1,0 +1,52 @@
+import Tensors
+
+/// What training, growth and evaluation need from a model, whatever its architecture: flat
+/// parameter and gradient buffers with a named layout, and a forward pass with a loss followed
+/// by a backward pass that adds into `gradients`.
+///
+/// `forward` takes B sequences of T token ids (row-major) and, for a loss, targets of the same
+/// shape where a negative target means "no loss here" (padding; for a masked LM every position
+/// that was not masked). It returns the mean loss over counted positions and keeps what
+/// `backward` needs.
+public protocol LanguageModel: AnyObject {
+    var config: ModelConfig { get }
+    var parameters: FloatBuffer { get }
+    var gradients: FloatBuffer { get }
+    /// Every parameter tensor: name, shape, offset in `parameters`, whether AdamW decays it.
+    var tensors: [TensorSpec] { get }
+    /// The mean loss of the last forward pass with targets, in Float64.
+    var lastLoss: Double { get }
+    /// Logits of the last forward pass, one row of `config.vocab` per position.
+    var logits: UnsafeMutablePointer<Float> { get }
+
+    func zeroGradients()
+    @discardableResult
+    func forward(tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>?, batch: Int, seq: Int,
+                 dropoutSeed: UInt64?) -> Float
+    func backward()
+    /// Floats of activation memory `forward` allocates for a batch shape.
+    func activationCount(batch: Int, seq: Int) -> Int
+}
+
+extension LanguageModel {
+    public var parameterCount: Int { parameters.count }
+
+    @discardableResult
+    public func forward(tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>?, batch: Int, seq: Int) -> Float {
+        forward(tokens: tokens, targets: targets, batch: batch, seq: seq, dropoutSeed: nil)
+    }
+}
+
+/// A model of `config.architecture` over existing parameters (zeros when nil).
+public func makeModel(config: ModelConfig, parameters: FloatBuffer?) throws -> LanguageModel {
+    switch config.architecture {
+    case .gpt: return try GPT(config: config, parameters: parameters)
+    }
+}
+
+/// A freshly initialized model of `config.architecture`, deterministic from `seed`.
+public func makeModel(config: ModelConfig, seed: UInt64) throws -> LanguageModel {
+    switch config.architecture {
+    case .gpt: return try GPT(config: config, seed: seed)
+    }
+}
