@@ -113,10 +113,12 @@ public struct StagePlan: Decodable, Sendable {
         public var evalEvery: Int?
         public var evalBatches: Int?
         public var checkpointEvery: Int?
+        /// Progress line and metrics record every N updates.
+        public var logEvery: Int?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case batch, seq, accumulation, lr, schedule, warmup, minLr, weightDecay, beta1, beta2, epsilon,
-                 clip, replay, prompts, evalEvery, evalBatches, checkpointEvery
+                 clip, replay, prompts, evalEvery, evalBatches, checkpointEvery, logEvery
         }
 
         public init() {}
@@ -129,7 +131,7 @@ public struct StagePlan: Decodable, Sendable {
             s.lr = 5e-4; s.schedule = .linear; s.warmup = 0.08; s.minLr = 0
             s.weightDecay = 0.01; s.beta1 = 0.9; s.beta2 = 0.98; s.epsilon = 1e-8; s.clip = 0
             s.replay = Replay(); s.prompts = true
-            s.evalEvery = 0; s.evalBatches = 10; s.checkpointEvery = 0
+            s.evalEvery = 0; s.evalBatches = 10; s.checkpointEvery = 0; s.logEvery = 10
             return s
         }
 
@@ -153,6 +155,7 @@ public struct StagePlan: Decodable, Sendable {
             if let evalEvery { r.evalEvery = evalEvery }
             if let evalBatches { r.evalBatches = evalBatches }
             if let checkpointEvery { r.checkpointEvery = checkpointEvery }
+            if let logEvery { r.logEvery = logEvery }
             return r
         }
 
@@ -178,6 +181,7 @@ public struct StagePlan: Decodable, Sendable {
             s.evalEvery = try value(.evalEvery, Int.self)
             s.evalBatches = try value(.evalBatches, Int.self)
             s.checkpointEvery = try value(.checkpointEvery, Int.self)
+            s.logEvery = try value(.logEvery, Int.self)
             return s
         }
 
@@ -319,6 +323,7 @@ public struct StagePlan: Decodable, Sendable {
             try check(s.evalEvery! >= 0, "\(at).evalEvery", "must not be negative (0: only at stage ends)")
             try check(s.evalBatches! >= 1, "\(at).evalBatches", "must be at least 1")
             try check(s.checkpointEvery! >= 0, "\(at).checkpointEvery", "must not be negative")
+            try check(s.logEvery! >= 1, "\(at).logEvery", "must be at least 1")
         }
     }
 }

@@ -10,6 +10,12 @@ extension Checkpoint {
     /// file system. If rank 0 cannot read it, every rank throws the same `JobError`.
     /// Returns the checkpoint and its path (as rank 0 sees it).
     public static func readLatestOnRoot(in folder: String, communicator: Communicator) throws -> (checkpoint: Checkpoint, path: String) {
+        try readOnRoot(folder, communicator: communicator)
+    }
+
+    /// As `readLatestOnRoot`, for a checkpoint file or a run folder (its newest checkpoint).
+    public static func readOnRoot(_ location: String, communicator: Communicator) throws -> (checkpoint: Checkpoint, path: String) {
+        let folder = location
         struct Shared: Codable {
             var path: String
             var error: String?
@@ -21,7 +27,9 @@ extension Checkpoint {
         var text = ""
         if communicator.isRoot {
             var shared = Shared(path: folder)
-            if let path = Trainer.latestCheckpoint(in: folder) {
+            var isDirectory: ObjCBool = false
+            let isFile = FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory) && !isDirectory.boolValue
+            if let path = isFile ? folder : Trainer.latestCheckpoint(in: folder) {
                 shared.path = path
                 do {
                     let checkpoint = try Checkpoint.read(from: path)

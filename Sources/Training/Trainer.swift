@@ -30,14 +30,14 @@ public struct StepResult: Sendable {
 public final class Trainer {
     public private(set) var model: LanguageModel
     public private(set) var optimizer: AdamW
-    public let options: TrainingOptions
+    public private(set) var options: TrainingOptions
     public let communicator: Communicator
     public private(set) var step: Int
     public private(set) var tokensSeen: Int
     let loader: SequenceLoader
     let validTokens: TokenStream
-    private let inputs: Buffer<Int32>
-    private let targets: Buffer<Int32>
+    private var inputs: Buffer<Int32>
+    private var targets: Buffer<Int32>
     /// Sum of micro-batch gradients when accumulating (nil with one micro-batch per update).
     private var gradientSum: FloatBuffer?
     /// The step of the last growth, so a scheduled growth is applied once.
@@ -114,14 +114,27 @@ public final class Trainer {
         }
     }
 
-    /// Runs one update: accumulation micro-batches on each rank, gradient average over all of
-    /// them, clipping, AdamW. The loss returned is the mean over every rank's micro-batches.
+    /// Runs one update on the run's own data at the schedule's rate: accumulation micro-batches
+    /// on each rank, gradient average over all of them, clipping, AdamW. The loss returned is
+    /// the mean over every rank's micro-batches.
     public func trainStep() throws -> StepResult {
+        try update(learningRate: options.schedule(step)) { _, inputs, targets in
+            loader.next(batch: options.batch, inputs: inputs, targets: targets)
+        }
+    }
+
+    /// Fills one micro-batch: (micro-batch index within the update, inputs, targets), each
+    /// (options.batch, options.seq) tokens.
+    public typealias MicroBatchFiller = (Int, UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) throws -> Void
+
+    /// One update whose micro-batches come from `fill` (the lifelong run mixes domains this way)
+    /// at learning rate `lr`. Collective.
+    public func update(learningRate lr: Float, fill: MicroBatchFiller) throws -> StepResult {
         let start = DispatchTime.now().uptimeNanoseconds
         let b = options.batch, t = options.seq, accumulation = options.accumulation
         var lossSum = 0.0
         for micro in 0..<accumulation {
-            loader.next(batch: b, inputs: inputs.pointer, targets: targets.pointer)
+            try fill(micro, inputs.pointer, targets.pointer)
             let globalMicro = communicator.rank * accumulation + micro
             let dropoutSeed = SplitMix64.mix(options.seed, 0xD50_0000, UInt64(step), UInt64(globalMicro))
             model.zeroGradients()
@@ -146,7 +159,6 @@ public final class Trainer {
             scaleInPlace(gradients.pointer, 1 / Float(contributions), count: gradients.count)
         }
         let norm = clipGradients(gradients, maxNorm: options.clip)
-        let lr = options.schedule(step)
         optimizer.update(parameters: model.parameters, gradients: gradients, learningRate: lr)
         step += 1
         let tokens = b * t * contributions
@@ -155,6 +167,22 @@ public final class Trainer {
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         return StepResult(step: step, loss: Float(lossSum / Double(contributions)), learningRate: lr,
                           gradientNorm: norm, tokens: tokens, seconds: seconds)
+    }
+
+    /// Switches to new options between updates (a lifelong run's next stage or warmup): batch
+    /// buffers follow the new shape; with `freshOptimizer`, Adam's moments and step restart.
+    /// The run's own loader keeps its sequence length.
+    public func reconfigure(options newOptions: TrainingOptions, freshOptimizer: Bool) throws {
+        try newOptions.validate(model: model.config)
+        options = newOptions
+        inputs = Buffer(count: options.batch * options.seq)
+        targets = Buffer(count: options.batch * options.seq)
+        gradientSum = options.accumulation > 1 ? FloatBuffer(count: model.parameterCount) : nil
+        if freshOptimizer {
+            optimizer = AdamW(tensors: model.tensors, count: model.parameterCount, settings: options.adam)
+        } else {
+            optimizer.settings = options.adam
+        }
     }
 
     /// Grows the model by `plan` between two updates (collective; docs/GROWTH.md): rank 0 grows
@@ -192,22 +220,30 @@ public final class Trainer {
                                          what: "parameters after update \(step)")
     }
 
-    /// Mean loss per token over the first `options.evalBatches` batches of the validation tokens
-    /// (no dropout), or nil when the validation split is shorter than one sequence. Batches are
-    /// dealt to ranks round-robin; their losses are all-reduced as a vector and added in batch
-    /// order, so the result has the same bits for any number of ranks.
+    /// Mean loss per token over the first `options.evalBatches` batches of the run's validation
+    /// tokens (no dropout), or nil when they are shorter than one sequence.
     public func evaluate() throws -> Float? {
+        try evaluate(validTokens, batches: options.evalBatches)
+    }
+
+    /// Mean loss per token over the first `batches` batches of `stream`'s windows (no dropout),
+    /// or nil when it is shorter than one sequence. With a `prompt`, each sequence starts with
+    /// that token (`PromptedBatch`). Batches are dealt to ranks round-robin; their losses are
+    /// all-reduced as a vector and added in batch order, so the result has the same bits for any
+    /// number of ranks. Collective.
+    public func evaluate(_ stream: TokenStream, batches wanted: Int, prompt: Int32? = nil) throws -> Float? {
         let b = options.batch, t = options.seq
-        let windows = validTokens.windowCount(seq: t)
+        let windows = stream.windowCount(seq: t)
         if windows == 0 { return nil }
-        let batches = min(options.evalBatches, (windows + b - 1) / b)
+        let batches = min(wanted, (windows + b - 1) / b)
         // (batch loss * tokens, tokens) per batch; zero where another rank evaluates it.
         let sums = Buffer<Double>(count: 2 * batches)
         for batch in stride(from: communicator.rank, to: batches, by: communicator.size) {
             let first = batch * b, rows = min(b, windows - first)
             for r in 0..<rows {
-                validTokens.copyWindow(first + r, seq: t, inputs: inputs.pointer + r * t, targets: targets.pointer + r * t)
+                stream.copyWindow(first + r, seq: t, inputs: inputs.pointer + r * t, targets: targets.pointer + r * t)
             }
+            if let prompt { PromptedBatch.apply(prompt: prompt, inputs: inputs.pointer, targets: targets.pointer, rows: rows, seq: t) }
             let loss = model.forward(tokens: inputs.pointer, targets: targets.pointer, batch: rows, seq: t)
             sums[2 * batch] = Double(loss) * Double(rows * t)
             sums[2 * batch + 1] = Double(rows * t)

@@ -93,6 +93,9 @@ public struct TrainingState: Codable, Equatable, Sendable {
     /// Tokens consumed by all ranks so far.
     public var tokensSeen: Int
     public var worldSize: Int
+    /// A lifelong run's own state as JSON (`LifelongState` in the Lifelong module, which this
+    /// module cannot name); nil for plain runs.
+    public var lifelong: String?
 
     public init(step: Int, options: TrainingOptions, loaders: [LoaderPosition], optimizerStep: Int,
                 tokensSeen: Int, worldSize: Int) {

@@ -47,6 +47,8 @@ struct Train: ParsableCommand {
     @Option(help: "Validate every N updates (0: only at the end).") var evalEvery: Int = 100
     @Option(help: "Validation batches per evaluation.") var evalBatches: Int = 20
     @Option(help: "Checkpoint every N updates (0: only at the end).") var checkpointEvery: Int = 0
+    @Option(help: "A lifelong stage plan (YAML): train a model over a stream of domains, growing it between them (docs/LIFELONG.md). Model, data and optimization flags then come from the plan.")
+    var config: String?
     @Flag(help: "Continue the run in --out from its newest checkpoint.") var resume = false
     @Option(help: "Start a new run (step 0, these options) from a checkpoint's model (file or run folder), e.g. one from `elle grow`: its shape and parameters, and its Adam moments if it holds them. Model-shape options are ignored.")
     var initFrom: String?
@@ -60,6 +62,11 @@ struct Train: ParsableCommand {
     @OptionGroup var parallel: ParallelOptions
 
     func validate() throws {
+        if config != nil {
+            if data != nil { throw ValidationError("--config names the data in the plan; leave out --data") }
+            if initFrom != nil || growth.isSet { throw ValidationError("--config: growth and initialization come from the plan") }
+            return
+        }
         if !resume && data == nil { throw ValidationError("--data is required (a text file or a folder of .txt files)") }
         if resume && initFrom != nil { throw ValidationError("--init-from starts a new run; it cannot be combined with --resume") }
         if resume && growth.isSet {
@@ -84,6 +91,10 @@ struct Train: ParsableCommand {
                                                quiet: !communicator.isRoot)
         let log = communicator.isRoot
         try Job.printRanks(communicator)
+        if let config {
+            try trainLifelong(plan: config, out: out, resume: resume, stopAfter: stopAfter, communicator: communicator)
+            return
+        }
 
         let trainer: Trainer
         let tokenizer: Tokenizer
