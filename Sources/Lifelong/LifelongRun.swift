@@ -286,7 +286,7 @@ public final class LifelongRun {
     // MARK: checkpoints
 
     /// Every checkpoint (collective); rank 0 writes `name` and points `latest` at it. Step
-    /// checkpoints beyond the newest three are removed; stage ends are kept.
+    /// checkpoints beyond the newest `plan.keepCheckpoints` are removed; stage ends are kept.
     private func saveCheckpoint(name: String, keep: Bool) throws {
         var checkpoint = try trainer.checkpoint()
         try communicator.verifySameFields([("lifelong", try state.encoded())], what: "lifelong run state")
@@ -300,7 +300,7 @@ public final class LifelongRun {
         if !keep {
             let steps = ((try? FileManager.default.contentsOfDirectory(atPath: out)) ?? [])
                 .filter { $0.hasPrefix("step-") && $0.hasSuffix(".ckpt") }.sorted()
-            for old in steps.dropLast(3) { try? FileManager.default.removeItem(atPath: (out as NSString).appendingPathComponent(old)) }
+            for old in steps.dropLast(plan.keepCheckpoints) { try? FileManager.default.removeItem(atPath: (out as NSString).appendingPathComponent(old)) }
         }
     }
 

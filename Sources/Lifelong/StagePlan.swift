@@ -13,6 +13,8 @@ public struct StagePlan: Decodable, Sendable {
     /// A folder written by `elle data prepare` (its manifest names the domains).
     public var data: String
     public var seed: UInt64
+    /// Step checkpoints kept besides every stage end's (the newest K).
+    public var keepCheckpoints: Int
     public var stages: [Stage]
 
     /// The initial model (the vocabulary comes from the data's tokenizer).
@@ -227,7 +229,7 @@ public struct StagePlan: Decodable, Sendable {
     /// Settings shared by all stages.
     public var defaults: Settings
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case name, model, data, seed, defaults, stages }
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, model, data, seed, keepCheckpoints, defaults, stages }
 
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -236,6 +238,7 @@ public struct StagePlan: Decodable, Sendable {
         model = try c.decode(ModelSpec.self, forKey: .model)
         data = try c.decode(String.self, forKey: .data)
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? 1
+        keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? 3
         defaults = try c.decodeIfPresent(Settings.self, forKey: .defaults) ?? Settings()
         stages = try c.decode([Stage].self, forKey: .stages)
     }
@@ -279,6 +282,7 @@ public struct StagePlan: Decodable, Sendable {
             throw PlanError(path: path, field: "model.\(error.field)", error.message)
         }
         try check(!stages.isEmpty, "stages", "must list at least one stage")
+        try check(keepCheckpoints >= 1, "keepCheckpoints", "must be at least 1 (got \(keepCheckpoints))")
         var current = initial
         var seen: [String: Int] = [:]
         for (i, stage) in stages.enumerated() {

@@ -2,6 +2,7 @@ import Data
 import Distributed
 import Foundation
 import Lifelong
+import Model
 import Tensors
 import TestSupport
 import Training
@@ -129,5 +130,61 @@ final class LifelongRunTests: XCTestCase {
         XCTAssertThrowsError(try LifelongRun(plan: wrong, out: temporaryFolder(), communicator: SingleProcess(), resume: false, print: { _ in })) { error in
             XCTAssertTrue("\(error)".contains("stages[1].domain") && "\(error)".contains("news"), "\(error)")
         }
+    }
+}
+
+/// Checkpoints that lose nothing (issue 11): a damaged newest checkpoint is skipped for the
+/// previous one, and a write that runs out of disk keeps the previous checkpoint.
+final class CheckpointRecoveryTests: XCTestCase {
+    override func setUp() { Parallel.configure(threads: 2); StopSignal.reset() }
+
+    func testCorruptNewestCheckpointIsSkippedAndResumeIsExact() throws {
+        let straight = temporaryFolder(), split = temporaryFolder()
+        defer { for f in [straight, split] { try? FileManager.default.removeItem(atPath: f) } }
+        let plan = try StagePlan.parse(LifelongRunTests.plan(data: LifelongRunTests.dataFolder))
+        let reference = try LifelongRun(plan: plan, out: straight, communicator: SingleProcess(), resume: false, print: { _ in })
+        try reference.run()
+        // Stop at 4 (a step checkpoint), then at 8... except 8 is written and then damaged.
+        XCTAssertNil(try LifelongRun(plan: plan, out: split, communicator: SingleProcess(), resume: false, print: { _ in }).run(stopAfter: 4))
+        XCTAssertNil(try LifelongRun(plan: plan, out: split, communicator: SingleProcess(), resume: true, print: { _ in }).run(stopAfter: 6))
+        let newest = try XCTUnwrap(Trainer.latestCheckpoint(in: split))
+        XCTAssertTrue(newest.hasSuffix("step-00000006.ckpt"), newest)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: newest))
+        bytes[bytes.count / 2] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: newest))
+        var warnings: [String] = []
+        let (_, chosen) = try Checkpoint.newestValid(in: split) { warnings.append($0) }
+        XCTAssertTrue(chosen.hasSuffix("step-00000004.ckpt"), chosen)
+        XCTAssertEqual(warnings.count, 1)
+        XCTAssertTrue(warnings[0].contains("step-00000006.ckpt") && warnings[0].contains("corrupt"), warnings[0])
+        // Resuming goes back to update 4 and still ends exactly where the uninterrupted run did.
+        let resumed = try LifelongRun(plan: plan, out: split, communicator: SingleProcess(), resume: true, print: { _ in })
+        XCTAssertEqual(resumed.trainer.step, 4)
+        try resumed.run()
+        XCTAssertEqual(XXH64.hash(resumed.trainer.model.parameters), XXH64.hash(reference.trainer.model.parameters))
+        XCTAssertEqual(resumed.state.matrix, reference.state.matrix)
+    }
+
+    /// On a nearly full file system (a small tmpfs), the second checkpoint cannot be written:
+    /// the error says so, no temporary file is left, and the first checkpoint and `latest`
+    /// are intact. Needs root to mount; skipped elsewhere.
+    func testFullDiskKeepsThePreviousCheckpoint() throws {
+        let mountPoint = temporaryFolder("elle-tinyfs")
+        defer { _ = try? runProcess("/bin/umount", [mountPoint]); try? FileManager.default.removeItem(atPath: mountPoint) }
+        let model = try makeModel(config: ModelConfig(layers: 1, width: 64, heads: 2, vocab: 300, context: 16), seed: 1)
+        let options = TrainingOptions(batch: 2, seq: 8, steps: 10, schedule: LearningRateSchedule(kind: .constant, peak: 1e-3), dataPath: "x")
+        let state = TrainingState(step: 1, options: options, loaders: [LoaderPosition()], optimizerStep: 1, tokensSeen: 0, worldSize: 1)
+        let checkpoint = Checkpoint(config: model.config, state: state, tensors: [("parameters", model.parameters)])
+        let size = model.parameterCount * 4
+        let mount = try runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=\(size * 3 / 2)", "tmpfs", mountPoint])
+        guard mount.status == 0 else { throw XCTSkip("cannot mount a small tmpfs here (needs root): \(mount.stderr)") }
+        try checkpoint.write(to: mountPoint + "/a.ckpt")
+        try writeFileAtomically("a.ckpt\n", to: mountPoint + "/latest")
+        XCTAssertThrowsError(try checkpoint.write(to: mountPoint + "/b.ckpt")) { error in
+            XCTAssertTrue("\(error)".contains("b.ckpt") && "\(error)".contains("No space left") && "\(error)".contains("previous checkpoint is untouched"), "\(error)")
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: mountPoint).sorted(), ["a.ckpt", "latest"])
+        let (_, path) = try Checkpoint.newestValid(in: mountPoint)
+        XCTAssertEqual(path, mountPoint + "/a.ckpt")
     }
 }
