@@ -31,6 +31,8 @@ struct Import: ParsableCommand {
             checkpointPath = (out as NSString).appendingPathComponent("step-00000000.ckpt")
             tokenizerPath = (out as NSString).appendingPathComponent("tokenizer.json")
         } else {
+            let parent = (out as NSString).deletingLastPathComponent
+            if !parent.isEmpty { try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) }
             checkpointPath = out
             tokenizerPath = (out as NSString).deletingPathExtension + ".tokenizer.json"
         }

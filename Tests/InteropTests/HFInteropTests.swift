@@ -214,6 +214,31 @@ final class HFInteropTests: XCTestCase {
         }
     }
 
+    /// Weights split over shards named by model.safetensors.index.json import the same.
+    func testImportOfShardedWeights() throws {
+        let plain = try HFModelFolder.read(folder: tinyFolder)
+        let dir = try copyOfTinyFolder(except: ["model.safetensors"])
+        let file = try SafeTensorsFile(path: tinyFolder + "/model.safetensors")
+        var map: [String: String] = [:]
+        var buffers: [FloatBuffer] = []
+        for (k, part) in [file.tensors.filter { $0.name.contains(".h.") }, file.tensors.filter { !$0.name.contains(".h.") }].enumerated() {
+            let name = "model-0000\(k + 1)-of-00002.safetensors"
+            var entries: [SafeTensorsEntry] = []
+            for t in part {
+                let values = FloatBuffer(try file.floats(t.name))
+                buffers.append(values)
+                entries.append(SafeTensorsEntry(name: t.name, shape: t.shape, floats: UnsafeBufferPointer(values.buffer)))
+                map[t.name] = name
+            }
+            try SafeTensorsWriter.write(entries, to: dir + "/" + name)
+        }
+        let index: [String: Any] = ["metadata": ["total_size": 0], "weight_map": map]
+        try JSONSerialization.data(withJSONObject: index).write(to: URL(fileURLWithPath: dir + "/model.safetensors.index.json"))
+        let sharded = try HFModelFolder.read(folder: dir)
+        XCTAssertEqual(sharded.config, plain.config)
+        XCTAssertTrue(bitIdentical(sharded.parameters.pointer, plain.parameters.pointer, plain.parameters.count))
+    }
+
     func testImportOfHalfPrecisionWeights() throws {
         let plain = try HFModelFolder.read(folder: tinyFolder)
         let dir = try copyOfTinyFolder()
