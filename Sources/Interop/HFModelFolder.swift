@@ -177,10 +177,12 @@ public enum HFModelFolder {
     }
 
     /// The checkpoint of an imported model: step 0, no optimizer state, and options that name its
-    /// tokenizer ("bytes" or a tokenizer.json path) so `elle sample` and `elle train` find it.
+    /// tokenizer ("bytes" or a tokenizer.json path) so `elle sample` and `elle train` find it. It
+    /// has no data to resume; its data path says so, which is what `elle train --resume` reports.
     public static func checkpoint(of model: Imported, tokenizerName: String, source folder: String) -> Checkpoint {
+        let dataPath = "(none: imported from \(folder); start a run from it with elle train --init-from)"
         var options = TrainingOptions(batch: 1, seq: model.config.context, steps: 0,
-                                      schedule: LearningRateSchedule(kind: .constant, peak: 1e-4), dataPath: folder)
+                                      schedule: LearningRateSchedule(kind: .constant, peak: 1e-4), dataPath: dataPath)
         options.tokenizer = tokenizerName
         let state = TrainingState(step: 0, options: options, loaders: [], optimizerStep: 0, tokensSeen: 0, worldSize: 1)
         return Checkpoint(config: model.config, state: state, tensors: [("parameters", model.parameters)])

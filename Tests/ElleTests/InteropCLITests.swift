@@ -87,6 +87,11 @@ final class InteropCLITests: XCTestCase {
         let format = try runProcess(elleExecutable, ["export", "--checkpoint", folder, "--format", "onnx", "--out", folder + "/o"])
         XCTAssertNotEqual(format.status, 0)
         XCTAssertTrue(format.stderr.contains("onnx"), format.stderr)
+        // An imported checkpoint has no data position to resume.
+        _ = try elle(["import", "--from", fixtureURL("hf-gpt2-tiny").path, "--out", folder + "/imported/"])
+        let resume = try runProcess(elleExecutable, ["train", "--out", folder + "/imported", "--resume"])
+        XCTAssertNotEqual(resume.status, 0)
+        XCTAssertTrue(resume.stderr.contains("start a run from it with elle train --init-from"), resume.stderr)
         let both = try runProcess(elleExecutable, ["eval", "--checkpoint", folder])
         XCTAssertNotEqual(both.status, 0)
         XCTAssertTrue(both.stderr.contains("--tokens FILE and --text FILE"), both.stderr)
