@@ -44,12 +44,13 @@ let package = Package(
             name: "Lifelong",
             dependencies: ["Tensors", "Model", "Data", "Distributed", "Training", .product(name: "Yams", package: "Yams")],
             swiftSettings: kernelSettings),
+        .target(name: "Interop", dependencies: ["Tensors", "Model", "Data", "Training"], swiftSettings: kernelSettings),
 
         // MARK: executable
         .executableTarget(
             name: "elle",
             dependencies: [
-                "Tensors", "Model", "Data", "Distributed", "Training", "Lifelong",
+                "Tensors", "Model", "Data", "Distributed", "Training", "Lifelong", "Interop",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: kernelSettings),
@@ -64,6 +65,7 @@ let package = Package(
         .testTarget(name: "GrowthTests", dependencies: ["Model", "Training", "Data", "TestSupport"]),
         .testTarget(name: "ElleTests", dependencies: ["TestSupport"]),
         .testTarget(name: "LifelongTests", dependencies: ["Lifelong", "Model", "Data", "Distributed", "Training", "TestSupport"]),
+        .testTarget(name: "InteropTests", dependencies: ["Interop", "Model", "Data", "Training", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -5,7 +5,7 @@ struct Elle: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "elle",
         abstract: "Lifelong pre-training of growing transformer language models.",
-        subcommands: [Train.self, Sample.self, Eval.self, Bench.self, DataCommand.self, Grow.self, MPICheck.self])
+        subcommands: [Train.self, Sample.self, Eval.self, Bench.self, DataCommand.self, Grow.self, Export.self, Import.self, MPICheck.self])
 }
 
 /// Model shape options shared by `train` and `bench`.
