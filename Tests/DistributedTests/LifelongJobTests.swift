@@ -60,8 +60,9 @@ final class LifelongJobTests: XCTestCase {
     }
 
     /// Must show: a 3-stage run with growth, warmup, replay and prompts on 2 ranks keeps the
-    /// parameters identical on both ranks and reports every seen domain; stopped in the middle
-    /// of the second stage's warmup and resumed on 2 ranks it ends with the same checkpoint.
+    /// parameters identical on both ranks and reports every seen domain; stopped and resumed on 2
+    /// ranks (in the middle of a stage, inside a warmup, just after a growth, just before a stage
+    /// end) it logs the same records and ends with the same checkpoint, byte for byte.
     func testThreeStagesOnTwoRanksAndResume() throws {
         let plan = try Self.writePlan()
         let straight = temporaryFolder(), split = temporaryFolder()
@@ -75,15 +76,20 @@ final class LifelongJobTests: XCTestCase {
         let matrix = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: straight + "/perplexity.json"))) as? [String: Any]
         XCTAssertEqual((matrix?["values"] as? [[Double]])?.map(\.count), [1, 2, 3])
 
-        let first = try mpirun(["train", "--config", plan, "--out", split, "--threads", "1", "--stop-after", "7"])
-        XCTAssertEqual(first.status, 0, first.stdout + first.stderr)
-        XCTAssertTrue(first.stdout.contains("stopped after update 7"), first.stdout)
-        let second = try mpirun(["train", "--config", plan, "--out", split, "--threads", "1", "--resume"])
-        XCTAssertEqual(second.status, 0, second.stdout + second.stderr)
-        XCTAssertEqual(try records(split), try records(straight))
-        let a = try Data(contentsOf: URL(fileURLWithPath: straight + "/stage-02-biomedical.ckpt"))
-        let b = try Data(contentsOf: URL(fileURLWithPath: split + "/stage-02-biomedical.ckpt"))
-        XCTAssertEqual(a, b, "final checkpoints differ")
+        // Updates: stage 0 = 1...6; stage 1 warmup 7...8, training 9...12; stage 2 warmup 13...14.
+        let expected = try records(straight)
+        let final = try Data(contentsOf: URL(fileURLWithPath: straight + "/stage-02-biomedical.ckpt"))
+        for (stop, what) in [(3, "mid-stage"), (7, "inside warmup"), (6, "just after a growth"), (11, "just before a stage end")] {
+            try? FileManager.default.removeItem(atPath: split)
+            let first = try mpirun(["train", "--config", plan, "--out", split, "--threads", "1", "--stop-after", "\(stop)"])
+            XCTAssertEqual(first.status, 0, what + first.stdout + first.stderr)
+            XCTAssertTrue(first.stdout.contains("stopped after update \(stop)"), what + first.stdout)
+            let second = try mpirun(["train", "--config", plan, "--out", split, "--threads", "1", "--resume"])
+            XCTAssertEqual(second.status, 0, what + second.stdout + second.stderr)
+            XCTAssertEqual(try records(split), expected, what)
+            let b = try Data(contentsOf: URL(fileURLWithPath: split + "/stage-02-biomedical.ckpt"))
+            XCTAssertEqual(final, b, "final checkpoints differ: \(what)")
+        }
     }
 
     /// Must show (issue 11): SIGTERM during a run leaves a checkpoint from which resume is exact.
