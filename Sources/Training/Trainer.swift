@@ -123,6 +123,8 @@ public final class Trainer {
         for micro in 0..<accumulation {
             loader.next(batch: b, inputs: inputs.pointer, targets: targets.pointer)
             let globalMicro = communicator.rank * accumulation + micro
+            options.maskedLM?.makeSequences(tokens: inputs.pointer, targets: targets.pointer, batch: b, seq: t,
+                                            key: SplitMix64.mix(options.seed, 0x4D41_534B, UInt64(step), UInt64(globalMicro)))
             let dropoutSeed = SplitMix64.mix(options.seed, 0xD50_0000, UInt64(step), UInt64(globalMicro))
             model.zeroGradients()
             lossSum += Double(model.forward(tokens: inputs.pointer, targets: targets.pointer,
@@ -192,10 +194,11 @@ public final class Trainer {
                                          what: "parameters after update \(step)")
     }
 
-    /// Mean loss per token over the first `options.evalBatches` batches of the validation tokens
-    /// (no dropout), or nil when the validation split is shorter than one sequence. Batches are
-    /// dealt to ranks round-robin; their losses are all-reduced as a vector and added in batch
-    /// order, so the result has the same bits for any number of ranks.
+    /// Mean loss per predicted token (every token for GPT, the masked ones for BERT) over the
+    /// first `options.evalBatches` batches of the validation tokens (no dropout), or nil when the
+    /// validation split is shorter than one sequence. Batches are dealt to ranks round-robin;
+    /// their losses are all-reduced as a vector and added in batch order, so the result has the
+    /// same bits for any number of ranks.
     public func evaluate() throws -> Float? {
         let b = options.batch, t = options.seq
         let windows = validTokens.windowCount(seq: t)
@@ -208,9 +211,13 @@ public final class Trainer {
             for r in 0..<rows {
                 validTokens.copyWindow(first + r, seq: t, inputs: inputs.pointer + r * t, targets: targets.pointer + r * t)
             }
+            // Masked LM: the same masks at every evaluation (keyed by the batch, not the step).
+            options.maskedLM?.makeSequences(tokens: inputs.pointer, targets: targets.pointer, batch: rows, seq: t,
+                                            key: SplitMix64.mix(options.seed, 0x5641_4C44, UInt64(batch)))
             let loss = model.forward(tokens: inputs.pointer, targets: targets.pointer, batch: rows, seq: t)
-            sums[2 * batch] = Double(loss) * Double(rows * t)
-            sums[2 * batch + 1] = Double(rows * t)
+            let counted = (0..<(rows * t)).reduce(0) { $0 + (targets[$1] >= 0 ? 1 : 0) }
+            sums[2 * batch] = Double(loss) * Double(counted)
+            sums[2 * batch + 1] = Double(counted)
         }
         if communicator.size > 1 { try communicator.allReduce(sums, .sum, label: "validation loss all-reduce after update \(step)") }
         var total = 0.0, tokens = 0.0
@@ -218,7 +225,7 @@ public final class Trainer {
             total += sums[2 * batch]
             tokens += sums[2 * batch + 1]
         }
-        return Float(total / tokens)
+        return tokens > 0 ? Float(total / tokens) : nil
     }
 
     /// The run's state with every rank's loader position (gathered to rank 0; on other ranks
