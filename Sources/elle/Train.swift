@@ -121,7 +121,8 @@ struct Train: ParsableCommand {
             var maskedLM: MaskedLM?
             if config.architecture == .bert {
                 guard let bpe = tokenizer as? BPETokenizer else {
-                    throw ValidationError("--model bert needs a prepared data folder (elle data prepare): its BPE tokenizer has the <|bos|>, <|mask|> and <|pad|> tokens BERT uses, and \(data!) is raw text, read as byte tokens without them")
+                    let who = initial == nil ? "--model bert" : "the --init-from model is a BERT, which"
+                    throw ValidationError("\(who) needs a prepared data folder (elle data prepare): its BPE tokenizer has the <|bos|>, <|mask|> and <|pad|> tokens BERT uses, and \(data!) is raw text, read as byte tokens without them")
                 }
                 config.padToken = bpe.pad
                 maskedLM = MaskedLM(tokenizer: bpe)
