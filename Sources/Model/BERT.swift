@@ -9,7 +9,9 @@ import Tensors
 /// As in fairseq, the head runs only where a prediction is needed: at the positions whose target
 /// is >= 0 when targets are given (the masked positions; the loss is their mean), at every
 /// position otherwise. `logits` then holds one row per predicted position, in position order
-/// (`predictedPositions`).
+/// (`predictedPositions`). For the same reason the last block runs its per-position part (output
+/// projection, norms, MLP) only at those rows; its attention still reads every position. Both
+/// are exact: nothing else reads the skipped rows.
 ///
 /// Parameters and gradients are flat buffers laid out by `BERTLayout`; activations live in one
 /// buffer sized for the batch shape; `backward` adds into `gradients`.
@@ -26,6 +28,8 @@ public final class BERT: LanguageModel {
     private var predicted = Buffer<Int32>(count: 0)
     private var predictedTargets = Buffer<Int32>(count: 0)
     private var hasPadding = false
+    /// Whether the last block's per-position part ran only at the predicted rows.
+    private var lastPruned = false
     private var lastBatch = 0, lastSeq = 0
     private var lastHadTargets = false
     private var lastDropoutSeed: UInt64?
@@ -136,6 +140,7 @@ public final class BERT: LanguageModel {
             m = n
         }
         predictedCount = m
+        lastPruned = m < n
 
         let P = parameters.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
         let eps = c.layerNormEpsilon
@@ -159,31 +164,40 @@ public final class BERT: LanguageModel {
         if let drop = dropout(site: 0) { drop.apply(out: A + acts.output[0], x: A + acts.output[0], count: n * d) }
 
         for (l, w) in layout.blocks.enumerated() {
-            let s = acts.layers[l]
-            let x = A + acts.output[l], branch = A + acts.branch
+            let s = acts.layers[l], x = A + acts.output[l]
+            // Attention over every position.
             Linear.forward(out: A + s.qkv, x: x, weight: P + w.qkvWeight, bias: P + w.qkvBias,
                            rows: n, inFeatures: d, outFeatures: 3 * a)
             BidirectionalAttention.forward(out: A + s.atty, att: A + s.att, qkv: A + s.qkv,
                                            keyMask: hasPadding ? keyMask : nil, shape: shape,
                                            dropout: dropout(site: 1 + 3 * l), scratch: scratch)
-            Linear.forward(out: branch, x: A + s.atty, weight: P + w.attnProjWeight, bias: P + w.attnProjBias,
-                           rows: n, inFeatures: a, outFeatures: d)
-            addResidual(out: A + s.residual1, x: x, branch: branch, count: n * d, site: 2 + 3 * l)
+            // The rest of the block is per position: the last block runs it only at the rows the
+            // head reads.
+            let r = rows(ofBlock: l)
+            if r.count < n {
+                RowGather.forward(out: r.input, x: x, rows: predicted.pointer, count: m, width: d)
+                RowGather.forward(out: r.atty, x: A + s.atty, rows: predicted.pointer, count: m, width: a)
+            }
+            let branch = A + acts.branch, k = r.count
+            Linear.forward(out: branch, x: r.atty, weight: P + w.attnProjWeight, bias: P + w.attnProjBias,
+                           rows: k, inFeatures: a, outFeatures: d)
+            addResidual(out: A + s.residual1, x: r.input, branch: branch, count: k * d, site: 2 + 3 * l)
             LayerNorm.forward(out: A + s.hidden, mean: A + s.ln1Mean, rstd: A + s.ln1Rstd, x: A + s.residual1,
-                              weight: P + w.ln1Weight, bias: P + w.ln1Bias, rows: n, width: d, epsilon: eps, affine: affine)
+                              weight: P + w.ln1Weight, bias: P + w.ln1Bias, rows: k, width: d, epsilon: eps, affine: affine)
             Linear.forward(out: A + s.fcPre, x: A + s.hidden, weight: P + w.fcWeight, bias: P + w.fcBias,
-                           rows: n, inFeatures: d, outFeatures: f)
-            ErfGELU.forward(out: A + s.fcPost, x: A + s.fcPre, count: n * f)
+                           rows: k, inFeatures: d, outFeatures: f)
+            ErfGELU.forward(out: A + s.fcPost, x: A + s.fcPre, count: k * f)
             Linear.forward(out: branch, x: A + s.fcPost, weight: P + w.fcProjWeight, bias: P + w.fcProjBias,
-                           rows: n, inFeatures: f, outFeatures: d)
-            addResidual(out: A + s.residual2, x: A + s.hidden, branch: branch, count: n * d, site: 3 + 3 * l)
+                           rows: k, inFeatures: f, outFeatures: d)
+            addResidual(out: A + s.residual2, x: A + s.hidden, branch: branch, count: k * d, site: 3 + 3 * l)
             LayerNorm.forward(out: A + acts.output[l + 1], mean: A + s.ln2Mean, rstd: A + s.ln2Rstd, x: A + s.residual2,
-                              weight: P + w.ln2Weight, bias: P + w.ln2Bias, rows: n, width: d, epsilon: eps, affine: affine)
+                              weight: P + w.ln2Weight, bias: P + w.ln2Bias, rows: k, width: d, epsilon: eps, affine: affine)
         }
 
-        // MLM head on the predicted rows: logits = LN(GELU(dense(x))) wte^T + bias.
-        RowGather.forward(out: A + acts.headIn, x: A + acts.output[c.layers], rows: predicted.pointer, count: m, width: d)
-        Linear.forward(out: A + acts.headPre, x: A + acts.headIn, weight: P + layout.headDenseWeight,
+        // MLM head on the predicted rows (the first m rows of the last output, in order):
+        // logits = LN(GELU(dense(x))) wte^T + bias.
+        let headIn = A + acts.output[c.layers]
+        Linear.forward(out: A + acts.headPre, x: headIn, weight: P + layout.headDenseWeight,
                        bias: P + layout.headDenseBias, rows: m, inFeatures: d, outFeatures: d)
         ErfGELU.forward(out: A + acts.headPost, x: A + acts.headPre, count: m * d)
         LayerNorm.forward(out: A + acts.headNorm, mean: A + acts.headMean, rstd: A + acts.headRstd, x: A + acts.headPost,
@@ -209,7 +223,8 @@ public final class BERT: LanguageModel {
         let scratch = A + acts.attentionScratch
         let dOutput = A + acts.dOutput, dResidual = A + acts.dResidual, branch = A + acts.branch
 
-        // Head, in reverse: projection (tied) and bias, norm, GELU, dense; then back to the rows.
+        // Head, in reverse: projection (tied) and bias, norm, GELU, dense. dOutput gets the
+        // gradient of the last block's output rows.
         CrossEntropy.backward(logits: A + acts.logits, logSumExp: A + acts.logSumExp, targets: predictedTargets.pointer,
                               rows: m, vocab: v, scale: m > 0 ? 1 / Float(m) : 0)
         Linear.backward(dx: dResidual, dweight: G + layout.tokenEmbedding, dbias: G + layout.outputBias,
@@ -220,35 +235,44 @@ public final class BERT: LanguageModel {
                            dout: dResidual, x: A + acts.headPost, weight: P + layout.headNormWeight,
                            mean: A + acts.headMean, rstd: A + acts.headRstd, rows: m, width: d, affine: affine)
         ErfGELU.backward(dx: branch, dout: branch, x: A + acts.headPre, count: m * d)
-        Linear.backward(dx: dResidual, dweight: G + layout.headDenseWeight, dbias: G + layout.headDenseBias,
-                        dout: branch, x: A + acts.headIn, weight: P + layout.headDenseWeight,
+        Linear.backward(dx: dOutput, dweight: G + layout.headDenseWeight, dbias: G + layout.headDenseBias,
+                        dout: branch, x: A + acts.output[c.layers], weight: P + layout.headDenseWeight,
                         rows: m, inFeatures: d, outFeatures: d)
-        dOutput.update(repeating: 0, count: n * d)
-        RowGather.backward(dx: dOutput, dout: dResidual, rows: predicted.pointer, count: m, width: d)
 
         for l in stride(from: c.layers - 1, through: 0, by: -1) {
             let w = layout.blocks[l], s = acts.layers[l]
+            let r = rows(ofBlock: l), k = r.count
             // output = ln2(residual2), residual2 = hidden + dropout(fcProj(gelu(fc(hidden))))
-            dResidual.update(repeating: 0, count: n * d)
+            dResidual.update(repeating: 0, count: k * d)
             LayerNorm.backward(dx: dResidual, dweight: G + w.ln2Weight, dbias: G + w.ln2Bias, dout: dOutput,
                                x: A + s.residual2, weight: P + w.ln2Weight, mean: A + s.ln2Mean, rstd: A + s.ln2Rstd,
-                               rows: n, width: d, affine: affine)
-            var dBranch = branchGradient(dResidual, count: n * d, site: 3 + 3 * l)
+                               rows: k, width: d, affine: affine)
+            var dBranch = branchGradient(dResidual, count: k * d, site: 3 + 3 * l)
             Linear.backward(dx: A + acts.dFC, dweight: G + w.fcProjWeight, dbias: G + w.fcProjBias, dout: dBranch,
-                            x: A + s.fcPost, weight: P + w.fcProjWeight, rows: n, inFeatures: f, outFeatures: d)
-            ErfGELU.backward(dx: A + acts.dFC, dout: A + acts.dFC, x: A + s.fcPre, count: n * f)
+                            x: A + s.fcPost, weight: P + w.fcProjWeight, rows: k, inFeatures: f, outFeatures: d)
+            ErfGELU.backward(dx: A + acts.dFC, dout: A + acts.dFC, x: A + s.fcPre, count: k * f)
             // dResidual becomes d(hidden): the skip path plus the MLP's input gradient.
             Linear.backward(dx: dResidual, dweight: G + w.fcWeight, dbias: G + w.fcBias, dout: A + acts.dFC,
-                            x: A + s.hidden, weight: P + w.fcWeight, rows: n, inFeatures: d, outFeatures: f,
+                            x: A + s.hidden, weight: P + w.fcWeight, rows: k, inFeatures: d, outFeatures: f,
                             accumulateInput: true)
             // hidden = ln1(residual1), residual1 = x + dropout(proj(attention(qkv(x))))
-            dOutput.update(repeating: 0, count: n * d)
+            dOutput.update(repeating: 0, count: k * d)
             LayerNorm.backward(dx: dOutput, dweight: G + w.ln1Weight, dbias: G + w.ln1Bias, dout: dResidual,
                                x: A + s.residual1, weight: P + w.ln1Weight, mean: A + s.ln1Mean, rstd: A + s.ln1Rstd,
-                               rows: n, width: d, affine: affine)
-            dBranch = branchGradient(dOutput, count: n * d, site: 2 + 3 * l)
-            Linear.backward(dx: A + acts.dAtty, dweight: G + w.attnProjWeight, dbias: G + w.attnProjBias, dout: dBranch,
-                            x: A + s.atty, weight: P + w.attnProjWeight, rows: n, inFeatures: a, outFeatures: d)
+                               rows: k, width: d, affine: affine)
+            dBranch = branchGradient(dOutput, count: k * d, site: 2 + 3 * l)
+            // A pruned block's row gradients go back to every position: d(atty) through the
+            // (free) dQKV scratch, d(x) through dResidual; both are zero at the other rows.
+            let dAttyRows = k < n ? A + acts.dQKV : A + acts.dAtty
+            Linear.backward(dx: dAttyRows, dweight: G + w.attnProjWeight, dbias: G + w.attnProjBias, dout: dBranch,
+                            x: r.atty, weight: P + w.attnProjWeight, rows: k, inFeatures: a, outFeatures: d)
+            if k < n {
+                (A + acts.dAtty).update(repeating: 0, count: n * a)
+                RowGather.backward(dx: A + acts.dAtty, dout: dAttyRows, rows: predicted.pointer, count: k, width: a)
+                dResidual.update(from: dOutput, count: k * d)
+                dOutput.update(repeating: 0, count: n * d)
+                RowGather.backward(dx: dOutput, dout: dResidual, rows: predicted.pointer, count: k, width: d)
+            }
             BidirectionalAttention.backward(dqkv: A + acts.dQKV, dout: A + acts.dAtty, qkv: A + s.qkv, att: A + s.att,
                                             shape: shape, dropout: dropout(site: 1 + 3 * l), scratch: scratch)
             // dOutput becomes d(x), the gradient of the previous block's output.
@@ -264,6 +288,17 @@ public final class BERT: LanguageModel {
         Embedding.backward(dwte: G + layout.tokenEmbedding, dwpe: G + layout.positionEmbedding,
                            dout: dResidual, tokens: tokens.pointer, batch: b, seq: t, width: d)
         lastHadTargets = false  // the logits now hold gradients
+    }
+
+    /// The rows block l's per-position part (after attention) runs on, and where its inputs are:
+    /// every position, or for the last block of a pass that predicts fewer rows (training), just
+    /// the predicted rows, gathered (its other outputs would never be read).
+    private func rows(ofBlock l: Int) -> (count: Int, input: UnsafeMutablePointer<Float>, atty: UnsafeMutablePointer<Float>) {
+        let A = actBuffer.pointer, acts = self.acts!
+        if lastPruned && l == config.layers - 1 {
+            return (predictedCount, A + acts.prunedInput, A + acts.prunedAtty)
+        }
+        return (lastBatch * lastSeq, A + acts.output[l], A + acts.layers[l].atty)
     }
 
     // MARK: helpers

@@ -103,7 +103,8 @@ public struct BERTLayout: Sendable {
 }
 
 /// Where every activation of one BERT forward pass lives, for B sequences of length T (N = B T).
-/// The head buffers have N rows: the head runs on the M <= N predicted positions.
+/// The head buffers have N rows: the head runs on the M <= N predicted positions, and so does the
+/// last block after its attention when M < N (its per-position buffers then hold M rows).
 struct BERTActivations {
     struct Layer {
         var qkv: Int                        // (N, 3A)
@@ -121,11 +122,14 @@ struct BERTActivations {
     let embeddingSum: Int                   // (N, D) wte[token] + wpe[position]
     let embeddingMean, embeddingRstd: Int   // (N), (N)
     /// output[0] is the (dropped-out) embedding norm's output; output[l + 1] block l's (its ln2). (N, D)
+    /// When the last block is pruned, output[L] holds its M predicted rows, in order.
     let output: [Int]
     let layers: [Layer]
     let keyMask: Int                        // (N) 1 = a real token, 0 = padding
-    // MLM head on the predicted rows.
-    let headIn: Int                         // (N, D) gathered encoder output
+    /// The last block's input and attention output at the predicted rows, when it runs only there.
+    let prunedInput: Int                    // (N, D)
+    let prunedAtty: Int                     // (N, A)
+    // MLM head on the predicted rows (the first M rows of output[L]).
     let headPre, headPost: Int              // (N, D) dense output before and after GELU
     let headNorm, headMean, headRstd: Int   // (N, D), (N), (N)
     let logits: Int                         // (N, V); overwritten by dlogits in backward
@@ -165,7 +169,8 @@ struct BERTActivations {
         self.output = output
         self.layers = layers
         keyMask = carve.take("key.mask", [n])
-        headIn = carve.take("head.in", [n, d])
+        prunedInput = carve.take("pruned.input", [n, d])
+        prunedAtty = carve.take("pruned.atty", [n, a])
         headPre = carve.take("head.pre", [n, d])
         headPost = carve.take("head.post", [n, d])
         headNorm = carve.take("head.norm", [n, d])
