@@ -10,12 +10,6 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a GPT or a BERT on a text file or folder of .txt files, or on prepared data.",
         discussion: """
-            --model bert trains a masked LM on a prepared data folder (`elle data prepare`: its \
-            tokenizer has the <|bos|>, <|mask|> and <|pad|> tokens BERT needs): each sequence is \
-            <|bos|> and text, 15% of its positions are predicted (80% shown as <|mask|>, 10% as a \
-            random token, 10% unchanged), with new masks every time, keyed by the seed, update and \
-            micro-batch so resumed and multi-rank runs are exact. Losses are per masked token.
-
             Logs loss and tokens/s, writes checkpoints to --out (step-NNNNNNNN.ckpt, with `latest` \
             naming the newest) and metrics to --out/metrics.jsonl. --resume continues the run in \
             --out from its newest checkpoint with the saved settings, bit for bit.
@@ -28,6 +22,12 @@ struct Train: ParsableCommand {
             `elle grow` does it; the --grow-* options are `elle grow`'s): rank 0 grows and sends \
             the grown model to every rank, which checks it; training continues on it with the \
             same schedule and data order. See docs/GROWTH.md.
+
+            --model bert trains a masked LM on a prepared data folder (`elle data prepare`: its \
+            tokenizer has the <|bos|>, <|mask|> and <|pad|> tokens BERT needs): each sequence is \
+            <|bos|> and text, 15% of its positions are predicted (80% shown as <|mask|>, 10% as a \
+            random token, 10% unchanged), with new masks every time, keyed by the seed, update and \
+            micro-batch so resumed and multi-rank runs are exact. Losses are per masked token.
             """)
 
     @Option(help: "Text file or folder of .txt files (byte-level tokens), or a folder made by `elle data prepare` (BPE tokens). With --resume: where to find the run's data if not at its saved path.")
