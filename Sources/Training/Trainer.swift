@@ -136,6 +136,8 @@ public final class Trainer {
         for micro in 0..<accumulation {
             try fill(micro, inputs.pointer, targets.pointer)
             let globalMicro = communicator.rank * accumulation + micro
+            options.maskedLM?.makeSequences(tokens: inputs.pointer, targets: targets.pointer, batch: b, seq: t,
+                                            key: SplitMix64.mix(options.seed, 0x4D41_534B, UInt64(step), UInt64(globalMicro)))
             let dropoutSeed = SplitMix64.mix(options.seed, 0xD50_0000, UInt64(step), UInt64(globalMicro))
             model.zeroGradients()
             lossSum += Double(model.forward(tokens: inputs.pointer, targets: targets.pointer,
@@ -220,8 +222,9 @@ public final class Trainer {
                                          what: "parameters after update \(step)")
     }
 
-    /// Mean loss per token over the first `options.evalBatches` batches of the run's validation
-    /// tokens (no dropout), or nil when they are shorter than one sequence.
+    /// Mean loss per predicted token (every token for GPT, the masked ones for BERT) over the
+    /// first `options.evalBatches` batches of the run's validation tokens (no dropout), or nil
+    /// when they are shorter than one sequence.
     public func evaluate() throws -> Float? {
         try evaluate(validTokens, batches: options.evalBatches)
     }
@@ -243,10 +246,19 @@ public final class Trainer {
             for r in 0..<rows {
                 stream.copyWindow(first + r, seq: t, inputs: inputs.pointer + r * t, targets: targets.pointer + r * t)
             }
-            if let prompt { PromptedBatch.apply(prompt: prompt, inputs: inputs.pointer, targets: targets.pointer, rows: rows, seq: t) }
+            if var masked = options.maskedLM {
+                // Masked LM: the same masks at every evaluation (keyed by the batch, not the step);
+                // the prompt goes after the begin token.
+                if let prompt { masked.prompt = prompt }
+                masked.makeSequences(tokens: inputs.pointer, targets: targets.pointer, batch: rows, seq: t,
+                                     key: SplitMix64.mix(options.seed, 0x5641_4C44, UInt64(batch)))
+            } else if let prompt {
+                PromptedBatch.apply(prompt: prompt, inputs: inputs.pointer, targets: targets.pointer, rows: rows, seq: t)
+            }
             let loss = model.forward(tokens: inputs.pointer, targets: targets.pointer, batch: rows, seq: t)
-            sums[2 * batch] = Double(loss) * Double(rows * t)
-            sums[2 * batch + 1] = Double(rows * t)
+            let counted = (0..<(rows * t)).reduce(0) { $0 + (targets[$1] >= 0 ? 1 : 0) }
+            sums[2 * batch] = Double(loss) * Double(counted)
+            sums[2 * batch + 1] = Double(counted)
         }
         if communicator.size > 1 { try communicator.allReduce(sums, .sum, label: "validation loss all-reduce after update \(step)") }
         var total = 0.0, tokens = 0.0
@@ -254,7 +266,7 @@ public final class Trainer {
             total += sums[2 * batch]
             tokens += sums[2 * batch + 1]
         }
-        return Float(total / tokens)
+        return tokens > 0 ? Float(total / tokens) : nil
     }
 
     /// The run's state with every rank's loader position (gathered to rank 0; on other ranks

@@ -33,6 +33,8 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     public var validFraction: Double = 0.05
     /// A growth event inside the run (`elle train --grow-at`), or nil.
     public var growth: ScheduledGrowth?
+    /// How windows become masked-LM sequences: set for a BERT model, nil for GPT.
+    public var maskedLM: MaskedLM?
 
     public init(batch: Int, seq: Int, steps: Int, schedule: LearningRateSchedule, dataPath: String) {
         self.batch = batch
@@ -55,6 +57,17 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
         try check(clip == nil || clip! > 0, "clip", "must be positive")
         try check(logEvery >= 1, "log-every", "must be at least 1")
         try check(validFraction >= 0 && validFraction < 1, "valid-fraction", "must be in [0, 1)")
+        switch model.architecture {
+        case .gpt:
+            try check(maskedLM == nil, "maskedLM", "is for BERT; a GPT trains on next-token targets")
+        case .bert:
+            guard let maskedLM else {
+                throw ConfigError(field: "maskedLM", message: "is required for BERT: its special tokens (bos, mask, pad) come from a BPE tokenizer")
+            }
+            do { try maskedLM.validate(vocab: model.vocab) } catch let error as DataError {
+                throw ConfigError(field: "maskedLM", message: error.message)
+            }
+        }
         if let growth {
             try check(growth.step >= 0, "grow-at", "must not be negative (got \(growth.step))")
             do {

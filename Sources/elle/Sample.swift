@@ -38,6 +38,9 @@ struct Sample: ParsableCommand {
         guard let parameters = saved.tensor("parameters") else {
             throw CheckpointError(path: path, "holds no parameters tensor")
         }
+        guard saved.config.architecture == .gpt else {
+            throw ValidationError("\(path) holds a \(saved.config.architecture) model (masked LM), which does not generate text; elle sample needs a GPT")
+        }
         let model = try makeModel(config: saved.config, parameters: parameters)
         let tokenizer = try TrainingData.tokenizer(named: saved.state.options.tokenizer)
         var leading: Int32?
