@@ -61,9 +61,11 @@ public enum HFArchitectures {
     /// Every mapping elle knows, for import by `model_type`.
     public static let all: [HFArchitecture] = [GPT2Architecture()]
 
-    public static func forElle(_ architecture: Architecture) -> HFArchitecture {
+    /// The mapping for an elle architecture; throws (naming `path`) for one without a mapping yet.
+    public static func forElle(_ architecture: Architecture, path: String) throws -> HFArchitecture {
         switch architecture {
         case .gpt: return GPT2Architecture()
+        case .bert: throw InteropError(path: path, "exporting BERT checkpoints is not supported yet (only GPT maps to a Hugging Face class)")
         }
     }
 

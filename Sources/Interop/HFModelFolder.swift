@@ -33,7 +33,7 @@ public enum HFModelFolder {
         guard tokenizer.vocabularySize <= config.vocab else {
             throw InteropError(path: folder, "cannot export: the tokenizer has \(tokenizer.vocabularySize) tokens but the model only \(config.vocab) rows")
         }
-        let architecture = HFArchitectures.forElle(config.architecture)
+        let architecture = try HFArchitectures.forElle(config.architecture, path: folder)
         let layout = GPTLayout(config: config)
         guard parameters.count == layout.parameterCount else {
             throw InteropError(path: folder, "cannot export: \(parameters.count) parameters, but \(config) has \(layout.parameterCount)")
