@@ -208,8 +208,13 @@ def check_bert(elle, work, steps, prepared):
         elle_ids = load_file(out)["tokens"][0].tolist()
         same += elle_ids == ([bos] + tokenizer(piece)["input_ids"])[:len(elle_ids)]
     ok = same == len(text_pieces())
-    results.append((f"bert: AutoTokenizer ids (after <|bos|>) == elle's on {same}/{len(text_pieces())} texts", 0.0, ok))
+    results.append((f"bert: AutoTokenizer ids == elle's (after <|bos|>) on {same}/{len(text_pieces())} texts", 0.0, ok))
     print(f"  {results[-1][0]}")
+    # The exported tokenizer names <|mask|>, so transformers' fill-mask pipeline runs as is.
+    from transformers import pipeline
+    fill = pipeline("fill-mask", model=model, tokenizer=tokenizer, device="cpu")
+    best = fill("<|bos|>The court shall <|mask|> the appeal.", top_k=3)
+    print("  fill-mask: " + ", ".join(f"{b['token_str']!r} {b['score']:.3f}" for b in best))
 
     t = 64
     ids = tokenizer(held_out_text())["input_ids"]
