@@ -45,7 +45,7 @@ def main():
     final_step, final_flops = scratch[-1]["step"], scratch[-1]["flops"]
 
     reached = next((r for r in ki if r["valid_perplexity"] <= target), None)
-    kd_steps = sum(1 for r in ki_train if r.get("kd_weight", 0) > 0)
+    kd_last = max((r["step"] for r in ki_train if r.get("kd_weight", 0) > 0), default=0)
     lines = [
         "| run | final step | final valid PPL | training FLOPs |",
         "|---|---|---|---|",
@@ -83,7 +83,7 @@ def main():
             f"(the teacher's own training, {teacher_valid[-1]['flops']:.3e} FLOPs, not included).",
         ]
     lines.append("")
-    lines.append(f"KI steps with a_t > 0: {kd_steps}; plot: {png}")
+    lines.append(f"Distillation (a_t > 0) through update {kd_last} (last logged); plot: {png}")
     print("\n".join(lines))
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))

@@ -77,6 +77,9 @@ struct Train: ParsableCommand {
         }
         if !resume && data == nil { throw ValidationError("--data is required (a text file or a folder of .txt files)") }
         if resume && initFrom != nil { throw ValidationError("--init-from starts a new run; it cannot be combined with --resume") }
+        if resume && (ki.kdSteps != nil || ki.kdTopK != nil) {
+            throw ValidationError("--kd-* options set up a new run; a resumed run keeps its knowledge-inheritance settings (--teacher or --kd-cache only relocate its teacher)")
+        }
         if resume && growth.isSet {
             throw ValidationError("--grow-* options set up a new run; a resumed run keeps the growth it was started with (to grow a finished run, use elle grow)")
         }
