@@ -38,6 +38,9 @@ public final class Trainer {
     public let communicator: Communicator
     public private(set) var step: Int
     public private(set) var tokensSeen: Int
+    /// Training FLOPs of the student so far on all ranks (6 N + 12 L D T per token, `FLOPCount`),
+    /// at the model's size when each update ran (so growth is counted right); saved in checkpoints.
+    public private(set) var flops: Double
     let loader: SequenceLoader
     let validTokens: TokenStream
     private var inputs: Buffer<Int32>
@@ -94,10 +97,12 @@ public final class Trainer {
             }
             step = state.step
             tokensSeen = state.tokensSeen
+            flops = state.flops ?? Double(state.tokensSeen) * FLOPCount.trainingPerToken(model.config, parameters: model.parameterCount, seq: options.seq)
             optimizer.step = state.optimizerStep
         } else {
             step = 0
             tokensSeen = 0
+            flops = 0
         }
         loader = try SequenceLoader(stream: train, seq: options.seq, seed: options.seed,
                                     rank: communicator.rank, worldSize: communicator.size,
@@ -194,6 +199,7 @@ public final class Trainer {
         step += 1
         let tokens = b * t * contributions
         tokensSeen += tokens
+        flops += Double(tokens) * FLOPCount.trainingPerToken(model.config, parameters: model.parameterCount, seq: t)
         if communicator.size > 1 && replicaCheckEvery > 0 && step % replicaCheckEvery == 0 { try verifyReplicas() }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         return StepResult(step: step, loss: Float(lossSum / Double(contributions)), learningRate: lr,
@@ -394,8 +400,10 @@ public final class Trainer {
         let loaders = communicator.isRoot
             ? (0..<communicator.size).map { LoaderPosition(epoch: Int(all[2 * $0]), cursor: Int(all[2 * $0 + 1])) }
             : [loader.position]
-        return TrainingState(step: step, options: options, loaders: loaders, optimizerStep: optimizer.step,
-                             tokensSeen: tokensSeen, worldSize: communicator.size)
+        var state = TrainingState(step: step, options: options, loaders: loaders, optimizerStep: optimizer.step,
+                                  tokensSeen: tokensSeen, worldSize: communicator.size)
+        state.flops = flops
+        return state
     }
 
     /// The run as a checkpoint (meaningful on rank 0). Checks first that all ranks hold the same

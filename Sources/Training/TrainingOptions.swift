@@ -112,6 +112,8 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public var optimizerStep: Int
     /// Tokens consumed by all ranks so far.
     public var tokensSeen: Int
+    /// Training FLOPs of the model so far, all ranks (`FLOPCount`; nil in older checkpoints).
+    public var flops: Double?
     public var worldSize: Int
     /// A lifelong run's own state as JSON (`LifelongState` in the Lifelong module, which this
     /// module cannot name); nil for plain runs.

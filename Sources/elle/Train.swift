@@ -205,23 +205,16 @@ struct Train: ParsableCommand {
 
         let stop = min(options.steps, stopAfter ?? options.steps)
         var windowLoss = 0.0, windowTokens = 0, windowSeconds = 0.0, windowSteps = 0, windowCE = 0.0
-        // Training FLOPs of the student (6 N + 12 L D T per token, as elle bench counts them;
-        // a resumed run counts its earlier updates at the current model's size).
-        func studentFLOPsPerUpdate() -> Double {
-            Double(options.batch * options.seq * options.accumulation * communicator.size)
-                * FLOPCount.trainingPerToken(trainer.model.config, parameters: trainer.model.parameterCount, seq: options.seq)
-        }
-        var studentFLOPs = Double(trainer.step) * studentFLOPsPerUpdate()
+        // Student training FLOPs (saved in checkpoints) and, with KI, the teacher's forward FLOPs.
         func flopFields() -> [String: Any] {
-            options.distillation == nil ? ["flops": studentFLOPs]
-                : ["flops": studentFLOPs, "teacher_flops": trainer.teacherFLOPs, "total_flops": studentFLOPs + trainer.teacherFLOPs]
+            options.distillation == nil ? ["flops": trainer.flops]
+                : ["flops": trainer.flops, "teacher_flops": trainer.teacherFLOPs, "total_flops": trainer.flops + trainer.teacherFLOPs]
         }
         while trainer.step < stop {
             let before = trainer.model.config
             if let grown = try trainer.growIfDue() {
                 try reportGrowth(grown, from: before, trainer: trainer, metrics: metrics)
             }
-            studentFLOPs += studentFLOPsPerUpdate()
             let result = try trainer.trainStep()
             guard result.loss.isFinite else {
                 // The loss is averaged over all ranks, so every rank stops here together.
@@ -235,7 +228,7 @@ struct Train: ParsableCommand {
                 let rate = Double(windowTokens) / windowSeconds
                 let kd = options.distillation == nil ? "" : String(
                     format: " | a_t %.3f ce %.4f | FLOPs student %.3e teacher %.3e", result.distillationWeight,
-                    windowCE / Double(windowSteps), studentFLOPs, trainer.teacherFLOPs)
+                    windowCE / Double(windowSteps), trainer.flops, trainer.teacherFLOPs)
                 if log {
                     print(String(format: "step %6d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms/step | %.0f tok/s",
                                  result.step, options.steps, loss, result.learningRate, result.gradientNorm,
