@@ -99,6 +99,22 @@ final class DistillationTests: XCTestCase {
                 }
                 XCTAssertEqual(mismatches.count, 0, "top-K \(String(describing: topK)), a \(a): \(mismatches.prefix(5))")
                 for j in 0..<v { XCTAssertEqual(grad[4 * v + j], 0, "a row without a target has no gradient") }
+                // The worst disagreement, for the record.
+                var worst = 0.0
+                student.withUnsafeMutableBufferPointer { s in
+                    for i in 0..<(rows * v) {
+                        let saved = s[i]
+                        s[i] = saved + FiniteDifference.step
+                        let plus = Self.referenceLoss(student: Array(s), teacher: teacher, targets: targets, vocab: v, tau: Double(tau), a: Double(a), topK: topK)
+                        s[i] = saved - FiniteDifference.step
+                        let minus = Self.referenceLoss(student: Array(s), teacher: teacher, targets: targets, vocab: v, tau: Double(tau), a: Double(a), topK: topK)
+                        s[i] = saved
+                        let fd = (plus - minus) / (Double(saved + FiniteDifference.step) - Double(saved - FiniteDifference.step))
+                        worst = max(worst, abs(fd - Double(grad[i])))
+                    }
+                }
+                print(String(format: "distillation gradient wrt logits, top-K %@, a %.1f: loss %.7f (Float64 reference %.7f), %d logits, worst |fd - analytic| %.2e",
+                             topK.map { "\($0)" } ?? "all", a, value.loss, reference, rows * v, worst))
             }
         }
     }
@@ -141,6 +157,33 @@ final class DistillationTests: XCTestCase {
                                                  seed: UInt64(100 + i), loss: modelLoss)
         }
         XCTAssertEqual(mismatches.count, 0, "\(mismatches.prefix(8))")
+        print("distillation gradient through a tiny GPT: \(student.layout.tensors.count) tensors x up to 24 coordinates, \(mismatches.count) outside tolerance; loss \(value!.loss)")
+    }
+
+    /// The loss and gradient have the same bits for 1 and 3 threads.
+    func testBitIdenticalForAnyThreadCount() {
+        let rows = 40, v = 300
+        let teacher = Self.randomLogits(rows * v, seed: 31), student = Self.randomLogits(rows * v, seed: 32)
+        let targets = randomTokens(rows, vocab: v, seed: 33)
+        var results: [[Float]] = []
+        var losses: [Double] = []
+        for threads in [1, 3] {
+            Parallel.configure(threads: threads)
+            var g = student
+            let value = g.withUnsafeMutableBufferPointer { gp in
+                loss(gp.baseAddress!, teacher, targets, rows, v)
+            }
+            results.append(g)
+            losses.append(value)
+        }
+        XCTAssertEqual(losses[0].bitPattern, losses[1].bitPattern)
+        XCTAssertTrue(results[0].map(\.bitPattern) == results[1].map(\.bitPattern))
+        func loss(_ g: UnsafeMutablePointer<Float>, _ t: [Float], _ y: [Int32], _ n: Int, _ v: Int) -> Double {
+            t.withUnsafeBufferPointer { tp in
+                DistillationLoss().apply(logits: g, targets: y, rows: n, vocab: v, teacher: .dense(tp.baseAddress!),
+                                         temperature: 2, weight: 0.4, writeGradient: true).loss
+            }
+        }
     }
 
     /// With the teacher equal to the student (a copy of its parameters, same inputs) the KL term
@@ -158,6 +201,7 @@ final class DistillationTests: XCTestCase {
                                teacher: rows, temperature: 2, weight: 1, writeGradient: true)
         XCTAssertEqual(value.kl, 0)
         XCTAssertEqual(value.loss, 0)
+        print("teacher = student: GPT KL \(value.kl) over \(value.rows) positions")
         for i in 0..<(16 * 32) { XCTAssertEqual(gpt.logits[i], 0, accuracy: 1e-9) }
 
         // BERT: masked sequences, the teacher sees the same masked input and predicts the same rows.
@@ -184,6 +228,7 @@ final class DistillationTests: XCTestCase {
         XCTAssertEqual(bertValue.kl, 0)
         XCTAssertEqual(bertValue.rows, masked)
         XCTAssertEqual(bertValue.crossEntropy, bert.lastLoss, accuracy: 1e-5 * bert.lastLoss)
+        print("teacher = student: BERT KL \(bertValue.kl) over \(bertValue.rows) masked positions of 128")
 
         // A different teacher gives a positive KL.
         let other = Teacher(model: try GPT(config: gpt.config, seed: 99), source: "other")
@@ -199,6 +244,7 @@ final class DistillationTests: XCTestCase {
         var kd = DistillationOptions(teacher: "t", steps: 8)
         XCTAssertEqual((0..<10).map { kd.weight(atStep: $0) }, [1, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0, 0])
         XCTAssertEqual(kd.teacherUpdates(before: 100), 8)
+        print("a_t linear (T_kd 8), updates 0-9: \((0..<10).map { kd.weight(atStep: $0) })")
         XCTAssertEqual(kd.teacherUpdates(before: 3), 3)
         kd.schedule = .constant
         kd.weight = 0.5
@@ -279,6 +325,8 @@ final class DistillationTests: XCTestCase {
             XCTAssertEqual(m.crossEntropy.isFinite, true)
         }
         XCTAssertTrue(bitIdentical(plain.model.parameters.pointer, zero.model.parameters.pointer, plain.model.parameterCount))
+        print(String(format: "a_t = 0: %d updates, parameters xxh64 %016llx plain, %016llx KI (a_t = 0), %016llx KI (a_t = 0.5)", steps,
+                     XXH64.hash(plain.model.parameters), XXH64.hash(zero.model.parameters), XXH64.hash(mixed.model.parameters)))
         XCTAssertFalse(bitIdentical(plain.model.parameters.pointer, mixed.model.parameters.pointer, plain.model.parameterCount))
         XCTAssertEqual(zero.teacherFLOPs, 0)
         // 6 updates x 2 micro-batches x 3 x 32 tokens x (2 N + 4 L D T) of the 1/16 teacher.
@@ -325,11 +373,13 @@ final class DistillationTests: XCTestCase {
                                      temperature: 2, weight: 0.7, writeGradient: false)
         XCTAssertEqual(cachedValue.loss.bitPattern, liveValue.loss.bitPattern, "\(cachedValue.loss) vs \(liveValue.loss)")
         XCTAssertGreaterThan(cachedValue.kl, 0)
+        print("top-10 cache vs live teacher restricted to top 10: loss \(cachedValue.loss) vs \(liveValue.loss) (KL \(cachedValue.kl) vs \(liveValue.kl))")
         // And the full teacher's KL is close to the top-10 one's only approximately (a real restriction).
         let full = teacher.predict(tokens: inputs.pointer, targets: targets.pointer, batch: 3, seq: 32, topK: nil)
         let fullValue = loss.apply(logits: student.logits, targets: targets.pointer, rows: 96, vocab: 257, teacher: full,
                                    temperature: 2, weight: 0.7, writeGradient: false)
         XCTAssertNotEqual(fullValue.kl, cachedValue.kl)
+        print("full teacher distribution: KL \(fullValue.kl)")
 
         // Training: live top-10 against the cache, 4 updates.
         var kd = DistillationOptions(teacher: "tiny teacher", steps: 4)
