@@ -171,10 +171,20 @@ public final class LifelongRun {
         var options = LifelongRun.options(settings, plan: plan, tokenizer: trainer.options.tokenizer, steps: steps,
                                           domain: domains[current].name)
         if let peak { options.schedule.peak = peak }
+        let ki = phase == .main ? plan.stages[i].ki : nil
+        if let ki { options.distillation = ki.options(startStep: trainer.step - state.stepInPhase) }
         let starting = state.stepInPhase == 0 && state.loaders.isEmpty
         let carry = plan.stages[i].grow?.moments == .carry && (phase == .frw || plan.stages[i].frw == nil)
         if starting || options != trainer.options {
             try trainer.reconfigure(options: options, freshOptimizer: starting && !carry)
+        }
+        if let ki {
+            // `previous`: the previous stage's end checkpoint (the model before this stage's growth).
+            let source = ki.teacher == "previous"
+                ? (out as NSString).appendingPathComponent(String(format: "stage-%02d-%@.ckpt", i - 1, domains[i - 1].name)) : ki.teacher
+            let teacher = try Teacher.load(source, communicator: communicator)
+            try trainer.attachTeacher(teacher)
+            output.log("stage \(i): knowledge inheritance from \(ki.teacher == "previous" ? "the previous stage's model" : ki.teacher) \(teacher.model.config), \(ki.schedule) a_t over \(ki.steps) updates, tau \(ki.temperature)\(ki.topK.map { ", top \($0)" } ?? "")")
         }
         let seed = SplitMix64.mix(plan.seed, UInt64(i), phase == .frw ? 1 : 2)
         let b = options.batch, t = options.seq
@@ -246,7 +256,9 @@ public final class LifelongRun {
                                        100 * window.replayShare, rate, 100 * mfu, formatDuration(remaining)), final: last)
                 output.metric(["stage": i, "phase": phase.rawValue, "update": state.stepInPhase, "step": trainer.step,
                                "loss": window.meanLoss, "lr": Double(result.learningRate), "tokens_per_second": rate,
-                               "mfu": mfu, "replay_share": window.replayShare, "flops": state.flops, "tokens": trainer.tokensSeen])
+                               "mfu": mfu, "replay_share": window.replayShare, "flops": state.flops, "tokens": trainer.tokensSeen]
+                              .merging(ki == nil ? [:] : ["kd_weight": Double(result.distillationWeight),
+                                                          "stage_teacher_flops": trainer.teacherFLOPs]) { a, _ in a })
                 window = Window()
             }
             if settings.evalEvery! > 0 && state.stepInPhase % settings.evalEvery! == 0 && !last {

@@ -212,8 +212,13 @@ public final class BERT: LanguageModel {
         return Float(lastLoss)
     }
 
-    /// Adds d(mean loss of the last forward)/d(parameters) into `gradients`.
-    public func backward() {
+    public var logitRowCount: Int { predictedCount }
+    public var logitRowTargets: UnsafePointer<Int32> { UnsafePointer(predictedTargets.pointer) }
+
+    /// Adds d(loss)/d(parameters) into `gradients`: the last forward's mean loss over the
+    /// predicted positions, or the loss whose logit gradient `headGradient` writes
+    /// (`LanguageModel.backward(headGradient:)`).
+    public func backward(headGradient: ((UnsafeMutablePointer<Float>) -> Void)?) {
         guard let acts, lastHadTargets else { preconditionFailure("backward without a forward pass with targets") }
         let c = config, b = lastBatch, t = lastSeq, n = b * t, m = predictedCount
         let d = c.width, a = c.attentionWidth, f = c.ffn, v = c.vocab
@@ -225,8 +230,12 @@ public final class BERT: LanguageModel {
 
         // Head, in reverse: projection (tied) and bias, norm, GELU, dense. dOutput gets the
         // gradient of the last block's output rows.
-        CrossEntropy.backward(logits: A + acts.logits, logSumExp: A + acts.logSumExp, targets: predictedTargets.pointer,
-                              rows: m, vocab: v, scale: m > 0 ? 1 / Float(m) : 0)
+        if let headGradient {
+            headGradient(A + acts.logits)
+        } else {
+            CrossEntropy.backward(logits: A + acts.logits, logSumExp: A + acts.logSumExp, targets: predictedTargets.pointer,
+                                  rows: m, vocab: v, scale: m > 0 ? 1 / Float(m) : 0)
+        }
         Linear.backward(dx: dResidual, dweight: G + layout.tokenEmbedding, dbias: G + layout.outputBias,
                         dout: A + acts.logits, x: A + acts.headNorm, weight: P + layout.tokenEmbedding,
                         rows: m, inFeatures: d, outFeatures: v)

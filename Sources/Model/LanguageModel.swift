@@ -25,13 +25,24 @@ public protocol LanguageModel: AnyObject {
     @discardableResult
     func forward(tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>?, batch: Int, seq: Int,
                  dropoutSeed: UInt64?) -> Float
-    func backward()
+    /// Adds d(loss)/d(parameters) into `gradients`, where the loss's gradient with respect to
+    /// the logits is written by `headGradient` (in place: it receives `logits`, rows
+    /// `logitRowCount` x `config.vocab`, and leaves d(loss)/d(logits) there); nil means the
+    /// forward pass's own mean cross-entropy (`backward()`). Knowledge inheritance mixes in a
+    /// distillation term this way.
+    func backward(headGradient: ((UnsafeMutablePointer<Float>) -> Void)?)
+    /// Rows of `logits` in the last forward pass, and each row's target (negative: no loss).
+    var logitRowCount: Int { get }
+    var logitRowTargets: UnsafePointer<Int32> { get }
     /// Floats of activation memory `forward` allocates for a batch shape.
     func activationCount(batch: Int, seq: Int) -> Int
 }
 
 extension LanguageModel {
     public var parameterCount: Int { parameters.count }
+
+    /// Adds d(mean loss of the last forward)/d(parameters) into `gradients`.
+    public func backward() { backward(headGradient: nil) }
 
     @discardableResult
     public func forward(tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>?, batch: Int, seq: Int) -> Float {
