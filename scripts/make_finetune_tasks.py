@@ -69,7 +69,7 @@ def biomedical(unpacked, limit):
         # The namespace's name or code must not be in the input.
         if label in text.lower() or re.search(rf"\b{ontology}\b", text): continue
         examples.append((text, label))
-    return stratified(examples, (0.6, 0.15, 0.25), cap=1000)
+    return stratified(examples, (0.6, 0.15, 0.25), cap=500)
 
 def legal(unpacked, limit):
     files = sorted(glob.glob(os.path.join(unpacked, "licensedcode_data-*/licensedcode/data/licenses/*.LICENSE")))
