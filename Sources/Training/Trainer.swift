@@ -151,8 +151,10 @@ public final class Trainer {
     public typealias MicroBatchFiller = (Int, UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) throws -> Void
 
     /// One update whose micro-batches come from `fill` (the lifelong run mixes domains this way)
-    /// at learning rate `lr`. Collective.
-    public func update(learningRate lr: Float, fill: MicroBatchFiller) throws -> StepResult {
+    /// at learning rate `lr`. `prompt(micro)`, when given, is that micro-batch's domain prompt,
+    /// placed as the architecture wants it (`PromptedBatch` for GPT, after `<|bos|>` for BERT).
+    /// Collective.
+    public func update(learningRate lr: Float, prompt: ((Int) -> Int32?)? = nil, fill: MicroBatchFiller) throws -> StepResult {
         let start = DispatchTime.now().uptimeNanoseconds
         let b = options.batch, t = options.seq, accumulation = options.accumulation
         var lossSum = 0.0, crossEntropySum = 0.0
@@ -160,8 +162,14 @@ public final class Trainer {
         for micro in 0..<accumulation {
             try fill(micro, inputs.pointer, targets.pointer)
             let globalMicro = communicator.rank * accumulation + micro
-            options.maskedLM?.makeSequences(tokens: inputs.pointer, targets: targets.pointer, batch: b, seq: t,
-                                            key: SplitMix64.mix(options.seed, 0x4D41_534B, UInt64(step), UInt64(globalMicro)))
+            let domainPrompt = prompt?(micro)
+            if var masked = options.maskedLM {
+                if let domainPrompt { masked.prompt = domainPrompt }
+                masked.makeSequences(tokens: inputs.pointer, targets: targets.pointer, batch: b, seq: t,
+                                     key: SplitMix64.mix(options.seed, 0x4D41_534B, UInt64(step), UInt64(globalMicro)))
+            } else if let domainPrompt {
+                PromptedBatch.apply(prompt: domainPrompt, inputs: inputs.pointer, targets: targets.pointer, rows: b, seq: t)
+            }
             let dropoutSeed = SplitMix64.mix(options.seed, 0xD50_0000, UInt64(step), UInt64(globalMicro))
             model.zeroGradients()
             if kdWeight > 0 {
