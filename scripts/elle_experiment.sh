@@ -31,9 +31,12 @@ run_one() {   # plan file -> runs/experiment/BUDGET/METHOD
     budget=$(basename "$(dirname "$plan")"); method=$(basename "$plan" .yaml)
     out=runs/experiment/$budget/$method
     if [ -f "$out/report.md" ]; then echo "skip $budget/$method (done)"; return 0; fi
+    mkdir -p "$out"
+    # one driver per run: a second invocation running at the same time leaves it alone
+    exec 9> "$out/.lock"
+    if ! flock -n 9; then echo "skip $budget/$method (running in another invocation)"; return 0; fi
     local resume=()
     [ -f "$out/latest" ] && resume=(--resume)
-    mkdir -p "$out"
     echo "start $budget/$method $(date -u +%H:%M:%S)"
     local start=$SECONDS
     if nice -n 5 $elle train --config "$plan" --out "$out" --threads "$threads" "${resume[@]}" >> "$out/log.txt" 2>&1; then
@@ -47,7 +50,7 @@ run_one() {   # plan file -> runs/experiment/BUDGET/METHOD
 export -f run_one
 export elle threads
 
-order="elle-fp elle-pub replay naive scratch-final grow-noreplay replay-prompts"
+order="elle-fp elle-pub replay naive scratch-final grow-noreplay replay-prompts elle-pub-gentle"
 status=0
 for budget in "${budgets[@]}"; do
     ls plans/experiment/"$budget"/*.yaml >/dev/null || { echo "elle_experiment: no plans in plans/experiment/$budget" >&2; exit 1; }

@@ -32,6 +32,9 @@ def flops_per_update(shape, vocab):
     return (6 * params(layers, width, vocab) + 12 * layers * width * CONTEXT) * BATCH * ACCUM * CONTEXT
 
 
+# Extra variants run on the short budget only (the long budget's wall time is kept for the others).
+SHORT_ONLY = {"replay-prompts", "elle-pub-gentle"}
+
 # method -> (description, settings)
 METHODS = {
     "naive": ("naive continual: initial size, no growth, no replay, no prompts",
@@ -48,6 +51,9 @@ METHODS = {
     "elle-pub": ("ELLE as published: copy depth, noise 0.01 on copies, Adam reset, FRW (1/5 of the stage budget) at the stage's peak lr",
                  dict(grow=dict(depthMode="copy", noise=0.01, moments="reset"), frw=dict(share=0.2, lr_factor=1.0),
                       replay=0.1, prompts=True)),
+    "elle-pub-gentle": ("ELLE as published but FRW at a tenth of the peak lr (isolates FRW's learning rate from copy-depth growth)",
+                        dict(grow=dict(depthMode="copy", noise=0.01, moments="reset"), frw=dict(share=0.2, lr_factor=0.1),
+                             replay=0.1, prompts=True)),
     "elle-fp": ("ELLE function-preserving: identity depth, noise 0.001 on copies only, Adam moments carried, no FRW",
                 dict(grow=dict(depthMode="identity", noise=0.001, moments="carry"), frw=None, replay=0.1, prompts=True)),
 }
@@ -119,6 +125,8 @@ def main():
     vocab = int(sys.argv[1])
     for budget, base in BUDGETS.items():
         for method in METHODS:
+            if budget != "short" and method in SHORT_ONLY:
+                continue
             total = write(budget, base, method, vocab, lr=2e-3)
             print(f"{budget:6} {method:15} {total:.4e}")
 
