@@ -68,25 +68,37 @@ def domains_of(run):
 
 
 def plot_domains(budget, runs, domain_names):
-    fig, axes = plt.subplots(1, len(domain_names), figsize=(4 * len(domain_names), 3.6), sharex=True)
+    """One panel per domain (its perplexity from the stage it arrives), and one of AP over the seen domains."""
+    cols = 3
+    rows = (len(domain_names) + 1 + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), sharex=True)
+    axes = axes.ravel()
     for m, run in runs.items():
         pts = curve_points(run)
-        for d, ax in enumerate(axes):
+        color = None
+        for d in range(len(domain_names)):
             xs = [p[0] for p in pts if len(p[1]) > d]
             ys = [p[1][d] for p in pts if len(p[1]) > d]
             if xs:
-                ax.plot(xs, ys, label=m, lw=1.2)
+                color = axes[d].plot(xs, ys, label=m, lw=1.2, color=color)[0].get_color()
+        axes[len(domain_names)].plot([p[0] for p in pts], [sum(p[1]) / len(p[1]) for p in pts], label=m, lw=1.2, color=color)
     for d, ax in enumerate(axes):
-        ax.set_title(domain_names[d])
+        if d > len(domain_names):
+            ax.axis("off")
+            continue
+        ax.set_title(domain_names[d] if d < len(domain_names) else "mean over seen domains (AP)")
         ax.set_yscale("log")
-        ax.set_xlabel("training FLOPs")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("validation perplexity")
-    axes[-1].legend(fontsize=7)
-    fig.suptitle(f"ELLE experiment, {budget} budget: perplexity of each domain over training (vertical jumps: growth)")
+        ax.grid(alpha=0.3, which="both")
+        if d >= len(axes) - cols:
+            ax.set_xlabel("cumulative training FLOPs")
+        if d % cols == 0:
+            ax.set_ylabel("validation perplexity")
+    axes[len(domain_names)].legend(fontsize=7)
+    fig.suptitle(f"ELLE experiment, {budget} budget: validation perplexity over training FLOPs\n"
+                 "(points: evaluations, growths, warmup ends, stage ends; a vertical step at one FLOP count is a growth or FRW)")
     fig.tight_layout()
     path = os.path.join(OUT, f"elle-{budget}-domains.png")
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
