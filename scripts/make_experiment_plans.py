@@ -33,7 +33,7 @@ def flops_per_update(shape, vocab):
 
 
 # Extra variants run on the short budget only (the long budget's wall time is kept for the others).
-SHORT_ONLY = {"replay-prompts", "elle-pub-gentle"}
+SHORT_ONLY = {"replay-prompts", "elle-pub-gentle", "elle-fp-late"}
 
 # method -> (description, settings)
 METHODS = {
@@ -54,15 +54,18 @@ METHODS = {
     "elle-pub-gentle": ("ELLE as published but FRW at a tenth of the peak lr (isolates FRW's learning rate from copy-depth growth)",
                         dict(grow=dict(depthMode="copy", noise=0.01, moments="reset"), frw=dict(share=0.2, lr_factor=0.1),
                              replay=0.1, prompts=True)),
+    "elle-fp-late": ("ELLE function-preserving with the least growth: 2/128 until the last domain, then 2/192 (identity, carry, no FRW)",
+                     dict(grow=dict(depthMode="identity", noise=0.001, moments="carry"), frw=None, replay=0.1, prompts=True,
+                          shapes=[(2, 128)] * 4 + [(2, 192)])),
     "elle-fp": ("ELLE function-preserving: identity depth, noise 0.001 on copies only, Adam moments carried, no FRW",
                 dict(grow=dict(depthMode="identity", noise=0.001, moments="carry"), frw=None, replay=0.1, prompts=True)),
 }
 
 
-def stage_yaml(i, domain, steps, grow, frw, eval_every):
+def stage_yaml(i, domain, steps, grow, frw, eval_every, shape):
     lines = [f"  - domain: {domain}", f"    steps: {steps}", f"    evalEvery: {eval_every}"]
     if grow is not None:
-        layers, width = SHAPES[i]
+        layers, width = shape
         g = grow
         lines.append(f"    grow: {{layers: {layers}, width: {width}, heads: {width // 64}, depthMode: {g['depthMode']}, "
                      f"noise: {g['noise']}, moments: {g['moments']}}}")
@@ -99,8 +102,9 @@ def write(budget, base, method, vocab, lr):
            "  logEvery: 10",
            "stages:"]
     total = 0.0
+    shapes = m.get("shapes", SHAPES)
     for i, domain in enumerate(DOMAINS):
-        shape = SHAPES[i] if growing else first
+        shape = shapes[i] if growing else first
         per = flops_per_update(shape, vocab)
         updates = int(round(budget_flops / per))
         frw = None
@@ -110,7 +114,8 @@ def write(budget, base, method, vocab, lr):
             updates -= w
         total += per * (updates + (frw[0] if frw else 0))
         eval_every = max(1, updates // 2)
-        out += stage_yaml(i, domain, updates, m.get("grow") if (growing and i > 0) else None, frw, eval_every)
+        grows = growing and i > 0 and shapes[i] != shapes[i - 1]
+        out += stage_yaml(i, domain, updates, m.get("grow") if grows else None, frw, eval_every, shape)
     out.insert(3, f"# Total training FLOPs: {total:.4e} (budget {5 * budget_flops:.4e}).")
     path = f"plans/experiment/{budget}/{method}.yaml"
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -125,6 +125,24 @@ def plot_ap(all_runs):
     path = os.path.join(OUT, "elle-ap-flops.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    # How well each method learns the new domain with the same FLOPs: P[i][i] per stage.
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for budget, runs in all_runs.items():
+        for m, run in runs.items():
+            ys = [r["perplexities"][r["stage"]] for r in run["ends"]]
+            ax.plot(range(len(ys)), ys, styles.get(budget, ":"), color=colors.get(m), ms=3, lw=1.2, label=f"{m} ({budget})")
+    names = max((domains_of(r) for runs in all_runs.values() for r in runs.values()), key=len)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_yscale("log")
+    ax.set_ylabel("perplexity of the domain just learned, P[i][i]")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Each new domain at the end of its stage (same FLOPs per stage for every method)")
+    fig.tight_layout()
+    print(path)
+    path = os.path.join(OUT, "elle-diagonal.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
     return path
 
 
