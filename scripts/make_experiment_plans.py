@@ -33,7 +33,7 @@ def flops_per_update(shape, vocab):
 
 
 # Extra variants run on the short budget only (the long budget's wall time is kept for the others).
-SHORT_ONLY = {"replay-prompts", "elle-pub-gentle", "elle-fp-late"}
+SHORT_ONLY = {"replay-prompts", "elle-pub-gentle"}
 
 # method -> (description, settings)
 METHODS = {
