@@ -32,8 +32,6 @@ def flops_per_update(shape, vocab):
     return (6 * params(layers, width, vocab) + 12 * layers * width * CONTEXT) * BATCH * ACCUM * CONTEXT
 
 
-# Extra variants run on the short budget only (the long budget's wall time is kept for the others).
-SHORT_ONLY = {"replay-prompts", "elle-pub-gentle"}
 
 # method -> (description, settings)
 METHODS = {
@@ -130,8 +128,6 @@ def main():
     vocab = int(sys.argv[1])
     for budget, base in BUDGETS.items():
         for method in METHODS:
-            if budget != "short" and method in SHORT_ONLY:
-                continue
             total = write(budget, base, method, vocab, lr=2e-3)
             print(f"{budget:6} {method:15} {total:.4e}")
 
