@@ -124,7 +124,8 @@ public final class LifelongRun {
                 output.log("  perplexity of seen domains before -> after growth: " + zip(before, after).enumerated()
                     .map { String(format: "%@ %.2f -> %.2f", domains[$0.offset].name, $0.element.0, $0.element.1) }.joined(separator: ", "))
                 output.metric(["event": "growth", "stage": i, "config": "\(received.config)", "before": before, "after": after,
-                               "seconds": (received.growSeconds + received.broadcastSeconds + received.verifySeconds)])
+                               "seconds": (received.growSeconds + received.broadcastSeconds + received.verifySeconds),
+                               "flops": state.flops])
             }
             state.phase = stage.frw != nil ? .frw : .main
             state.stepInPhase = 0
@@ -138,6 +139,7 @@ public final class LifelongRun {
                 effect.afterWarmup = after
                 state.growthEffects[state.growthEffects.count - 1] = effect
             }
+            output.metric(["event": "warmup_end", "stage": i, "perplexities": after, "flops": state.flops])
             output.log("  perplexity of seen domains after warmup: " + zip(domains, after)
                 .map { String(format: "%@ %.2f", $0.0.name, $0.1) }.joined(separator: ", "))
             state.phase = .main
@@ -262,7 +264,8 @@ public final class LifelongRun {
             if settings.evalEvery! > 0 && state.stepInPhase % settings.evalEvery! == 0 && !last {
                 let seen = try perplexities(upTo: phase == .frw ? i - 1 : i)
                 output.log("  valid perplexity: " + zip(domains, seen).map { String(format: "%@ %.2f", $0.0.name, $0.1) }.joined(separator: ", "))
-                output.metric(["event": "eval", "stage": i, "phase": phase.rawValue, "update": state.stepInPhase, "perplexities": seen])
+                output.metric(["event": "eval", "stage": i, "phase": phase.rawValue, "update": state.stepInPhase, "perplexities": seen,
+                               "flops": state.flops])
             }
             if settings.checkpointEvery! > 0 && state.stepInPhase % settings.checkpointEvery! == 0 && !last {
                 try saveCheckpoint(name: String(format: "step-%08d.ckpt", trainer.step), keep: false)

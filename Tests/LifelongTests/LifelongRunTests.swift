@@ -93,6 +93,26 @@ final class LifelongRunTests: XCTestCase {
         XCTAssertTrue(report.contains("| 2 biomedical |") && report.contains("AP+"), report)
         // Adaptive replay refreshed its weights in the later stages.
         XCTAssertTrue(try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).contains("replay_weights"))
+        try checkCumulativeFLOPs(out: out, run: run)
+    }
+
+    /// Growth, warmup-end, eval and stage-end events carry the run's cumulative training FLOPs
+    /// (what plots of perplexity against compute need): a growth costs nothing, a warmup costs its
+    /// updates on the grown model, and the last stage end holds the run's total.
+    func checkCumulativeFLOPs(out: String, run: LifelongRun) throws {
+        let events = try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        func flops(_ event: String) -> [Double] { events.filter { $0["event"] as? String == event }.map { $0["flops"] as! Double } }
+        let ends = flops("stage_end"), growths = flops("growth"), warmups = flops("warmup_end")
+        XCTAssertEqual(ends.count, 3)
+        XCTAssertEqual(growths, [ends[0], ends[1]])
+        XCTAssertEqual(ends.last, run.state.flops)
+        // Stage 1's warmup: 3 updates of 4 x 32 tokens x 4 micro-batches on the grown L2/D64 model.
+        let grown = ModelConfig(architecture: .gpt, layers: 2, width: 64, heads: 4, vocab: run.tokenizer.vocabularySize,
+                                context: 32, ffn: nil, dropout: 0.1)
+        let perToken = 6 * Double(GPTLayout(config: grown).parameterCount) + 12 * 2 * 64 * 32
+        XCTAssertEqual(warmups.count, 2)
+        XCTAssertEqual(warmups[0] - growths[0], 3 * 512 * perToken, accuracy: 1)
     }
 
     /// Stopping anywhere and resuming gives the uninterrupted run's losses and final parameters
