@@ -24,12 +24,18 @@ public protocol LanguageModel: AnyObject {
     func forward(tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>?, batch: Int, seq: Int,
                  dropoutSeed: UInt64?) -> Float
     func backward()
+    /// `backward()` that tells `observer` as parts of `gradients` become final (data-parallel
+    /// overlap, docs/SCALING.md). A model without finer reports tells it nothing (the default):
+    /// its gradient is then final when `backward` returns.
+    func backward(observer: GradientObserver?)
     /// Floats of activation memory `forward` allocates for a batch shape.
     func activationCount(batch: Int, seq: Int) -> Int
 }
 
 extension LanguageModel {
     public var parameterCount: Int { parameters.count }
+
+    public func backward(observer: GradientObserver?) { backward() }
 
     @discardableResult
     public func forward(tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>?, batch: Int, seq: Int) -> Float {
@@ -48,5 +54,35 @@ public func makeModel(config: ModelConfig, parameters: FloatBuffer?) throws -> L
 public func makeModel(config: ModelConfig, seed: UInt64) throws -> LanguageModel {
     switch config.architecture {
     case .gpt: return try GPT(config: config, seed: seed)
+    }
+}
+
+/// Told by `backward(observer:)` as parts of the gradient become final, so a data-parallel trainer
+/// can sum them across ranks while the rest of backward runs (docs/SCALING.md).
+public protocol GradientObserver: AnyObject {
+    /// `gradients[range]` will not be written again in this backward pass. A pass reports disjoint
+    /// ranges; whatever it does not report is final when it returns.
+    func gradientsFinal(_ range: Range<Int>)
+
+    /// Asked at the start of backward by a model whose token embedding (`rows` x `width` floats at
+    /// `offset` in `gradients`) is also its output projection. The lookup's gradient arrives only
+    /// at the very end of backward; by returning a destination the observer takes it (the model
+    /// adds the gradient of position i into row `rows[i]` of `gradient` instead of `gradients`),
+    /// so the embedding's range is final as soon as the output projection's backward is done.
+    /// `tokens` are the `count` input token ids. Return nil to leave it in `gradients`.
+    func takeTokenEmbeddingGradient(tokens: UnsafePointer<Int32>, count: Int, rows: Int, width: Int,
+                                    offset: Int) -> TokenEmbeddingGradient?
+}
+
+/// Where a model adds its token-embedding lookup's gradient when an observer takes it.
+public struct TokenEmbeddingGradient {
+    /// Rows of `width` floats, zeroed by the observer.
+    public var gradient: UnsafeMutablePointer<Float>
+    /// Per input position, the row of `gradient` it adds into.
+    public var rows: UnsafePointer<Int32>
+
+    public init(gradient: UnsafeMutablePointer<Float>, rows: UnsafePointer<Int32>) {
+        self.gradient = gradient
+        self.rows = rows
     }
 }

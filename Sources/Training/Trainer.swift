@@ -12,6 +12,8 @@ public struct StepResult: Sendable {
     public var gradientNorm: Float
     public var tokens: Int
     public var seconds: Double
+    /// Time spent after backward waiting for the gradient all-reduces (what overlap did not hide).
+    public var communicationWaitSeconds: Double = 0
 }
 
 /// Plain single-domain training: micro-batches from a `SequenceLoader`, gradient accumulation,
@@ -20,6 +22,8 @@ public struct StepResult: Sendable {
 /// Each micro-batch's gradient is computed on its own and then added to the update's sum; the
 /// sum is all-reduced across ranks and scaled once by 1 / (micro-batches * ranks): so 1 rank x 2
 /// micro-batches and 2 ranks x 1 give the same bits. Every rank then applies the same AdamW step.
+/// The all-reduce runs in buckets during the last micro-batch's backward (`GradientSynchronizer`,
+/// `options.bucketMB`).
 ///
 /// Every method that talks to other ranks (`init`, `trainStep`, `evaluate`, `verifyReplicas`,
 /// `checkpoint`, `saveCheckpoint`, `grow`, `growIfDue`) is collective: all ranks call it at the
@@ -40,6 +44,8 @@ public final class Trainer {
     private let targets: Buffer<Int32>
     /// Sum of micro-batch gradients when accumulating (nil with one micro-batch per update).
     private var gradientSum: FloatBuffer?
+    /// Sums the gradient across ranks, overlapped with backward.
+    private let synchronizer: GradientSynchronizer
     /// The step of the last growth, so a scheduled growth is applied once.
     private var grownAtStep: Int?
     /// Compare a hash of the parameters across ranks every N updates (0: only before
@@ -91,6 +97,7 @@ public final class Trainer {
         inputs = Buffer(count: options.batch * options.seq)
         targets = Buffer(count: options.batch * options.seq)
         gradientSum = options.accumulation > 1 ? FloatBuffer(count: model.parameterCount) : nil
+        synchronizer = GradientSynchronizer(communicator: communicator, bucketElements: options.bucketElements)
         try synchronizeReplicas(train: train, resuming: moments != nil)
     }
 
@@ -120,6 +127,8 @@ public final class Trainer {
         let start = DispatchTime.now().uptimeNanoseconds
         let b = options.batch, t = options.seq, accumulation = options.accumulation
         var lossSum = 0.0
+        let gradients = gradientSum ?? model.gradients
+        synchronizer.beginUpdate(target: gradients.pointer, count: gradients.count, label: "gradient all-reduce of update \(step + 1)")
         for micro in 0..<accumulation {
             loader.next(batch: b, inputs: inputs.pointer, targets: targets.pointer)
             let globalMicro = communicator.rank * accumulation + micro
@@ -127,8 +136,13 @@ public final class Trainer {
             model.zeroGradients()
             lossSum += Double(model.forward(tokens: inputs.pointer, targets: targets.pointer,
                                             batch: b, seq: t, dropoutSeed: dropoutSeed))
-            model.backward()
-            if let gradientSum {
+            // The last micro-batch's gradient is added into the sum and all-reduced range by
+            // range as backward finishes them; earlier ones are added whole.
+            let last = micro == accumulation - 1
+            synchronizer.beginMicroBatch(last: last, gradient: model.gradients.pointer)
+            model.backward(observer: synchronizer)
+            synchronizer.endMicroBatch()
+            if let gradientSum, !last {
                 if micro == 0 {
                     gradientSum.copy(from: model.gradients)
                 } else {
@@ -136,10 +150,9 @@ public final class Trainer {
                 }
             }
         }
-        let gradients = gradientSum ?? model.gradients
+        try synchronizer.finish()
         let contributions = accumulation * communicator.size
         if communicator.size > 1 {
-            try communicator.allReduce(gradients, .sum, label: "gradient all-reduce of update \(step + 1)")
             lossSum = try communicator.allReduce(lossSum, .sum, label: "loss all-reduce of update \(step + 1)")
         }
         if contributions > 1 {
@@ -154,7 +167,8 @@ public final class Trainer {
         if communicator.size > 1 && replicaCheckEvery > 0 && step % replicaCheckEvery == 0 { try verifyReplicas() }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         return StepResult(step: step, loss: Float(lossSum / Double(contributions)), learningRate: lr,
-                          gradientNorm: norm, tokens: tokens, seconds: seconds)
+                          gradientNorm: norm, tokens: tokens, seconds: seconds,
+                          communicationWaitSeconds: synchronizer.lastWaitSeconds)
     }
 
     /// Grows the model by `plan` between two updates (collective; docs/GROWTH.md): rank 0 grows
@@ -175,6 +189,10 @@ public final class Trainer {
         grownAtStep = step
         return grown
     }
+
+    /// Element counts of the collectives the last update's gradient synchronization started, in
+    /// order (empty on one rank), for `elle bench comm` to time them alone.
+    public var lastGradientCollectives: [Int] { synchronizer.lastCollectives }
 
     /// Applies the run's scheduled growth (`options.growth`) if the run stands at its step
     /// (between update `growth.step` and the next) and it has not been applied; else returns nil.
