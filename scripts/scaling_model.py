@@ -1,0 +1,385 @@
+#!/usr/bin/env python3
+"""Cost model of elle's data-parallel step, calibrated on scripts/scaling.sh's measurements
+(docs/SCALING.md). Run by hand (needs numpy and matplotlib, e.g. ~/torch-venv/bin/python):
+
+    scripts/scaling_model.py RESULTS.jsonl [...] [--plot docs/scaling.png] [--markdown]
+
+Model, per update on p ranks (one per node), all times in seconds:
+  all-reduce of n bytes (ring):  t(n, p) = 2 (p-1)/p * n / B + 2 (p-1) * alpha
+  step = compute + kappa * (bytes sent while backward runs) + exposed
+  exposed = when the last collective ends - when backward ends (>= 0), from a simulation of the
+    synchronizer: the same bucket plan (reports: tied embedding after the head, final norm, blocks
+    L-1..0, embeddings; buckets of at most bucket_mb, split in equal pieces), each collective
+    starting when its range is final and the previous one has finished (one link), plus the
+    token-row presence merge (V floats, at backward's start) and the touched rows' all-reduce
+    (U(p * tokens) rows of D floats, after backward).
+  compute: forward, backward and the optimizer; backward is 2/3 of forward + backward and every
+    part of it takes time in proportion to its FLOPs (head 2VD, block 24D^2 + 4TD per token).
+  kappa: CPU time one byte of communication costs the computing cores (TCP copies, polling),
+    fitted on the measured overlapped steps.
+  growth: rank 0 grows, broadcasts (pipelined tree: c * n / B + ceil(log2 p) * (alpha + 128 KiB / B))
+    and every rank hashes; amortized over the reference plan's updates.
+B and alpha are fitted per network on the all-reduce-by-size runs (2, 3 and 4 ranks).
+"""
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+
+import numpy as np
+
+MIB = 1 << 20
+
+
+# MARK: reading measurements
+
+def load(paths):
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    runs.append(json.loads(line))
+    return runs
+
+
+def network_of(run):
+    """('shm'|'1gbit'|'10gbit'|'none', ranks) of a run with all-reduce rows."""
+    config = run["config"]
+    if run["experiment"] == "local":
+        return "shm"
+    for rate in ("10gbit", "1gbit", "none"):
+        if f"-{rate}" in config:
+            return rate
+    return None
+
+
+def median(values):
+    return float(np.median(values))
+
+
+# MARK: the ring all-reduce
+
+def fit_links(runs):
+    """Per network: (B bytes/s, alpha s) from every (p, size) median of the runs with all-reduce
+    rows: B by least squares on sizes >= 1 MiB (bandwidth-bound), alpha as the median latency
+    left over on sizes <= 64 KiB, alternately (two rounds)."""
+    points = defaultdict(list)
+    for run in runs:
+        r = run["result"]
+        net = network_of(run)
+        if net is None or "allreduce" not in r:
+            continue
+        p = r["ranks"]
+        for row in r["allreduce"]:
+            points[net].append((p, row["bytes"], row["median_ms"] / 1000))
+    links = {}
+    for net, pts in points.items():
+        alpha, b = 0.0, 1e9
+        for _ in range(2):
+            large = [(2 * (p - 1) / p * n, s - 2 * (p - 1) * alpha) for p, n, s in pts if n >= MIB]
+            if large:
+                b = sum(x * x for x, _ in large) / sum(x * y for x, y in large)
+            small = [(s - 2 * (p - 1) / p * n / b) / (2 * (p - 1)) for p, n, s in pts if n <= 64 * 1024]
+            if small:
+                alpha = max(1e-6, median(small))
+        links[net] = {"B": b, "alpha": alpha, "points": [(p, n, s, ring_time(n, p, b, alpha)) for p, n, s in pts]}
+    return links
+
+
+def ring_time(n, p, b, alpha):
+    if p <= 1 or n <= 0:
+        return 0.0
+    return 2 * (p - 1) / p * n / b + 2 * (p - 1) * alpha
+
+
+# MARK: the model's shape, FLOPs and bucket plan
+
+class Shape:
+    def __init__(self, layers, width, vocab, seq, context=None):
+        self.L, self.D, self.V, self.T = layers, width, vocab, seq
+        self.context = context or seq
+        d = width
+        self.block = 12 * d * d + 13 * d  # ln1, qkv, proj, ln2, fc, fcproj (weights and biases)
+        self.params = vocab * d + self.context * d + layers * self.block + 2 * d
+
+    def flops_per_token(self):
+        """Forward + backward (6 per parameter used in a product, 12 L D T for attention)."""
+        return 6 * (self.L * 12 * self.D ** 2 + self.V * self.D) + 12 * self.L * self.D * self.T
+
+    def backward_parts(self):
+        """Fractions of backward time: head, then each block (from the last)."""
+        head = 2 * self.V * self.D
+        block = 24 * self.D ** 2 + 4 * self.D * self.T
+        total = head + self.L * block
+        return head / total, [block / total] * self.L
+
+
+def distinct_rows(tokens, vocab):
+    """Distinct token ids among `tokens` tokens of text (the tied embedding's touched rows):
+    Heaps' law fitted on GPT-2 BPE ids of data/sample (U = 1.41 n^0.80 for n <= 16K, measured),
+    saturating at the vocabulary."""
+    u = 1.41 * tokens ** 0.80
+    return vocab * (1 - math.exp(-u / vocab))
+
+
+def collectives(shape, bucket_bytes, p, tokens_per_rank):
+    """(ready fraction of backward, bytes) of every collective of one update, in start order,
+    as GradientSynchronizer starts them; ready -1 means at backward's start."""
+    if p <= 1:
+        return []
+    cap = bucket_bytes // 4
+    head, blocks = shape.backward_parts()
+    # Reports (elements, when final as a fraction of backward).
+    reports = [("wte", shape.V * shape.D, head), ("lnf", 2 * shape.D, head)]
+    t = head
+    for frac in blocks:
+        t += frac
+        reports.append(("block", shape.block, t))
+    reports.append(("wpe", shape.context * shape.D, 1.0))
+    out = [(-1.0, 4 * shape.V)]  # token-row presence merge, started as backward begins
+    open_count, adjacent = 0, False
+
+    def start(count, ready):
+        pieces = max(1, math.ceil(count / cap)) if cap > 0 else 1
+        for k in range(pieces):
+            size = count * (k + 1) // pieces - count * k // pieces
+            out.append((ready, 4 * size))
+
+    for name, count, ready in reports:
+        contiguous = name != "lnf" and open_count > 0  # every report but the first two extends downward
+        if cap == 0:
+            continue
+        if not contiguous and open_count > 0:
+            start(open_count, ready)
+            open_count = 0
+        open_count += count
+        if open_count >= cap:
+            start(open_count, ready)
+            open_count = 0
+    if cap == 0:
+        start(shape.params, 1.0)
+    elif open_count > 0:
+        start(open_count, 1.0)
+    rows = distinct_rows(p * tokens_per_rank, shape.V)
+    out.append((1.0, 4 * rows * shape.D))
+    return out
+
+
+def simulate(shape, compute, bucket_bytes, p, link, tokens_per_rank, kappa):
+    """(step, exposed, alone, overlapped bytes) for one update."""
+    forward = compute * 0.95 / 3
+    backward = compute * 0.95 * 2 / 3
+    end = forward + backward
+    free, sent_during = forward, 0.0
+    alone = 0.0
+    for ready, nbytes in collectives(shape, bucket_bytes, p, tokens_per_rank):
+        when = forward if ready < 0 else forward + ready * backward
+        duration = ring_time(nbytes, p, link["B"], link["alpha"])
+        alone += duration
+        begin = max(when, free)
+        free = begin + duration
+        if when < end:
+            sent_during += nbytes
+    exposed = max(0.0, free - end)
+    return compute + kappa * sent_during + exposed, exposed, alone, sent_during
+
+
+# MARK: calibration and checks against the measured steps
+
+def step_runs(runs):
+    return [r for r in runs if "overlapped_ms_median" in r["result"]]
+
+
+def fit_kappa(runs, links):
+    """CPU cost per byte sent while backward runs: measured (overlapped - compute - wait) over
+    the bytes the model says were sent during backward; one value per transport (tcp, shm)."""
+    samples = defaultdict(list)
+    for run in step_runs(runs):
+        r = run["result"]
+        net = network_of(run)
+        link = links.get(net)
+        if link is None:
+            continue
+        shape = Shape(r["layers"], r["width"], r["vocab"], r["seq"])
+        compute = r["compute_ms_median"] / 1000
+        _, _, _, sent = simulate(shape, compute, int(r["bucket_mb"] * MIB), r["ranks"], link, r["batch"] * r["seq"], 0)
+        slowdown = (r["overlapped_ms_median"] - r["compute_ms_median"] - r["overlapped_wait_ms_median"]) / 1000
+        if sent > 0:
+            samples["shm" if net == "shm" else "tcp"].append(slowdown / sent)
+    return {k: max(0.0, median(v)) for k, v in samples.items()}
+
+
+def check(runs, links, kappa):
+    rows = []
+    for run in step_runs(runs):
+        r = run["result"]
+        net = network_of(run)
+        if net not in links:
+            continue
+        shape = Shape(r["layers"], r["width"], r["vocab"], r["seq"])
+        compute = r["compute_ms_median"] / 1000
+        k = kappa.get("shm" if net == "shm" else "tcp", 0)
+        step, exposed, alone, _ = simulate(shape, compute, int(r["bucket_mb"] * MIB), r["ranks"], links[net],
+                                           r["batch"] * r["seq"], k)
+        rows.append({"config": run["config"], "round": run["round"], "measured_step": r["overlapped_ms_median"] / 1000,
+                     "predicted_step": step, "measured_wait": r["overlapped_wait_ms_median"] / 1000,
+                     "predicted_exposed": exposed, "measured_alone": r["alone_ms_median"] / 1000,
+                     "predicted_alone": alone, "hidden": r.get("hidden_fraction_median")})
+    return rows
+
+
+# MARK: predictions
+
+PLAN = [(6, 384), (8, 512), (10, 640), (11, 704), (12, 768)]
+NETWORKS = {"10 Gbit/s": 10e9, "25 Gbit/s": 25e9, "100 Gbit/s": 100e9}
+NODES = [8, 16, 32, 64, 128, 256, 512, 1024]
+# Reference plan (ELLE.md section 1): 62.5k updates on the first domain, then per later domain
+# 5k FRW + 20k; one growth before each later domain.
+PLAN_UPDATES = 62_500 + 4 * 25_000
+GROWTHS = 4
+
+
+def predict(links, kappa, node_flops, base_flops, efficiency_1g, alpha_by_net, tokens_per_node, bucket_mb, vocab,
+            seq, grow_rate):
+    """{(model, network): [(nodes, step, efficiency)]} for nodes of `node_flops` FLOP/s."""
+    table = {}
+    for layers, width in PLAN:
+        shape = Shape(layers, width, vocab, seq)
+        compute = shape.flops_per_token() * tokens_per_node / node_flops
+        for name, rate in NETWORKS.items():
+            link = {"B": rate / 8 * efficiency_1g, "alpha": alpha_by_net[name]}
+            series = []
+            for p in NODES:
+                step, exposed, _, _ = simulate(shape, compute, int(bucket_mb * MIB), p, link, tokens_per_node,
+                                               kappa.get("tcp", 0) * base_flops / node_flops)
+                growth = growth_time(shape, p, link, grow_rate) * GROWTHS / PLAN_UPDATES
+                step += growth
+                series.append((p, step, compute / step, exposed, growth))
+            table[(f"{layers}/{width}", name)] = series
+    return table
+
+
+def growth_time(shape, p, link, grow_rate):
+    """Seconds of one growth event: grow on rank 0 and hash (grow_rate bytes/s), broadcast."""
+    nbytes = 4 * shape.params
+    hops = math.ceil(math.log2(p))
+    broadcast = (2 if p > 2 else 1) * nbytes / link["B"] + hops * (link["alpha"] + 128 * 1024 / link["B"])
+    return nbytes / grow_rate + broadcast
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+")
+    parser.add_argument("--plot", help="write the efficiency plot here (PNG)")
+    parser.add_argument("--tokens-per-node", type=int, default=8 * 512, help="tokens per node per update (8 x 512)")
+    parser.add_argument("--bucket-mb", type=float, default=25)
+    parser.add_argument("--vocab", type=int, default=50257)
+    parser.add_argument("--seq", type=int, default=512)
+    parser.add_argument("--fast-node", type=float, default=20, help="second node type: this many times this machine's rate")
+    args = parser.parse_args()
+    runs = load(args.results)
+    links = fit_links(runs)
+    kappa = fit_kappa(runs, links)
+
+    print("## Fitted links (ring all-reduce: t = 2(p-1)/p n/B + 2(p-1) alpha)")
+    print("| network | B (GB/s) | alpha (us) | points | median abs error |")
+    print("|---|---|---|---|---|")
+    for net, link in sorted(links.items()):
+        errors = [abs(pred - s) / s for _, n, s, pred in link["points"] if n >= 1 << 20]
+        print(f"| {net} | {link['B'] / 1e9:.3f} | {link['alpha'] * 1e6:.1f} | {len(link['points'])} | "
+              f"{100 * median(errors):.0f}% (>= 1 MiB) |")
+    print(f"\nkappa (CPU seconds per GB sent during backward): " +
+          ", ".join(f"{k} {v * 1e9:.3f}" for k, v in kappa.items()))
+
+    rows = check(runs, links, kappa)
+    print("\n## Model vs measurement (2 ranks, per run: medians of its repeats)")
+    print("| config | round | step measured | step predicted | error | exposed measured (wait) | exposed predicted | alone measured | alone predicted |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    worst = 0
+    for row in sorted(rows, key=lambda x: (x["config"], x["round"])):
+        error = row["predicted_step"] / row["measured_step"] - 1
+        worst = max(worst, abs(error))
+        print(f"| {row['config']} | {row['round']} | {row['measured_step']:.3f} | {row['predicted_step']:.3f} | "
+              f"{100 * error:+.1f}% | {row['measured_wait']:.3f} | {row['predicted_exposed']:.3f} | "
+              f"{row['measured_alone']:.3f} | {row['predicted_alone']:.3f} |")
+    print(f"\nlargest step-time error: {100 * worst:.1f}%")
+
+    # Node rate: this machine's measured full-step rate (2 ranks x 1 thread or 1 rank x 2 threads).
+    rates = []
+    for run in runs:
+        r = run["result"]
+        if run["experiment"] == "local" and "compute_ms_median" in r:
+            shape = Shape(r["layers"], r["width"], r["vocab"], r["seq"])
+            ranks_threads = r["ranks"] * r["threads"]
+            rates.append(shape.flops_per_token() * r["batch"] * r["seq"] / (r["compute_ms_median"] / 1000) * 2 / ranks_threads)
+    node = median(rates) if rates else 60e9
+    eff_1g = links["1gbit"]["B"] / (1e9 / 8) if "1gbit" in links else 0.9
+    grow_rate = 1.0e9
+    for run in runs:
+        if run["experiment"] == "grow":
+            g = run["result"]
+            grow_rate = 4 * g["parameters_to"] / ((g["grow_ms_median"] + g["verify_ms_median"]) / 1000)
+            break
+    alpha = {"10 Gbit/s": 25e-6, "25 Gbit/s": 15e-6, "100 Gbit/s": 5e-6}
+    print(f"\nnode: {node / 1e9:.0f} GFLOP/s (this machine, 2 cores, full steps); link efficiency {eff_1g:.2f} of the "
+          f"nominal rate (measured at 1 Gbit/s); alpha assumed " + ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in alpha.items()))
+    tables = {}
+    for label, flops in [("this machine", node), (f"{args.fast_node:g}x faster node", node * args.fast_node)]:
+        table = predict(links, kappa, flops, node, eff_1g, alpha, args.tokens_per_node, args.bucket_mb, args.vocab,
+                        args.seq, grow_rate)
+        tables[label] = table
+        print(f"\n## Predicted weak-scaling efficiency, nodes of {label} ({flops / 1e9:.0f} GFLOP/s), "
+              f"{args.tokens_per_node} tokens per node per update, V={args.vocab}, T={args.seq}, bucket {args.bucket_mb:g} MiB")
+        print("| model | network | compute (s) | " + " | ".join(f"{p}" for p in NODES) + " |")
+        print("|---|---|---|" + "---|" * len(NODES))
+        for (model, net), series in table.items():
+            compute = series[0][1] * series[0][2]
+            print(f"| {model} | {net} | {compute:.2f} | " + " | ".join(f"{100 * e:.0f}%" for _, _, e, _, _ in series) + " |")
+        model, net = "12/768", "10 Gbit/s"
+        p, step, e, exposed, growth = table[(model, net)][-1]
+        print(f"\n{model} at {p} nodes over {net}: step {step:.2f} s, exposed {exposed:.3f} s, growth amortized {growth * 1e3:.2f} ms/update")
+
+    if args.plot:
+        plot(args.plot, tables, rows, links)
+
+
+def plot(path, tables, rows, links):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    styles = {"10 Gbit/s": ":", "25 Gbit/s": "--", "100 Gbit/s": "-"}
+    colors = dict(zip([f"{l}/{w}" for l, w in PLAN], plt.cm.viridis(np.linspace(0, 0.9, len(PLAN)))))
+    for ax, (label, table) in zip(axes[:2], tables.items()):
+        for (model, net), series in table.items():
+            ax.plot([s[0] for s in series], [100 * s[2] for s in series], styles[net], color=colors[model],
+                    label=f"{model}, {net}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("nodes")
+        ax.set_ylabel("predicted weak-scaling efficiency (%)")
+        ax.set_title(f"nodes like {label}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=1)
+    ax = axes[2]
+    for net, link in sorted(links.items()):
+        pts = [(n, s, pred) for p, n, s, pred in link["points"] if p == 2]
+        pts.sort()
+        line, = ax.plot([n / MIB for n, _, _ in pts], [1000 * s for _, s, _ in pts], "o", label=f"{net} measured")
+        ax.plot([n / MIB for n, _, _ in pts], [1000 * pr for _, _, pr in pts], "-", color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("all-reduce size (MiB), 2 ranks")
+    ax.set_ylabel("time (ms)")
+    ax.set_title("ring model (lines) vs measured (points)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"\nplot: {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
