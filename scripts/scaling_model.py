@@ -231,6 +231,67 @@ def check(runs, links, kappa):
     return rows
 
 
+# MARK: the measurements themselves
+
+def best(values):
+    return float(min(values))
+
+
+def summarize(runs):
+    """Step-time figures per configuration: medians over every repeat of every round, ranges,
+    and best-of-all (on a shared machine other jobs only ever add time, so the minimum of many
+    interleaved repeats is the closest to the machine's own speed)."""
+    by_config = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        r = run["result"]
+        for mode in ("compute", "overlapped", "serial", "alone"):
+            if f"{mode}_ms" in r:
+                by_config[(run["experiment"], run["config"])][mode] += [v / 1000 for v in r[f"{mode}_ms"]]
+        if "hidden_fraction" in r:
+            by_config[(run["experiment"], run["config"])]["hidden"] += r["hidden_fraction"]
+        for mode in ("overlapped", "serial"):
+            if f"{mode}_wait_ms_median" in r:
+                by_config[(run["experiment"], run["config"])][f"{mode}_wait"].append(r[f"{mode}_wait_ms_median"] / 1000)
+    print("## Measured step times (s): median [range] best, over all repeats of all rounds")
+    print("| experiment | config | repeats | compute | overlapped | serial | alone | waited after backward (overlapped / serial) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (experiment, config), modes in sorted(by_config.items()):
+        def cell(mode):
+            v = modes.get(mode)
+            return f"{median(v):.3f} [{min(v):.3f}-{max(v):.3f}] {best(v):.3f}" if v else "-"
+        waits = " / ".join(f"{median(modes[m]):.3f}" for m in ("overlapped_wait", "serial_wait") if modes.get(m)) or "-"
+        print(f"| {experiment} | {config} | {len(modes['compute'])} | {cell('compute')} | {cell('overlapped')} | "
+              f"{cell('serial')} | {cell('alone')} | {waits} |")
+
+    print("\n## Hidden fraction: 1 - (overlapped - compute) / alone")
+    print("| config | per repeat (paired, median [range]) | from medians | from best-of |")
+    print("|---|---|---|---|")
+    for (experiment, config), m in sorted(by_config.items()):
+        if not m.get("alone"):
+            continue
+        hidden = m["hidden"]
+        from_medians = 1 - (median(m["overlapped"]) - median(m["compute"])) / median(m["alone"])
+        from_best = 1 - (best(m["overlapped"]) - best(m["compute"])) / best(m["alone"])
+        print(f"| {experiment}/{config} | {100 * median(hidden):.0f}% [{100 * min(hidden):.0f}-{100 * max(hidden):.0f}%] | "
+              f"{100 * from_medians:.0f}% | {100 * from_best:.0f}% |")
+
+    local = {config: m for (experiment, config), m in by_config.items() if experiment == "local"}
+    if all(k in local for k in ("1x1-b1", "2x1-b1")):
+        one, two = local["1x1-b1"]["compute"], local["2x1-b1"]["overlapped"]
+        print("\n## Scaling on this 2-core machine (6/384 unless given otherwise)")
+        print(f"weak scaling, 2 ranks x 1 thread (batch B each, overlapped) vs 1 rank x 1 thread (batch B): "
+              f"efficiency {100 * median(one) / median(two):.0f}% from medians, {100 * best(one) / best(two):.0f}% from best-of")
+        two_compute = local["2x1-b1"]["compute"]
+        print(f"  (2 ranks computing without communication: {100 * median(one) / median(two_compute):.0f}% / "
+              f"{100 * best(one) / best(two_compute):.0f}%: what sharing the machine's memory system costs)")
+        if "1x1-b2" in local and "1x2-b2" in local:
+            base = local["1x1-b2"]["compute"]
+            for name, values in [("1 rank x 2 threads (batch 2B)", local["1x2-b2"]["compute"]),
+                                 ("2 ranks x 1 thread (batch B each)", two)]:
+                print(f"strong scaling, {name} vs 1 rank x 1 thread (batch 2B): speedup "
+                      f"{median(base) / median(values):.2f}x from medians, {best(base) / best(values):.2f}x from best-of")
+
+
 # MARK: predictions
 
 PLAN = [(6, 384), (8, 512), (10, 640), (11, 704), (12, 768)]
@@ -281,6 +342,8 @@ def main():
     parser.add_argument("--fast-node", type=float, default=20, help="second node type: this many times this machine's rate")
     args = parser.parse_args()
     runs = load(args.results)
+    summarize(runs)
+    print()
     links = fit_links(runs)
     kappa = fit_kappa(runs, links)
 
