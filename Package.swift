@@ -42,14 +42,15 @@ let package = Package(
             swiftSettings: kernelSettings),
         .target(
             name: "Lifelong",
-            dependencies: ["Tensors", "Model", "Training", .product(name: "Yams", package: "Yams")],
+            dependencies: ["Tensors", "Model", "Data", "Distributed", "Training", .product(name: "Yams", package: "Yams")],
             swiftSettings: kernelSettings),
+        .target(name: "Interop", dependencies: ["Tensors", "Model", "Data", "Training"], swiftSettings: kernelSettings),
 
         // MARK: executable
         .executableTarget(
             name: "elle",
             dependencies: [
-                "Tensors", "Model", "Data", "Distributed", "Training",
+                "Tensors", "Model", "Data", "Distributed", "Training", "Lifelong", "Interop",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: kernelSettings),
@@ -63,7 +64,8 @@ let package = Package(
         .testTarget(name: "DataTests", dependencies: ["Data", "TestSupport"]),
         .testTarget(name: "GrowthTests", dependencies: ["Model", "Training", "Data", "TestSupport"]),
         .testTarget(name: "ElleTests", dependencies: ["TestSupport"]),
-        .testTarget(name: "LifelongTests", dependencies: ["Lifelong", "Model"]),
+        .testTarget(name: "LifelongTests", dependencies: ["Lifelong", "Model", "Data", "Distributed", "Training", "TestSupport"]),
+        .testTarget(name: "InteropTests", dependencies: ["Interop", "Model", "Data", "Training", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -13,6 +13,8 @@ public struct StagePlan: Decodable, Sendable {
     /// A folder written by `elle data prepare` (its manifest names the domains).
     public var data: String
     public var seed: UInt64
+    /// Step checkpoints kept besides every stage end's (the newest K).
+    public var keepCheckpoints: Int
     public var stages: [Stage]
 
     /// The initial model (the vocabulary comes from the data's tokenizer).
@@ -113,10 +115,12 @@ public struct StagePlan: Decodable, Sendable {
         public var evalEvery: Int?
         public var evalBatches: Int?
         public var checkpointEvery: Int?
+        /// Progress line and metrics record every N updates.
+        public var logEvery: Int?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case batch, seq, accumulation, lr, schedule, warmup, minLr, weightDecay, beta1, beta2, epsilon,
-                 clip, replay, prompts, evalEvery, evalBatches, checkpointEvery
+                 clip, replay, prompts, evalEvery, evalBatches, checkpointEvery, logEvery
         }
 
         public init() {}
@@ -129,7 +133,7 @@ public struct StagePlan: Decodable, Sendable {
             s.lr = 5e-4; s.schedule = .linear; s.warmup = 0.08; s.minLr = 0
             s.weightDecay = 0.01; s.beta1 = 0.9; s.beta2 = 0.98; s.epsilon = 1e-8; s.clip = 0
             s.replay = Replay(); s.prompts = true
-            s.evalEvery = 0; s.evalBatches = 10; s.checkpointEvery = 0
+            s.evalEvery = 0; s.evalBatches = 10; s.checkpointEvery = 0; s.logEvery = 10
             return s
         }
 
@@ -153,6 +157,7 @@ public struct StagePlan: Decodable, Sendable {
             if let evalEvery { r.evalEvery = evalEvery }
             if let evalBatches { r.evalBatches = evalBatches }
             if let checkpointEvery { r.checkpointEvery = checkpointEvery }
+            if let logEvery { r.logEvery = logEvery }
             return r
         }
 
@@ -178,6 +183,7 @@ public struct StagePlan: Decodable, Sendable {
             s.evalEvery = try value(.evalEvery, Int.self)
             s.evalBatches = try value(.evalBatches, Int.self)
             s.checkpointEvery = try value(.checkpointEvery, Int.self)
+            s.logEvery = try value(.logEvery, Int.self)
             return s
         }
 
@@ -223,7 +229,7 @@ public struct StagePlan: Decodable, Sendable {
     /// Settings shared by all stages.
     public var defaults: Settings
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case name, model, data, seed, defaults, stages }
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, model, data, seed, keepCheckpoints, defaults, stages }
 
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -232,6 +238,7 @@ public struct StagePlan: Decodable, Sendable {
         model = try c.decode(ModelSpec.self, forKey: .model)
         data = try c.decode(String.self, forKey: .data)
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? 1
+        keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? 3
         defaults = try c.decodeIfPresent(Settings.self, forKey: .defaults) ?? Settings()
         stages = try c.decode([Stage].self, forKey: .stages)
     }
@@ -275,6 +282,7 @@ public struct StagePlan: Decodable, Sendable {
             throw PlanError(path: path, field: "model.\(error.field)", error.message)
         }
         try check(!stages.isEmpty, "stages", "must list at least one stage")
+        try check(keepCheckpoints >= 1, "keepCheckpoints", "must be at least 1 (got \(keepCheckpoints))")
         var current = initial
         var seen: [String: Int] = [:]
         for (i, stage) in stages.enumerated() {
@@ -319,6 +327,7 @@ public struct StagePlan: Decodable, Sendable {
             try check(s.evalEvery! >= 0, "\(at).evalEvery", "must not be negative (0: only at stage ends)")
             try check(s.evalBatches! >= 1, "\(at).evalBatches", "must be at least 1")
             try check(s.checkpointEvery! >= 0, "\(at).checkpointEvery", "must not be negative")
+            try check(s.logEvery! >= 1, "\(at).logEvery", "must be at least 1")
         }
     }
 }

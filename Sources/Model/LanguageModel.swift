@@ -16,7 +16,9 @@ public protocol LanguageModel: AnyObject {
     var tensors: [TensorSpec] { get }
     /// The mean loss of the last forward pass with targets, in Float64.
     var lastLoss: Double { get }
-    /// Logits of the last forward pass, one row of `config.vocab` per position.
+    /// Logits of the last forward pass, one row of `config.vocab` per predicted position: every
+    /// position for GPT; for BERT the positions with a target >= 0, or every position without
+    /// targets (`BERT.predictedPositions`).
     var logits: UnsafeMutablePointer<Float> { get }
 
     func zeroGradients()
@@ -47,6 +49,7 @@ extension LanguageModel {
 public func makeModel(config: ModelConfig, parameters: FloatBuffer?) throws -> LanguageModel {
     switch config.architecture {
     case .gpt: return try GPT(config: config, parameters: parameters)
+    case .bert: return try BERT(config: config, parameters: parameters)
     }
 }
 
@@ -54,6 +57,7 @@ public func makeModel(config: ModelConfig, parameters: FloatBuffer?) throws -> L
 public func makeModel(config: ModelConfig, seed: UInt64) throws -> LanguageModel {
     switch config.architecture {
     case .gpt: return try GPT(config: config, seed: seed)
+    case .bert: return try BERT(config: config, seed: seed)
     }
 }
 

@@ -1,6 +1,9 @@
-/// The model family. BERT (post-LN encoder, masked LM) joins beside GPT later.
+/// The model family.
 public enum Architecture: String, Codable, Sendable, CaseIterable {
+    /// Causal LM, pre-LN blocks, tied output embedding (`GPT`).
     case gpt
+    /// Masked LM, post-LN encoder with a padding mask, MLM head on the masked positions (`BERT`).
+    case bert
 }
 
 /// What the model's norms compute.
@@ -44,11 +47,14 @@ public struct ModelConfig: Codable, Equatable, Sendable, CustomStringConvertible
     /// descends from; nil until the model is first grown in depth (block l is then its own
     /// origin). Depth growth reads it to copy every original once before any twice.
     public var layerOrigins: [Int]?
+    /// The padding token (BERT): attention ignores keys at positions holding it. Nil: no padding
+    /// mask (GPT; stored only when set).
+    public var padToken: Int32?
 
     enum CodingKeys: String, CodingKey {
         case architecture, layers, width, heads, headDim, ffn, vocab, context, dropout, layerNormEpsilon
         case normalizationIfSpecial = "normalization"
-        case layerOrigins
+        case layerOrigins, padToken
     }
 
     public init(
@@ -70,8 +76,21 @@ public struct ModelConfig: Codable, Equatable, Sendable, CustomStringConvertible
 
     public var attentionWidth: Int { heads * headDim }
 
+    /// Every parameter tensor of this architecture, in layout order (`GPTLayout`, `BERTLayout`).
+    public var parameterTensors: [TensorSpec] {
+        switch architecture {
+        case .gpt: return GPTLayout(config: self).tensors
+        case .bert: return BERTLayout(config: self).tensors
+        }
+    }
+
     /// Number of trainable parameters (embeddings included).
-    public var parameterCount: Int { GPTLayout(config: self).parameterCount }
+    public var parameterCount: Int {
+        switch architecture {
+        case .gpt: return GPTLayout(config: self).parameterCount
+        case .bert: return BERTLayout(config: self).parameterCount
+        }
+    }
 
     /// Throws a message naming the first invalid field.
     public func validate() throws {
@@ -92,6 +111,9 @@ public struct ModelConfig: Codable, Equatable, Sendable, CustomStringConvertible
             try check(layerOrigins.count == layers, "layerOrigins",
                       "must list one origin per layer (\(layerOrigins.count) for \(layers) layers)")
             try check(layerOrigins.allSatisfy { $0 >= 0 }, "layerOrigins", "must not be negative")
+        }
+        if let padToken {
+            try check(padToken >= 0 && Int(padToken) < vocab, "padToken", "must be a token id in 0..<\(vocab) (got \(padToken))")
         }
     }
 

@@ -34,14 +34,14 @@ public struct StepResult: Sendable {
 public final class Trainer {
     public private(set) var model: LanguageModel
     public private(set) var optimizer: AdamW
-    public let options: TrainingOptions
+    public private(set) var options: TrainingOptions
     public let communicator: Communicator
     public private(set) var step: Int
     public private(set) var tokensSeen: Int
     let loader: SequenceLoader
     let validTokens: TokenStream
-    private let inputs: Buffer<Int32>
-    private let targets: Buffer<Int32>
+    private var inputs: Buffer<Int32>
+    private var targets: Buffer<Int32>
     /// Sum of micro-batch gradients when accumulating (nil with one micro-batch per update).
     private var gradientSum: FloatBuffer?
     /// Sums the gradient across ranks, overlapped with backward.
@@ -121,17 +121,32 @@ public final class Trainer {
         }
     }
 
-    /// Runs one update: accumulation micro-batches on each rank, gradient average over all of
-    /// them, clipping, AdamW. The loss returned is the mean over every rank's micro-batches.
+    /// Runs one update on the run's own data at the schedule's rate: accumulation micro-batches
+    /// on each rank, gradient average over all of them, clipping, AdamW. The loss returned is
+    /// the mean over every rank's micro-batches.
     public func trainStep() throws -> StepResult {
+        try update(learningRate: options.schedule(step)) { _, inputs, targets in
+            loader.next(batch: options.batch, inputs: inputs, targets: targets)
+        }
+    }
+
+    /// Fills one micro-batch: (micro-batch index within the update, inputs, targets), each
+    /// (options.batch, options.seq) tokens.
+    public typealias MicroBatchFiller = (Int, UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) throws -> Void
+
+    /// One update whose micro-batches come from `fill` (the lifelong run mixes domains this way)
+    /// at learning rate `lr`. Collective.
+    public func update(learningRate lr: Float, fill: MicroBatchFiller) throws -> StepResult {
         let start = DispatchTime.now().uptimeNanoseconds
         let b = options.batch, t = options.seq, accumulation = options.accumulation
         var lossSum = 0.0
         let gradients = gradientSum ?? model.gradients
         synchronizer.beginUpdate(target: gradients.pointer, count: gradients.count, label: "gradient all-reduce of update \(step + 1)")
         for micro in 0..<accumulation {
-            loader.next(batch: b, inputs: inputs.pointer, targets: targets.pointer)
+            try fill(micro, inputs.pointer, targets.pointer)
             let globalMicro = communicator.rank * accumulation + micro
+            options.maskedLM?.makeSequences(tokens: inputs.pointer, targets: targets.pointer, batch: b, seq: t,
+                                            key: SplitMix64.mix(options.seed, 0x4D41_534B, UInt64(step), UInt64(globalMicro)))
             let dropoutSeed = SplitMix64.mix(options.seed, 0xD50_0000, UInt64(step), UInt64(globalMicro))
             model.zeroGradients()
             lossSum += Double(model.forward(tokens: inputs.pointer, targets: targets.pointer,
@@ -159,7 +174,6 @@ public final class Trainer {
             scaleInPlace(gradients.pointer, 1 / Float(contributions), count: gradients.count)
         }
         let norm = clipGradients(gradients, maxNorm: options.clip)
-        let lr = options.schedule(step)
         optimizer.update(parameters: model.parameters, gradients: gradients, learningRate: lr)
         step += 1
         let tokens = b * t * contributions
@@ -169,6 +183,22 @@ public final class Trainer {
         return StepResult(step: step, loss: Float(lossSum / Double(contributions)), learningRate: lr,
                           gradientNorm: norm, tokens: tokens, seconds: seconds,
                           communicationWaitSeconds: synchronizer.lastWaitSeconds)
+    }
+
+    /// Switches to new options between updates (a lifelong run's next stage or warmup): batch
+    /// buffers follow the new shape; with `freshOptimizer`, Adam's moments and step restart.
+    /// The run's own loader keeps its sequence length.
+    public func reconfigure(options newOptions: TrainingOptions, freshOptimizer: Bool) throws {
+        try newOptions.validate(model: model.config)
+        options = newOptions
+        inputs = Buffer(count: options.batch * options.seq)
+        targets = Buffer(count: options.batch * options.seq)
+        gradientSum = options.accumulation > 1 ? FloatBuffer(count: model.parameterCount) : nil
+        if freshOptimizer {
+            optimizer = AdamW(tensors: model.tensors, count: model.parameterCount, settings: options.adam)
+        } else {
+            optimizer.settings = options.adam
+        }
     }
 
     /// Grows the model by `plan` between two updates (collective; docs/GROWTH.md): rank 0 grows
@@ -210,25 +240,43 @@ public final class Trainer {
                                          what: "parameters after update \(step)")
     }
 
-    /// Mean loss per token over the first `options.evalBatches` batches of the validation tokens
-    /// (no dropout), or nil when the validation split is shorter than one sequence. Batches are
-    /// dealt to ranks round-robin; their losses are all-reduced as a vector and added in batch
-    /// order, so the result has the same bits for any number of ranks.
+    /// Mean loss per predicted token (every token for GPT, the masked ones for BERT) over the
+    /// first `options.evalBatches` batches of the run's validation tokens (no dropout), or nil
+    /// when they are shorter than one sequence.
     public func evaluate() throws -> Float? {
+        try evaluate(validTokens, batches: options.evalBatches)
+    }
+
+    /// Mean loss per token over the first `batches` batches of `stream`'s windows (no dropout),
+    /// or nil when it is shorter than one sequence. With a `prompt`, each sequence starts with
+    /// that token (`PromptedBatch`). Batches are dealt to ranks round-robin; their losses are
+    /// all-reduced as a vector and added in batch order, so the result has the same bits for any
+    /// number of ranks. Collective.
+    public func evaluate(_ stream: TokenStream, batches wanted: Int, prompt: Int32? = nil) throws -> Float? {
         let b = options.batch, t = options.seq
-        let windows = validTokens.windowCount(seq: t)
+        let windows = stream.windowCount(seq: t)
         if windows == 0 { return nil }
-        let batches = min(options.evalBatches, (windows + b - 1) / b)
+        let batches = min(wanted, (windows + b - 1) / b)
         // (batch loss * tokens, tokens) per batch; zero where another rank evaluates it.
         let sums = Buffer<Double>(count: 2 * batches)
         for batch in stride(from: communicator.rank, to: batches, by: communicator.size) {
             let first = batch * b, rows = min(b, windows - first)
             for r in 0..<rows {
-                validTokens.copyWindow(first + r, seq: t, inputs: inputs.pointer + r * t, targets: targets.pointer + r * t)
+                stream.copyWindow(first + r, seq: t, inputs: inputs.pointer + r * t, targets: targets.pointer + r * t)
+            }
+            if var masked = options.maskedLM {
+                // Masked LM: the same masks at every evaluation (keyed by the batch, not the step);
+                // the prompt goes after the begin token.
+                if let prompt { masked.prompt = prompt }
+                masked.makeSequences(tokens: inputs.pointer, targets: targets.pointer, batch: rows, seq: t,
+                                     key: SplitMix64.mix(options.seed, 0x5641_4C44, UInt64(batch)))
+            } else if let prompt {
+                PromptedBatch.apply(prompt: prompt, inputs: inputs.pointer, targets: targets.pointer, rows: rows, seq: t)
             }
             let loss = model.forward(tokens: inputs.pointer, targets: targets.pointer, batch: rows, seq: t)
-            sums[2 * batch] = Double(loss) * Double(rows * t)
-            sums[2 * batch + 1] = Double(rows * t)
+            let counted = (0..<(rows * t)).reduce(0) { $0 + (targets[$1] >= 0 ? 1 : 0) }
+            sums[2 * batch] = Double(loss) * Double(counted)
+            sums[2 * batch + 1] = Double(counted)
         }
         if communicator.size > 1 { try communicator.allReduce(sums, .sum, label: "validation loss all-reduce after update \(step)") }
         var total = 0.0, tokens = 0.0
@@ -236,7 +284,7 @@ public final class Trainer {
             total += sums[2 * batch]
             tokens += sums[2 * batch + 1]
         }
-        return Float(total / tokens)
+        return tokens > 0 ? Float(total / tokens) : nil
     }
 
     /// The run's state with every rank's loader position (gathered to rank 0; on other ranks

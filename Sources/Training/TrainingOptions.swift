@@ -42,6 +42,9 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     /// The bucket size in floats.
     public var bucketElements: Int { Int(((bucketMB ?? TrainingOptions.defaultBucketMB) * 1_048_576 / 4).rounded()) }
 
+    /// How windows become masked-LM sequences: set for a BERT model, nil for GPT.
+    public var maskedLM: MaskedLM?
+
     public init(batch: Int, seq: Int, steps: Int, schedule: LearningRateSchedule, dataPath: String) {
         self.batch = batch
         self.seq = seq
@@ -65,6 +68,17 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
         try check(validFraction >= 0 && validFraction < 1, "valid-fraction", "must be in [0, 1)")
         if let bucketMB {
             try check(bucketMB >= 0 && bucketMB.isFinite, "bucket-mb", "must be 0 or a positive number of MiB (got \(bucketMB))")
+        }
+        switch model.architecture {
+        case .gpt:
+            try check(maskedLM == nil, "maskedLM", "is for BERT; a GPT trains on next-token targets")
+        case .bert:
+            guard let maskedLM else {
+                throw ConfigError(field: "maskedLM", message: "is required for BERT: its special tokens (bos, mask, pad) come from a BPE tokenizer")
+            }
+            do { try maskedLM.validate(vocab: model.vocab) } catch let error as DataError {
+                throw ConfigError(field: "maskedLM", message: error.message)
+            }
         }
         if let growth {
             try check(growth.step >= 0, "grow-at", "must not be negative (got \(growth.step))")
@@ -104,6 +118,9 @@ public struct TrainingState: Codable, Equatable, Sendable {
     /// Tokens consumed by all ranks so far.
     public var tokensSeen: Int
     public var worldSize: Int
+    /// A lifelong run's own state as JSON (`LifelongState` in the Lifelong module, which this
+    /// module cannot name); nil for plain runs.
+    public var lifelong: String?
 
     public init(step: Int, options: TrainingOptions, loaders: [LoaderPosition], optimizerStep: Int,
                 tokensSeen: Int, worldSize: Int) {

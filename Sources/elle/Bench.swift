@@ -1,4 +1,5 @@
 import ArgumentParser
+import Data
 import Foundation
 import Model
 import Tensors
@@ -17,6 +18,8 @@ struct Bench: ParsableCommand {
             """,
         subcommands: [BenchGrow.self, BenchComm.self, TokenizerBench.self])
 
+    @Option(name: .customLong("model"), help: "Architecture: gpt (next-token loss at every position) or bert (masked LM, 15% of positions predicted).")
+    var architecture: Architecture = .gpt
     @Option(help: "Transformer blocks.") var layers: Int = 6
     @Option(help: "Residual width D.") var width: Int = 384
     @Option(help: "Attention heads.") var heads: Int = 6
@@ -31,17 +34,26 @@ struct Bench: ParsableCommand {
         if heads < 1 || width % heads != 0 { throw ValidationError("--heads must divide --width") }
         if steps < 1 { throw ValidationError("--steps must be at least 1") }
         if vocab < 2 || seq < 1 || batch < 1 || layers < 1 { throw ValidationError("sizes must be positive") }
+        if architecture == .bert && vocab < 5 { throw ValidationError("--model bert needs --vocab of at least 5 (three ids play <|bos|>, <|mask|> and <|pad|>)") }
     }
 
     func run() throws {
         let threads = Runtime.configureThreads(compute.threads)
-        let config = ModelConfig(layers: layers, width: width, heads: heads, vocab: vocab, context: seq, dropout: 0)
-        let model = try GPT(config: config, seed: 1)
-        let optimizer = AdamW(tensors: model.layout.tensors, count: model.parameterCount, settings: AdamWSettings())
+        let config = ModelConfig(architecture: architecture, layers: layers, width: width, heads: heads, vocab: vocab,
+                                 context: seq, dropout: 0)
+        let model = try makeModel(config: config, seed: 1)
+        let optimizer = AdamW(tensors: model.tensors, count: model.parameterCount, settings: AdamWSettings())
         var rng = Xoshiro256(seed: 7)
         let n = batch * seq
         let tokens = Buffer<Int32>((0..<n).map { _ in Int32(rng.nextInt(below: vocab)) })
         let targets = Buffer<Int32>((0..<n).map { _ in Int32(rng.nextInt(below: vocab)) })
+        if architecture == .bert {
+            // The last three ids play <|bos|>, <|mask|> and <|pad|>; one masking for every step.
+            let v = Int32(vocab)
+            for i in 0..<n { tokens[i] %= v - 3 }
+            MaskedLM(beginToken: v - 1, maskToken: v - 2, padToken: v - 3, ordinaryTokens: v - 3)
+                .makeSequences(tokens: tokens.pointer, targets: targets.pointer, batch: batch, seq: seq, key: 7)
+        }
 
         func step() -> Float {
             model.zeroGradients()
@@ -77,7 +89,7 @@ struct Bench: ParsableCommand {
 
         if json {
             var fields: [String: Any] = [
-                "layers": layers, "width": width, "heads": heads, "vocab": vocab, "seq": seq, "batch": batch,
+                "model": architecture.rawValue, "layers": layers, "width": width, "heads": heads, "vocab": vocab, "seq": seq, "batch": batch,
                 "threads": threads, "steps": steps, "parameters": params,
                 "step_ms": stepSeconds * 1000, "tokens_per_second": Double(n) / stepSeconds,
                 "gflops": gflops, "sgemm_step_shapes_gflops": shapesRate, "sgemm_1024_gflops": square,
@@ -89,7 +101,7 @@ struct Bench: ParsableCommand {
             let data = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
-            print(String(format: "elle L%d D%d H%d V%d T%d B%d threads=%d params=%.2fM step=%.1fms tok/s=%.0f GFLOP/s=%.1f",
+            print((architecture == .gpt ? "" : "\(architecture) ") + String(format: "elle L%d D%d H%d V%d T%d B%d threads=%d params=%.2fM step=%.1fms tok/s=%.0f GFLOP/s=%.1f",
                          layers, width, heads, vocab, seq, batch, threads, Double(params) / 1e6,
                          stepSeconds * 1000, Double(n) / stepSeconds, gflops))
             print("phases: " + phases.map { String(format: "%@ %.1fms (%.0f%%)", $0.0, $0.1 * 1000, 100 * $0.1 / stepSeconds) }.joined(separator: ", "))

@@ -13,7 +13,7 @@ struct BenchGrow: ParsableCommand {
         abstract: "Time a growth event (depth, width, noise, and moments when carried) on a random model.",
         discussion: """
             Shapes are LAYERS/WIDTH/HEADS; the default is the last step of the ELLE reference plan, \
-            11/704/11 -> 12/768/12. --vocab, --threads and --json are `elle bench`'s own options \
+            11/704/11 -> 12/768/12. --model, --vocab, --threads and --json are `elle bench`'s own options \
             and mean the same here; with the GPT-2 vocabulary and 512 positions \
             (elle bench grow --vocab 50257 --context 512) the grown model has 124M parameters. \
             Under mpirun (e.g. mpirun -n 2 elle bench grow) rank 0 grows and broadcasts the grown \
@@ -45,7 +45,8 @@ struct BenchGrow: ParsableCommand {
 
     func run() throws {
         let a = try parseShape(from, "--from"), b = try parseShape(to, "--to")
-        let config = ModelConfig(layers: a.layers, width: a.width, heads: a.heads, vocab: bench.vocab, context: context, dropout: 0)
+        let config = ModelConfig(architecture: bench.architecture, layers: a.layers, width: a.width, heads: a.heads,
+                                 vocab: bench.vocab, context: context, dropout: 0)
         let plan = GrowthPlan(layers: b.layers, width: b.width, heads: b.heads, depthMode: depthMode, source: source,
                               noise: noise, noiseScope: noiseScope, moments: moments)
         do {
@@ -65,7 +66,7 @@ struct BenchGrow: ParsableCommand {
         var parameters = FloatBuffer(count: 0)
         var adam: (m: FloatBuffer, v: FloatBuffer)?
         if c.isRoot {
-            parameters = try GPT(config: config, seed: 1).parameters
+            parameters = try makeModel(config: config, seed: 1).parameters
             if moments == .carry {
                 let m = FloatBuffer(count: parameters.count), v = FloatBuffer(count: parameters.count)
                 m.copy(from: parameters)

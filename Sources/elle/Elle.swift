@@ -1,15 +1,18 @@
 import ArgumentParser
+import Model
 
 @main
 struct Elle: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "elle",
         abstract: "Lifelong pre-training of growing transformer language models.",
-        subcommands: [Train.self, Sample.self, Bench.self, DataCommand.self, Grow.self, MPICheck.self])
+        subcommands: [Train.self, Sample.self, Eval.self, Bench.self, DataCommand.self, Grow.self, Export.self, Import.self, MPICheck.self])
 }
 
-/// Model shape options shared by `train` and `bench`.
+/// Model shape options of `train`.
 struct ModelOptions: ParsableArguments {
+    @Option(name: .customLong("model"), help: "Architecture: gpt (causal LM) or bert (masked LM; needs prepared BPE data).")
+    var architecture: Architecture = .gpt
     @Option(help: "Transformer blocks.") var layers: Int = 4
     @Option(help: "Residual width D.") var width: Int = 128
     @Option(help: "Attention heads (must divide the width).") var heads: Int = 4
@@ -25,6 +28,8 @@ struct ModelOptions: ParsableArguments {
         if let ffn, ffn < 1 { throw ValidationError("--ffn must be at least 1 (got \(ffn))") }
     }
 }
+
+extension Architecture: ExpressibleByArgument {}
 
 /// Threads for elle's kernels (OpenBLAS itself always runs single-threaded under elle).
 struct ComputeOptions: ParsableArguments {

@@ -14,6 +14,8 @@ struct Sample: ParsableCommand {
     @Option(help: "Softmax temperature (0: greedy).") var temperature: Float = 0.8
     @Option(help: "Sample from the k most likely tokens (0: all).") var topK: Int = 40
     @Option(help: "Sampling seed.") var seed: UInt64 = 1
+    @Option(help: "Start from this domain's prompt token (models trained with domain prompts, e.g. by a lifelong plan).")
+    var domain: String?
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
@@ -36,10 +38,20 @@ struct Sample: ParsableCommand {
         guard let parameters = saved.tensor("parameters") else {
             throw CheckpointError(path: path, "holds no parameters tensor")
         }
+        guard saved.config.architecture == .gpt else {
+            throw ValidationError("\(path) holds a \(saved.config.architecture) model (masked LM), which does not generate text; elle sample needs a GPT")
+        }
         let model = try makeModel(config: saved.config, parameters: parameters)
         let tokenizer = try TrainingData.tokenizer(named: saved.state.options.tokenizer)
+        var leading: Int32?
+        if let domain {
+            guard let bpe = tokenizer as? BPETokenizer, let id = bpe.promptId(domain: domain) else {
+                throw ValidationError("--domain \(domain): the checkpoint's tokenizer has no prompt token for it")
+            }
+            leading = id
+        }
         let text = Generator(model: model, tokenizer: tokenizer)
-            .generate(prompt: prompt, count: tokens, temperature: temperature, topK: topK, seed: seed)
+            .generate(prompt: prompt, count: tokens, temperature: temperature, topK: topK, seed: seed, leading: leading)
         print(prompt + text)
     }
 }
@@ -49,15 +61,16 @@ struct Generator {
     let model: LanguageModel
     let tokenizer: Tokenizer
 
-    func generate(prompt: String, count: Int, temperature: Float, topK: Int, seed: UInt64) -> String {
+    /// Continues `prompt`; `leading` (a domain prompt token) stays first in every window.
+    func generate(prompt: String, count: Int, temperature: Float, topK: Int, seed: UInt64, leading: Int32? = nil) -> String {
         var context = tokenizer.encode(prompt)
-        if context.isEmpty { context = [tokenizer.endOfText] }
+        if context.isEmpty && leading == nil { context = [tokenizer.endOfText] }
         var rng = Xoshiro256(seed: seed)
         var produced: [Int32] = []
         let v = model.config.vocab
         var probabilities = [Float](repeating: 0, count: v)
         for _ in 0..<count {
-            let window = Array(context.suffix(model.config.context))
+            let window = leading.map { [$0] + context.suffix(model.config.context - 1) } ?? Array(context.suffix(model.config.context))
             window.withUnsafeBufferPointer { _ = model.forward(tokens: $0.baseAddress!, targets: nil, batch: 1, seq: window.count) }
             let logits = model.logits + (window.count - 1) * v
             let next = Generator.pick(logits: logits, vocab: v, temperature: temperature, topK: topK,

@@ -8,7 +8,7 @@ import Training
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Train a GPT on a text file or folder of .txt files.",
+        abstract: "Train a GPT or a BERT on a text file or folder of .txt files, or on prepared data.",
         discussion: """
             Logs loss and tokens/s, writes checkpoints to --out (step-NNNNNNNN.ckpt, with `latest` \
             naming the newest) and metrics to --out/metrics.jsonl. --resume continues the run in \
@@ -22,6 +22,12 @@ struct Train: ParsableCommand {
             `elle grow` does it; the --grow-* options are `elle grow`'s): rank 0 grows and sends \
             the grown model to every rank, which checks it; training continues on it with the \
             same schedule and data order. See docs/GROWTH.md.
+
+            --model bert trains a masked LM on a prepared data folder (`elle data prepare`: its \
+            tokenizer has the <|bos|>, <|mask|> and <|pad|> tokens BERT needs): each sequence is \
+            <|bos|> and text, 15% of its positions are predicted (80% shown as <|mask|>, 10% as a \
+            random token, 10% unchanged), with new masks every time, keyed by the seed, update and \
+            micro-batch so resumed and multi-rank runs are exact. Losses are per masked token.
             """)
 
     @Option(help: "Text file or folder of .txt files (byte-level tokens), or a folder made by `elle data prepare` (BPE tokens). With --resume: where to find the run's data if not at its saved path.")
@@ -47,6 +53,8 @@ struct Train: ParsableCommand {
     @Option(help: "Validate every N updates (0: only at the end).") var evalEvery: Int = 100
     @Option(help: "Validation batches per evaluation.") var evalBatches: Int = 20
     @Option(help: "Checkpoint every N updates (0: only at the end).") var checkpointEvery: Int = 0
+    @Option(help: "A lifelong stage plan (YAML): train a model over a stream of domains, growing it between them (docs/LIFELONG.md). Model, data and optimization flags then come from the plan.")
+    var config: String?
     @Flag(help: "Continue the run in --out from its newest checkpoint.") var resume = false
     @Option(help: "Start a new run (step 0, these options) from a checkpoint's model (file or run folder), e.g. one from `elle grow`: its shape and parameters, and its Adam moments if it holds them. Model-shape options are ignored.")
     var initFrom: String?
@@ -62,6 +70,11 @@ struct Train: ParsableCommand {
     @OptionGroup var parallel: ParallelOptions
 
     func validate() throws {
+        if config != nil {
+            if data != nil { throw ValidationError("--config names the data in the plan; leave out --data") }
+            if initFrom != nil || growth.isSet { throw ValidationError("--config: growth and initialization come from the plan") }
+            return
+        }
         if !resume && data == nil { throw ValidationError("--data is required (a text file or a folder of .txt files)") }
         if resume && initFrom != nil { throw ValidationError("--init-from starts a new run; it cannot be combined with --resume") }
         if resume && growth.isSet {
@@ -86,6 +99,10 @@ struct Train: ParsableCommand {
                                                quiet: !communicator.isRoot)
         let log = communicator.isRoot
         try Job.printRanks(communicator)
+        if let config {
+            try trainLifelong(plan: config, out: out, resume: resume, stopAfter: stopAfter, communicator: communicator)
+            return
+        }
 
         let trainer: Trainer
         let tokenizer: Tokenizer
@@ -104,8 +121,8 @@ struct Train: ParsableCommand {
         } else {
             let loaded = try TrainingData(path: data!, domain: domain, validFraction: 0.05)
             tokenizer = loaded.tokenizer
-            var config = ModelConfig(layers: model.layers, width: model.width, heads: model.heads,
-                                     vocab: tokenizer.vocabularySize, context: model.context ?? seq,
+            var config = ModelConfig(architecture: model.architecture, layers: model.layers, width: model.width,
+                                     heads: model.heads, vocab: tokenizer.vocabularySize, context: model.context ?? seq,
                                      ffn: model.ffn, dropout: dropout)
             let initial = try initFrom.map { try Checkpoint.read(from: try resolveCheckpoint($0)) }
             if let initial {
@@ -114,6 +131,15 @@ struct Train: ParsableCommand {
                 if config.vocab < tokenizer.vocabularySize {
                     throw ValidationError("--init-from: the model's vocabulary (\(config.vocab)) is smaller than the tokenizer's (\(tokenizer.vocabularySize))")
                 }
+            }
+            var maskedLM: MaskedLM?
+            if config.architecture == .bert {
+                guard let bpe = tokenizer as? BPETokenizer else {
+                    let who = initial == nil ? "--model bert" : "the --init-from model is a BERT, which"
+                    throw ValidationError("\(who) needs a prepared data folder (elle data prepare): its BPE tokenizer has the <|bos|>, <|mask|> and <|pad|> tokens BERT uses, and \(data!) is raw text, read as byte tokens without them")
+                }
+                config.padToken = bpe.pad
+                maskedLM = MaskedLM(tokenizer: bpe)
             }
             let total = steps ?? 1000
             var options = TrainingOptions(
@@ -133,6 +159,7 @@ struct Train: ParsableCommand {
             options.checkpointEvery = checkpointEvery
             options.bucketMB = bucketMB
             options.growth = try growth.schedule(source: config, steps: total, seed: seed)
+            options.maskedLM = maskedLM
             let gpt = try initial.map { saved in
                 guard let parameters = saved.tensor("parameters") else {
                     throw CheckpointError(path: initFrom!, "holds no parameters tensor")
@@ -158,6 +185,10 @@ struct Train: ParsableCommand {
         let options = trainer.options
         if log {
             print("model \(trainer.model.config), \(formatCount(trainer.model.parameterCount)) parameters")
+            if let m = options.maskedLM {
+                func percent(_ x: Float) -> String { "\(Int((x * 100).rounded()))%" }
+                print("masked LM: <|bos|>\(m.prompt == nil ? "" : " and domain prompt") first, \(percent(m.maskProbability)) of positions predicted: \(percent(m.maskTokenShare)) shown as <|mask|>, \(percent(m.randomTokenShare)) as a random token, \(percent(1 - m.maskTokenShare - m.randomTokenShare)) unchanged")
+            }
             if let growth = options.growth, trainer.step <= growth.step {
                 let target = growth.plan.target(source: trainer.model.config)
                 print("growth after update \(growth.step) to \(target) (\(formatCount(target.parameterCount)) parameters): \(growth.plan.summary)")
@@ -207,7 +238,9 @@ struct Train: ParsableCommand {
         }
         let hash = try trainer.verifyReplicas()
         if log { print(String(format: "parameters xxh64 %016llx, identical on %d rank(s)", hash, communicator.size)) }
-        if log && sampleTokens > 0 {
+        if log && sampleTokens > 0 && trainer.model.config.architecture != .gpt {
+            print("no sample: a \(trainer.model.config.architecture) model does not generate text")
+        } else if log && sampleTokens > 0 {
             let text = Generator(model: trainer.model, tokenizer: tokenizer)
                 .generate(prompt: "\n", count: sampleTokens, temperature: 0.8, topK: 40, seed: seed)
             print("--- sample ---\n\(text)\n--------------")

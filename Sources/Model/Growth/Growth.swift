@@ -152,9 +152,8 @@ public enum Growth {
         deep.layers = depth.sources.count
         try maps.validate(source: deep)
         let target = maps.target(source: deep)
-        let from = GPTLayout(config: config), to = GPTLayout(config: target)
         var sourceSpec: [String: TensorSpec] = [:]
-        for spec in from.tensors { sourceSpec[spec.name] = spec }
+        for spec in config.parameterTensors { sourceSpec[spec.name] = spec }
 
         let residual = AxisMap(units: maps.residual, old: config.width)
         let one = AxisMap.identity(1)
@@ -178,7 +177,7 @@ public enum Growth {
         }
 
         var result: [TensorMap] = []
-        for (grown, info) in zip(to.tensors, try to.growthRoles()) {
+        for (grown, info) in zip(target.parameterTensors, try target.growthRoles()) {
             var name = grown.name
             var inserted = false
             if let l = info.layer {

@@ -49,6 +49,16 @@ public struct TensorGrowthInfo: Equatable, Sendable {
     public var writesResidualBranch: Bool
 }
 
+extension ModelConfig {
+    /// The growth role of every parameter tensor of this architecture, in layout order.
+    public func growthRoles() throws -> [TensorGrowthInfo] {
+        switch architecture {
+        case .gpt: return try GPTLayout(config: self).growthRoles()
+        case .bert: return try BERTLayout(config: self).growthRoles()
+        }
+    }
+}
+
 extension GPTLayout {
     /// The growth role of every tensor, in layout order. Throws for a tensor without a rule, so a
     /// parameter added to GPT cannot be silently mis-grown.

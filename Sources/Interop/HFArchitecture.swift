@@ -1,0 +1,217 @@
+import Foundation
+import Model
+
+/// One elle parameter tensor and the Hugging Face state-dict entry that holds it.
+public struct HFTensorName: Equatable, Sendable {
+    /// The tensor's name in elle's layout (`TensorSpec.name`).
+    public var elle: String
+    /// Its key in the Hugging Face model class's state dict.
+    public var hf: String
+    /// Stored transposed: GPT-2's `Conv1D` keeps weights `[in, out]` where elle keeps `[out, in]`.
+    public var transposed: Bool
+    /// Rows indexed by token id (embeddings, output biases): an import whose tokenizer adds or
+    /// reorders special tokens moves these rows with the tokens.
+    public var tokenRows: Bool
+    /// Shape in elle's layout, and as the Hugging Face class stores it.
+    public var shape: [Int]
+    public var hfShape: [Int] { transposed ? shape.reversed() : shape }
+}
+
+/// Why an import may pass over a state-dict entry that no elle tensor maps to.
+public enum HFSkippedTensor: Equatable {
+    /// A buffer, not a parameter (e.g. GPT-2's causal mask `attn.bias`).
+    case buffer
+    /// An output layer tied to this entry of the table (it must hold the same values).
+    case tied(to: String)
+}
+
+/// The ids a Hugging Face config names (begin/end of text, padding).
+public struct HFSpecialIds: Equatable, Sendable {
+    public var endOfText: Int
+    public var pad: Int?
+    public init(endOfText: Int, pad: Int?) {
+        self.endOfText = endOfText
+        self.pad = pad
+    }
+}
+
+/// How one elle architecture corresponds to a Hugging Face model class: tensor names and
+/// layouts, which entries to skip, and `config.json` both ways. One conforming type per
+/// architecture; `HFArchitectures` picks it. GPT is `GPT2LMHeadModel`; BERT
+/// (`BertForMaskedLM`) plugs in as a second type with its own table.
+public protocol HFArchitecture {
+    /// `config.json`'s `model_type`, and the class its `architectures` names.
+    var modelType: String { get }
+    var modelClass: String { get }
+    /// Prefix of the base model's entries inside the class ("transformer." for GPT-2). Files
+    /// saved from the base model alone (such as openai-community/gpt2's) lack it; import accepts both.
+    var basePrefix: String { get }
+    /// Every elle tensor, in layout order, with its Hugging Face entry.
+    func tensorNames(for config: ModelConfig) -> [HFTensorName]
+    /// Whether an import may pass over an entry the table does not name (with the prefix removed).
+    func skipped(_ hfName: String) -> HFSkippedTensor?
+    /// `config.json` for a model of this config.
+    func configJSON(for config: ModelConfig, ids: HFSpecialIds) -> [String: Any]
+    /// The elle config of a `config.json` (its vocabulary as the file says); throws naming the
+    /// field that elle cannot represent.
+    func modelConfig(fromConfigJSON json: [String: Any], path: String) throws -> ModelConfig
+}
+
+public enum HFArchitectures {
+    /// Every mapping elle knows, for import by `model_type`.
+    public static let all: [HFArchitecture] = [GPT2Architecture()]
+
+    /// The mapping for an elle architecture; throws (naming `path`) for one without a mapping yet.
+    public static func forElle(_ architecture: Architecture, path: String) throws -> HFArchitecture {
+        switch architecture {
+        case .gpt: return GPT2Architecture()
+        case .bert: throw InteropError(path: path, "exporting BERT checkpoints is not supported yet (only GPT maps to a Hugging Face class)")
+        }
+    }
+
+    public static func forModelType(_ type: String) -> HFArchitecture? { all.first { $0.modelType == type } }
+}
+
+public struct InteropError: Error, CustomStringConvertible {
+    public let path: String
+    public let message: String
+    public init(path: String, _ message: String) {
+        self.path = path
+        self.message = message
+    }
+    public var description: String { "\(path): \(message)" }
+}
+
+/// elle's GPT as Hugging Face's `GPT2LMHeadModel`: the same pre-LN blocks with `gelu_new`, the
+/// output layer tied to `wte` (so `lm_head.weight` is not stored), the four matrices of each block
+/// in `Conv1D` layout (`[in, out]`, transposed from elle's `[out, in]`).
+public struct GPT2Architecture: HFArchitecture {
+    public init() {}
+    public var modelType: String { "gpt2" }
+    public var modelClass: String { "GPT2LMHeadModel" }
+    public var basePrefix: String { "transformer." }
+
+    /// elle block tensor -> (GPT-2 block entry, stored transposed).
+    static let blockTable: [(elle: String, hf: String, transposed: Bool)] = [
+        ("ln1.weight", "ln_1.weight", false), ("ln1.bias", "ln_1.bias", false),
+        ("attn.qkv.weight", "attn.c_attn.weight", true), ("attn.qkv.bias", "attn.c_attn.bias", false),
+        ("attn.proj.weight", "attn.c_proj.weight", true), ("attn.proj.bias", "attn.c_proj.bias", false),
+        ("ln2.weight", "ln_2.weight", false), ("ln2.bias", "ln_2.bias", false),
+        ("mlp.fc.weight", "mlp.c_fc.weight", true), ("mlp.fc.bias", "mlp.c_fc.bias", false),
+        ("mlp.proj.weight", "mlp.c_proj.weight", true), ("mlp.proj.bias", "mlp.c_proj.bias", false),
+    ]
+    static let topTable: [String: String] = [
+        "wte": "wte.weight", "wpe": "wpe.weight", "lnf.weight": "ln_f.weight", "lnf.bias": "ln_f.bias",
+    ]
+
+    public func tensorNames(for config: ModelConfig) -> [HFTensorName] {
+        GPTLayout(config: config).tensors.map { spec in
+            if let hf = GPT2Architecture.topTable[spec.name] {
+                return HFTensorName(elle: spec.name, hf: basePrefix + hf, transposed: false,
+                                    tokenRows: spec.name == "wte", shape: spec.shape)
+            }
+            // "blocks.L.REST"
+            let parts = spec.name.split(separator: ".", maxSplits: 2).map(String.init)
+            guard parts.count == 3, parts[0] == "blocks",
+                  let entry = GPT2Architecture.blockTable.first(where: { $0.elle == parts[2] }) else {
+                preconditionFailure("GPT2Architecture has no Hugging Face name for elle tensor \(spec.name)")
+            }
+            return HFTensorName(elle: spec.name, hf: basePrefix + "h.\(parts[1])." + entry.hf,
+                                transposed: entry.transposed, tokenRows: false, shape: spec.shape)
+        }
+    }
+
+    public func skipped(_ hfName: String) -> HFSkippedTensor? {
+        if hfName == "lm_head.weight" { return .tied(to: basePrefix + "wte.weight") }
+        // The causal mask and the masked-score constant older transformers saved per block.
+        if hfName.hasPrefix("h."), hfName.hasSuffix(".attn.bias") || hfName.hasSuffix(".attn.masked_bias") { return .buffer }
+        return nil
+    }
+
+    public func configJSON(for c: ModelConfig, ids: HFSpecialIds) -> [String: Any] {
+        var json: [String: Any] = [
+            "architectures": [modelClass], "model_type": modelType,
+            "vocab_size": c.vocab, "n_positions": c.context, "n_ctx": c.context,
+            "n_embd": c.width, "n_layer": c.layers, "n_head": c.heads, "n_inner": c.ffn,
+            "activation_function": "gelu_new",
+            "resid_pdrop": jsonNumber(c.dropout), "embd_pdrop": jsonNumber(c.dropout), "attn_pdrop": jsonNumber(c.dropout),
+            "layer_norm_epsilon": jsonNumber(c.layerNormEpsilon), "initializer_range": 0.02,
+            "scale_attn_weights": true, "scale_attn_by_inverse_layer_idx": false, "reorder_and_upcast_attn": false,
+            "tie_word_embeddings": true, "use_cache": true, "dtype": "float32",
+            "bos_token_id": ids.endOfText, "eos_token_id": ids.endOfText,
+        ]
+        if let pad = ids.pad { json["pad_token_id"] = pad }
+        return json
+    }
+
+    public func modelConfig(fromConfigJSON json: [String: Any], path: String) throws -> ModelConfig {
+        let field = ConfigFields(json: json, path: path)
+        let width = try field.int("n_embd")
+        let activation = try field.string("activation_function", default: "gelu_new")
+        // gelu_pytorch_tanh is the same tanh approximation as gelu_new.
+        guard activation == "gelu_new" || activation == "gelu_pytorch_tanh" else {
+            throw InteropError(path: path, "activation_function \(activation) is not elle's GELU (the tanh approximation, gelu_new)")
+        }
+        try field.require("scale_attn_weights", equals: true, default: true, why: "elle scales attention scores by 1/sqrt(head dim)")
+        try field.require("scale_attn_by_inverse_layer_idx", equals: false, default: false, why: "elle does not scale attention by layer")
+        try field.require("add_cross_attention", equals: false, default: false, why: "elle's GPT has no cross-attention")
+        try field.require("tie_word_embeddings", equals: true, default: true, why: "elle's GPT ties its output layer to the token embedding")
+        var config = ModelConfig(
+            architecture: .gpt, layers: try field.int("n_layer"), width: width, heads: try field.int("n_head"),
+            vocab: try field.int("vocab_size"), context: try field.int("n_positions", fallback: "n_ctx"),
+            ffn: try field.optionalInt("n_inner") ?? 4 * width,
+            dropout: Float(try field.double("resid_pdrop", default: 0.1)),
+            layerNormEpsilon: Float(try field.double("layer_norm_epsilon", default: 1e-5)))
+        if let elle = json["elle"] as? [String: Any], let origins = elle["layer_origins"] as? [Int], origins.count == config.layers {
+            config.layerOrigins = origins
+        }
+        do {
+            try config.validate()
+        } catch let error as ConfigError {
+            throw InteropError(path: path, "describes a model elle cannot build: \(error.description)")
+        }
+        return config
+    }
+}
+
+/// A float as the JSON number that reads back as the same float (0.1, not 0.10000000149011612).
+func jsonNumber(_ value: Float) -> Double { Double("\(value)")! }
+
+/// Typed reads of config.json fields, each failure naming the file and the field.
+struct ConfigFields {
+    let json: [String: Any]
+    let path: String
+
+    func int(_ key: String, fallback: String? = nil) throws -> Int {
+        if let value = try optionalInt(key) { return value }
+        if let fallback, let value = try optionalInt(fallback) { return value }
+        throw InteropError(path: path, "has no integer field \(key)")
+    }
+
+    func optionalInt(_ key: String) throws -> Int? {
+        guard let value = json[key], !(value is NSNull) else { return nil }
+        guard let number = value as? Int else { throw InteropError(path: path, "field \(key) is not an integer (\(value))") }
+        return number
+    }
+
+    func double(_ key: String, default fallback: Double) throws -> Double {
+        guard let value = json[key], !(value is NSNull) else { return fallback }
+        guard let number = value as? Double else { throw InteropError(path: path, "field \(key) is not a number (\(value))") }
+        return number
+    }
+
+    func string(_ key: String, default fallback: String) throws -> String {
+        guard let value = json[key], !(value is NSNull) else { return fallback }
+        guard let text = value as? String else { throw InteropError(path: path, "field \(key) is not a string (\(value))") }
+        return text
+    }
+
+    func require(_ key: String, equals expected: Bool, default fallback: Bool, why: String) throws {
+        var actual = fallback
+        if let value = json[key], !(value is NSNull) {
+            guard let flag = value as? Bool else { throw InteropError(path: path, "field \(key) is not true or false (\(value))") }
+            actual = flag
+        }
+        guard actual == expected else { throw InteropError(path: path, "has \(key) = \(actual); elle needs \(expected) (\(why))") }
+    }
+}

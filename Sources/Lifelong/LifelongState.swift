@@ -1,0 +1,57 @@
+import Data
+import Foundation
+
+/// Where a lifelong run stands and what it has measured: saved in every checkpoint (inside
+/// `TrainingState.lifelong`) so a run can report and continue.
+public struct LifelongState: Codable, Equatable, Sendable {
+    public enum Phase: String, Codable, Sendable {
+        /// Function recovering warmup after a growth.
+        case frw
+        /// Training on the stage's domain.
+        case main
+    }
+
+    /// The stage in progress (or the next one, when `phase` is nil).
+    public var stage: Int
+    public var phase: Phase?
+    /// Updates done in the current phase.
+    public var stepInPhase: Int
+    /// Loader positions of the current phase: the phase's own data, then one per replayed domain.
+    public var loaders: [LoaderPosition]
+    public var adaptive: AdaptiveReplayWeights?
+    public var matrix: PerplexityMatrix
+    /// Training FLOPs so far (6 N tokens + attention, as `elle bench` counts them; warmups
+    /// included, evaluation not).
+    public var flops: Double
+    /// Validation perplexity of the seen domains around each growth, by stage: before growing,
+    /// right after, and after the warmup.
+    public var growthEffects: [GrowthEffect]
+
+    public struct GrowthEffect: Codable, Equatable, Sendable {
+        public var stage: Int
+        public var before: [Double]
+        public var afterGrowth: [Double]
+        public var afterWarmup: [Double]?
+    }
+
+    public init(domains: [String]) {
+        stage = 0
+        phase = nil
+        stepInPhase = 0
+        loaders = []
+        adaptive = nil
+        matrix = PerplexityMatrix(domains: domains)
+        flops = 0
+        growthEffects = []
+    }
+
+    public func encoded() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+
+    public static func decode(_ text: String) throws -> LifelongState {
+        try JSONDecoder().decode(LifelongState.self, from: Data(text.utf8))
+    }
+}

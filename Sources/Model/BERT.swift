@@ -1,0 +1,343 @@
+import Tensors
+
+/// A BERT masked language model: token and learned position embeddings with a LayerNorm on their
+/// sum, post-LN encoder blocks (x = LN(x + Attention(x)); x = LN(x + MLP(x))) with bidirectional
+/// attention that ignores padding keys (`config.padToken`), exact (erf) GELU, dropout on the
+/// embeddings, attention probabilities and both branches, and an MLM head (dense D -> D, GELU,
+/// LayerNorm, projection tied to the token embedding, plus an output bias).
+///
+/// As in fairseq, the head runs only where a prediction is needed: at the positions whose target
+/// is >= 0 when targets are given (the masked positions; the loss is their mean), at every
+/// position otherwise. `logits` then holds one row per predicted position, in position order
+/// (`predictedPositions`). For the same reason the last block runs its per-position part (output
+/// projection, norms, MLP) only at those rows; its attention still reads every position. Both
+/// are exact: nothing else reads the skipped rows.
+///
+/// Parameters and gradients are flat buffers laid out by `BERTLayout`; activations live in one
+/// buffer sized for the batch shape; `backward` adds into `gradients`.
+public final class BERT: LanguageModel {
+    public let config: ModelConfig
+    public let layout: BERTLayout
+    public let parameters: FloatBuffer
+    public let gradients: FloatBuffer
+
+    private var acts: BERTActivations?
+    private var actBuffer = FloatBuffer(count: 0)
+    private var tokens = Buffer<Int32>(count: 0)
+    /// Rows the head predicts (positions in the (B, T) batch) and their targets, compacted.
+    private var predicted = Buffer<Int32>(count: 0)
+    private var predictedTargets = Buffer<Int32>(count: 0)
+    private var hasPadding = false
+    /// Whether the last block's per-position part ran only at the predicted rows.
+    private var lastPruned = false
+    private var lastBatch = 0, lastSeq = 0
+    private var lastHadTargets = false
+    private var lastDropoutSeed: UInt64?
+    /// Number of rows the head predicted in the last forward pass (rows of `logits`).
+    public private(set) var predictedCount = 0
+    /// The mean loss over the predicted positions of the last forward pass with targets, in Float64.
+    public private(set) var lastLoss: Double = 0
+
+    /// A model with freshly initialized parameters (BERT's scheme, deterministic from `seed`).
+    public convenience init(config: ModelConfig, seed: UInt64) throws {
+        try self.init(config: config, parameters: nil)
+        initializeParameters(seed: seed)
+    }
+
+    /// A model over existing parameters (e.g. from a checkpoint), or zeros when nil.
+    public init(config: ModelConfig, parameters: FloatBuffer?) throws {
+        try config.validate()
+        guard config.architecture == .bert else {
+            throw ConfigError(field: "architecture", message: "is \(config.architecture), but this is the BERT model")
+        }
+        self.config = config
+        layout = BERTLayout(config: config)
+        if let parameters {
+            guard parameters.count == layout.parameterCount else {
+                throw ConfigError(field: "parameters",
+                    message: "has \(parameters.count) values but \(config) needs \(layout.parameterCount)")
+            }
+            self.parameters = parameters
+        } else {
+            self.parameters = FloatBuffer(count: layout.parameterCount)
+        }
+        gradients = FloatBuffer(count: layout.parameterCount)
+    }
+
+    public var tensors: [TensorSpec] { layout.tensors }
+
+    /// Weights and embeddings ~ N(0, 0.02), biases 0, norm gains 1 (BERT). Chunks of 64 Ki
+    /// values each draw from their own stream seeded by (seed, tensor, chunk), so the result does
+    /// not depend on the thread count.
+    public func initializeParameters(seed: UInt64) {
+        for (index, spec) in layout.tensors.enumerated() {
+            let p = parameters.pointer + spec.offset
+            if spec.name.hasSuffix("bias") {
+                p.update(repeating: 0, count: spec.count)
+            } else if spec.name.hasSuffix("ln.weight") || spec.name.hasSuffix("ln1.weight") || spec.name.hasSuffix("ln2.weight") {
+                p.update(repeating: 1, count: spec.count)
+            } else {
+                let chunk = 1 << 16
+                let chunks = (spec.count + chunk - 1) / chunk
+                Parallel.forRanges(chunks) { _, range in
+                    for c in range {
+                        var rng = Xoshiro256(seed: SplitMix64.mix(seed, UInt64(index), UInt64(c)))
+                        for i in (c * chunk)..<min((c + 1) * chunk, spec.count) {
+                            p[i] = Float(rng.nextNormal() * 0.02)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    public func zeroGradients() { gradients.zero() }
+
+    /// Logits (predictedCount, V) of the last forward pass (overwritten by `backward`).
+    public var logits: UnsafeMutablePointer<Float> {
+        guard let acts else { preconditionFailure("logits read before any forward pass") }
+        return actBuffer.pointer + acts.logits
+    }
+
+    /// The batch positions (b * T + t) of the rows of `logits`, in order.
+    public var predictedPositions: UnsafePointer<Int32> { UnsafePointer(predicted.pointer) }
+
+    public func activationCount(batch: Int, seq: Int) -> Int {
+        BERTActivations(config: config, batch: batch, seq: seq, threads: Parallel.threads).count
+    }
+
+    /// Runs B sequences of T tokens (row-major (B, T)). With `targets` ((B, T), negative = not
+    /// predicted) returns the mean loss over the positions with a target; without, the head
+    /// predicts every position and the result is 0. Dropout is active when `dropoutSeed` is given
+    /// and the config's dropout is positive.
+    @discardableResult
+    public func forward(
+        tokens inputTokens: UnsafePointer<Int32>, targets inputTargets: UnsafePointer<Int32>?,
+        batch b: Int, seq t: Int, dropoutSeed: UInt64?
+    ) -> Float {
+        precondition(t >= 1 && t <= config.context, "sequence length \(t) outside 1...\(config.context)")
+        let c = config, n = b * t, d = c.width, a = c.attentionWidth, f = c.ffn, v = c.vocab
+        prepare(batch: b, seq: t)
+        let acts = self.acts!
+        tokens.pointer.update(from: inputTokens, count: n)
+        for i in 0..<n where inputTokens[i] < 0 || Int(inputTokens[i]) >= v {
+            preconditionFailure("token id \(inputTokens[i]) at position \(i) outside vocabulary 0..<\(v)")
+        }
+        lastBatch = b; lastSeq = t; lastHadTargets = inputTargets != nil
+        lastDropoutSeed = c.dropout > 0 ? dropoutSeed : nil
+
+        // The rows the head predicts.
+        var m = 0
+        if let inputTargets {
+            for i in 0..<n where inputTargets[i] >= 0 {
+                precondition(Int(inputTargets[i]) < v, "target \(inputTargets[i]) at position \(i) outside vocabulary 0..<\(v)")
+                predicted[m] = Int32(i)
+                predictedTargets[m] = inputTargets[i]
+                m += 1
+            }
+        } else {
+            for i in 0..<n { predicted[i] = Int32(i) }
+            m = n
+        }
+        predictedCount = m
+        lastPruned = m < n
+
+        let P = parameters.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
+        let eps = c.layerNormEpsilon
+        let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
+        let scratch = A + acts.attentionScratch
+        let keyMask = A + acts.keyMask
+        hasPadding = false
+        if let pad = c.padToken {
+            for i in 0..<n {
+                let isPad = inputTokens[i] == pad
+                keyMask[i] = isPad ? 0 : 1
+                hasPadding = hasPadding || isPad
+            }
+        }
+
+        Embedding.forward(out: A + acts.embeddingSum, tokens: tokens.pointer, wte: P + layout.tokenEmbedding,
+                          wpe: P + layout.positionEmbedding, batch: b, seq: t, width: d)
+        LayerNorm.forward(out: A + acts.output[0], mean: A + acts.embeddingMean, rstd: A + acts.embeddingRstd,
+                          x: A + acts.embeddingSum, weight: P + layout.embeddingNormWeight,
+                          bias: P + layout.embeddingNormBias, rows: n, width: d, epsilon: eps, affine: affine)
+        if let drop = dropout(site: 0) { drop.apply(out: A + acts.output[0], x: A + acts.output[0], count: n * d) }
+
+        for (l, w) in layout.blocks.enumerated() {
+            let s = acts.layers[l], x = A + acts.output[l]
+            // Attention over every position.
+            Linear.forward(out: A + s.qkv, x: x, weight: P + w.qkvWeight, bias: P + w.qkvBias,
+                           rows: n, inFeatures: d, outFeatures: 3 * a)
+            BidirectionalAttention.forward(out: A + s.atty, att: A + s.att, qkv: A + s.qkv,
+                                           keyMask: hasPadding ? keyMask : nil, shape: shape,
+                                           dropout: dropout(site: 1 + 3 * l), scratch: scratch)
+            // The rest of the block is per position: the last block runs it only at the rows the
+            // head reads.
+            let r = rows(ofBlock: l)
+            if r.count < n {
+                RowGather.forward(out: r.input, x: x, rows: predicted.pointer, count: m, width: d)
+                RowGather.forward(out: r.atty, x: A + s.atty, rows: predicted.pointer, count: m, width: a)
+            }
+            let branch = A + acts.branch, k = r.count
+            Linear.forward(out: branch, x: r.atty, weight: P + w.attnProjWeight, bias: P + w.attnProjBias,
+                           rows: k, inFeatures: a, outFeatures: d)
+            addResidual(out: A + s.residual1, x: r.input, branch: branch, count: k * d, site: 2 + 3 * l)
+            LayerNorm.forward(out: A + s.hidden, mean: A + s.ln1Mean, rstd: A + s.ln1Rstd, x: A + s.residual1,
+                              weight: P + w.ln1Weight, bias: P + w.ln1Bias, rows: k, width: d, epsilon: eps, affine: affine)
+            Linear.forward(out: A + s.fcPre, x: A + s.hidden, weight: P + w.fcWeight, bias: P + w.fcBias,
+                           rows: k, inFeatures: d, outFeatures: f)
+            ErfGELU.forward(out: A + s.fcPost, x: A + s.fcPre, count: k * f)
+            Linear.forward(out: branch, x: A + s.fcPost, weight: P + w.fcProjWeight, bias: P + w.fcProjBias,
+                           rows: k, inFeatures: f, outFeatures: d)
+            addResidual(out: A + s.residual2, x: A + s.hidden, branch: branch, count: k * d, site: 3 + 3 * l)
+            LayerNorm.forward(out: A + acts.output[l + 1], mean: A + s.ln2Mean, rstd: A + s.ln2Rstd, x: A + s.residual2,
+                              weight: P + w.ln2Weight, bias: P + w.ln2Bias, rows: k, width: d, epsilon: eps, affine: affine)
+        }
+
+        // MLM head on the predicted rows (the first m rows of the last output, in order):
+        // logits = LN(GELU(dense(x))) wte^T + bias.
+        let headIn = A + acts.output[c.layers]
+        Linear.forward(out: A + acts.headPre, x: headIn, weight: P + layout.headDenseWeight,
+                       bias: P + layout.headDenseBias, rows: m, inFeatures: d, outFeatures: d)
+        ErfGELU.forward(out: A + acts.headPost, x: A + acts.headPre, count: m * d)
+        LayerNorm.forward(out: A + acts.headNorm, mean: A + acts.headMean, rstd: A + acts.headRstd, x: A + acts.headPost,
+                          weight: P + layout.headNormWeight, bias: P + layout.headNormBias, rows: m, width: d,
+                          epsilon: eps, affine: affine)
+        Linear.forward(out: A + acts.logits, x: A + acts.headNorm, weight: P + layout.tokenEmbedding,
+                       bias: P + layout.outputBias, rows: m, inFeatures: d, outFeatures: v)
+        guard inputTargets != nil else { return 0 }
+        let (sum, _) = CrossEntropy.forward(losses: A + acts.losses, logSumExp: A + acts.logSumExp, logits: A + acts.logits,
+                                            targets: predictedTargets.pointer, rows: m, vocab: v)
+        lastLoss = m > 0 ? sum / Double(m) : 0
+        return Float(lastLoss)
+    }
+
+    /// Adds d(mean loss of the last forward)/d(parameters) into `gradients`.
+    public func backward() {
+        guard let acts, lastHadTargets else { preconditionFailure("backward without a forward pass with targets") }
+        let c = config, b = lastBatch, t = lastSeq, n = b * t, m = predictedCount
+        let d = c.width, a = c.attentionWidth, f = c.ffn, v = c.vocab
+        let P = parameters.pointer, G = gradients.pointer, A = actBuffer.pointer
+        let affine = c.normalization == .affine
+        let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
+        let scratch = A + acts.attentionScratch
+        let dOutput = A + acts.dOutput, dResidual = A + acts.dResidual, branch = A + acts.branch
+
+        // Head, in reverse: projection (tied) and bias, norm, GELU, dense. dOutput gets the
+        // gradient of the last block's output rows.
+        CrossEntropy.backward(logits: A + acts.logits, logSumExp: A + acts.logSumExp, targets: predictedTargets.pointer,
+                              rows: m, vocab: v, scale: m > 0 ? 1 / Float(m) : 0)
+        Linear.backward(dx: dResidual, dweight: G + layout.tokenEmbedding, dbias: G + layout.outputBias,
+                        dout: A + acts.logits, x: A + acts.headNorm, weight: P + layout.tokenEmbedding,
+                        rows: m, inFeatures: d, outFeatures: v)
+        branch.update(repeating: 0, count: m * d)
+        LayerNorm.backward(dx: branch, dweight: G + layout.headNormWeight, dbias: G + layout.headNormBias,
+                           dout: dResidual, x: A + acts.headPost, weight: P + layout.headNormWeight,
+                           mean: A + acts.headMean, rstd: A + acts.headRstd, rows: m, width: d, affine: affine)
+        ErfGELU.backward(dx: branch, dout: branch, x: A + acts.headPre, count: m * d)
+        Linear.backward(dx: dOutput, dweight: G + layout.headDenseWeight, dbias: G + layout.headDenseBias,
+                        dout: branch, x: A + acts.output[c.layers], weight: P + layout.headDenseWeight,
+                        rows: m, inFeatures: d, outFeatures: d)
+
+        for l in stride(from: c.layers - 1, through: 0, by: -1) {
+            let w = layout.blocks[l], s = acts.layers[l]
+            let r = rows(ofBlock: l), k = r.count
+            // output = ln2(residual2), residual2 = hidden + dropout(fcProj(gelu(fc(hidden))))
+            dResidual.update(repeating: 0, count: k * d)
+            LayerNorm.backward(dx: dResidual, dweight: G + w.ln2Weight, dbias: G + w.ln2Bias, dout: dOutput,
+                               x: A + s.residual2, weight: P + w.ln2Weight, mean: A + s.ln2Mean, rstd: A + s.ln2Rstd,
+                               rows: k, width: d, affine: affine)
+            var dBranch = branchGradient(dResidual, count: k * d, site: 3 + 3 * l)
+            Linear.backward(dx: A + acts.dFC, dweight: G + w.fcProjWeight, dbias: G + w.fcProjBias, dout: dBranch,
+                            x: A + s.fcPost, weight: P + w.fcProjWeight, rows: k, inFeatures: f, outFeatures: d)
+            ErfGELU.backward(dx: A + acts.dFC, dout: A + acts.dFC, x: A + s.fcPre, count: k * f)
+            // dResidual becomes d(hidden): the skip path plus the MLP's input gradient.
+            Linear.backward(dx: dResidual, dweight: G + w.fcWeight, dbias: G + w.fcBias, dout: A + acts.dFC,
+                            x: A + s.hidden, weight: P + w.fcWeight, rows: k, inFeatures: d, outFeatures: f,
+                            accumulateInput: true)
+            // hidden = ln1(residual1), residual1 = x + dropout(proj(attention(qkv(x))))
+            dOutput.update(repeating: 0, count: k * d)
+            LayerNorm.backward(dx: dOutput, dweight: G + w.ln1Weight, dbias: G + w.ln1Bias, dout: dResidual,
+                               x: A + s.residual1, weight: P + w.ln1Weight, mean: A + s.ln1Mean, rstd: A + s.ln1Rstd,
+                               rows: k, width: d, affine: affine)
+            dBranch = branchGradient(dOutput, count: k * d, site: 2 + 3 * l)
+            // A pruned block's row gradients go back to every position: d(atty) through the
+            // (free) dQKV scratch, d(x) through dResidual; both are zero at the other rows.
+            let dAttyRows = k < n ? A + acts.dQKV : A + acts.dAtty
+            Linear.backward(dx: dAttyRows, dweight: G + w.attnProjWeight, dbias: G + w.attnProjBias, dout: dBranch,
+                            x: r.atty, weight: P + w.attnProjWeight, rows: k, inFeatures: a, outFeatures: d)
+            if k < n {
+                (A + acts.dAtty).update(repeating: 0, count: n * a)
+                RowGather.backward(dx: A + acts.dAtty, dout: dAttyRows, rows: predicted.pointer, count: k, width: a)
+                dResidual.update(from: dOutput, count: k * d)
+                dOutput.update(repeating: 0, count: n * d)
+                RowGather.backward(dx: dOutput, dout: dResidual, rows: predicted.pointer, count: k, width: d)
+            }
+            BidirectionalAttention.backward(dqkv: A + acts.dQKV, dout: A + acts.dAtty, qkv: A + s.qkv, att: A + s.att,
+                                            shape: shape, dropout: dropout(site: 1 + 3 * l), scratch: scratch)
+            // dOutput becomes d(x), the gradient of the previous block's output.
+            Linear.backward(dx: dOutput, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.dQKV,
+                            x: A + acts.output[l], weight: P + w.qkvWeight, rows: n, inFeatures: d, outFeatures: 3 * a,
+                            accumulateInput: true)
+        }
+        let dNormOut = branchGradient(dOutput, count: n * d, site: 0)
+        dResidual.update(repeating: 0, count: n * d)
+        LayerNorm.backward(dx: dResidual, dweight: G + layout.embeddingNormWeight, dbias: G + layout.embeddingNormBias,
+                           dout: dNormOut, x: A + acts.embeddingSum, weight: P + layout.embeddingNormWeight,
+                           mean: A + acts.embeddingMean, rstd: A + acts.embeddingRstd, rows: n, width: d, affine: affine)
+        Embedding.backward(dwte: G + layout.tokenEmbedding, dwpe: G + layout.positionEmbedding,
+                           dout: dResidual, tokens: tokens.pointer, batch: b, seq: t, width: d)
+        lastHadTargets = false  // the logits now hold gradients
+    }
+
+    /// The rows block l's per-position part (after attention) runs on, and where its inputs are:
+    /// every position, or for the last block of a pass that predicts fewer rows (training), just
+    /// the predicted rows, gathered (its other outputs would never be read).
+    private func rows(ofBlock l: Int) -> (count: Int, input: UnsafeMutablePointer<Float>, atty: UnsafeMutablePointer<Float>) {
+        let A = actBuffer.pointer, acts = self.acts!
+        if lastPruned && l == config.layers - 1 {
+            return (predictedCount, A + acts.prunedInput, A + acts.prunedAtty)
+        }
+        return (lastBatch * lastSeq, A + acts.output[l], A + acts.layers[l].atty)
+    }
+
+    // MARK: helpers
+
+    /// Allocates activations for (b, t) if the current ones are too small or a different shape.
+    private func prepare(batch b: Int, seq t: Int) {
+        if let acts, acts.batch == b, acts.seq == t, acts.threads >= Parallel.threads { return }
+        let fresh = BERTActivations(config: config, batch: b, seq: t, threads: Parallel.threads)
+        actBuffer = FloatBuffer(count: fresh.count)
+        tokens = Buffer<Int32>(count: b * t)
+        predicted = Buffer<Int32>(count: b * t)
+        predictedTargets = Buffer<Int32>(count: b * t)
+        acts = fresh
+    }
+
+    /// The dropout of one site in this pass (0: the embedding norm's output; 1 + 3l: attention
+    /// probabilities of block l; 2 + 3l and 3 + 3l: its two branches), or nil when dropout is off.
+    private func dropout(site: Int) -> Dropout? {
+        guard let seed = lastDropoutSeed else { return nil }
+        let key = UInt32(truncatingIfNeeded: SplitMix64.mix(seed, UInt64(site)))
+        return Dropout(probability: config.dropout, key: key)
+    }
+
+    /// out = x + dropout(branch)
+    private func addResidual(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
+                             branch: UnsafePointer<Float>, count: Int, site: Int) {
+        if let drop = dropout(site: site) {
+            drop.addApplied(out: out, a: x, x: branch, count: count)
+        } else {
+            residualAdd(out: out, a: x, b: branch, count: count)
+        }
+    }
+
+    /// The gradient reaching a dropped-out branch: dropout(gradient) in the branch scratch, or
+    /// the gradient itself when dropout is off.
+    private func branchGradient(_ gradient: UnsafeMutablePointer<Float>, count: Int, site: Int) -> UnsafeMutablePointer<Float> {
+        guard let drop = dropout(site: site), let acts else { return gradient }
+        let out = actBuffer.pointer + acts.branch
+        drop.apply(out: out, x: gradient, count: count)
+        return out
+    }
+}

@@ -1,0 +1,191 @@
+import Tensors
+
+/// Where every BERT parameter lives in the flat parameter buffer (gradients and Adam moments use
+/// the same layout). Weights are stored [out, in] (y = x W^T + b).
+///
+/// Order: embeddings and their norm, blocks 0..<L (each in forward order: attention, post-norm
+/// `ln1`, MLP, post-norm `ln2`), then the MLM head (dense, GELU, norm, projection tied to `wte`,
+/// output bias).
+public struct BERTLayout: Sendable {
+    public struct Block: Sendable {
+        public var qkvWeight, qkvBias: Int          // (3A, D), (3A)
+        public var attnProjWeight, attnProjBias: Int // (D, A), (D)
+        public var ln1Weight, ln1Bias: Int          // (D), (D): LN(x + attention)
+        public var fcWeight, fcBias: Int            // (F, D), (F)
+        public var fcProjWeight, fcProjBias: Int    // (D, F), (D)
+        public var ln2Weight, ln2Bias: Int          // (D), (D): LN(x + MLP)
+    }
+
+    public let tokenEmbedding: Int        // (V, D), also the MLM output projection (tied)
+    public let positionEmbedding: Int     // (context, D)
+    public let embeddingNormWeight, embeddingNormBias: Int // (D), (D)
+    public let blocks: [Block]
+    public let headDenseWeight, headDenseBias: Int  // (D, D), (D)
+    public let headNormWeight, headNormBias: Int    // (D), (D): the last norm before the tied projection
+    public let outputBias: Int                      // (V)
+    public let tensors: [TensorSpec]
+    public let parameterCount: Int
+
+    public init(config c: ModelConfig) {
+        let d = c.width, a = c.attentionWidth, f = c.ffn
+        var carve = Carver()
+        tokenEmbedding = carve.take("wte", [c.vocab, d], decays: true)
+        positionEmbedding = carve.take("wpe", [c.context, d], decays: true)
+        embeddingNormWeight = carve.take("emb_ln.weight", [d])
+        embeddingNormBias = carve.take("emb_ln.bias", [d])
+        var blocks: [Block] = []
+        for l in 0..<c.layers {
+            let p = "blocks.\(l)."
+            blocks.append(Block(
+                qkvWeight: carve.take(p + "attn.qkv.weight", [3 * a, d], decays: true),
+                qkvBias: carve.take(p + "attn.qkv.bias", [3 * a]),
+                attnProjWeight: carve.take(p + "attn.proj.weight", [d, a], decays: true),
+                attnProjBias: carve.take(p + "attn.proj.bias", [d]),
+                ln1Weight: carve.take(p + "ln1.weight", [d]),
+                ln1Bias: carve.take(p + "ln1.bias", [d]),
+                fcWeight: carve.take(p + "mlp.fc.weight", [f, d], decays: true),
+                fcBias: carve.take(p + "mlp.fc.bias", [f]),
+                fcProjWeight: carve.take(p + "mlp.proj.weight", [d, f], decays: true),
+                fcProjBias: carve.take(p + "mlp.proj.bias", [d]),
+                ln2Weight: carve.take(p + "ln2.weight", [d]),
+                ln2Bias: carve.take(p + "ln2.bias", [d])))
+        }
+        self.blocks = blocks
+        headDenseWeight = carve.take("head.dense.weight", [d, d], decays: true)
+        headDenseBias = carve.take("head.dense.bias", [d])
+        headNormWeight = carve.take("head.ln.weight", [d])
+        headNormBias = carve.take("head.ln.bias", [d])
+        outputBias = carve.take("head.bias", [c.vocab])
+        tensors = carve.tensors
+        parameterCount = carve.count
+    }
+
+    public func tensor(named name: String) -> TensorSpec? { tensors.first { $0.name == name } }
+
+    /// The growth role of every tensor, in layout order (docs/GROWTH.md): encoder norms are
+    /// `norm`, the MLM-head dense layer maps the residual stream to itself, and the MLM-head norm
+    /// is the `outputNorm`, where the tied embedding's division goes. Throws for a tensor without
+    /// a rule.
+    public func growthRoles() throws -> [TensorGrowthInfo] {
+        try tensors.map { spec in
+            func info(_ role: TensorRole) -> TensorGrowthInfo { TensorGrowthInfo(role: role, layer: nil, writesResidualBranch: false) }
+            switch spec.name {
+            case "wte", "wpe": return info(.embedding)
+            case "emb_ln.weight", "emb_ln.bias": return info(.norm)
+            case "head.dense.weight": return info(.weight(out: .residual, in: .residual))
+            case "head.dense.bias": return info(.bias(.residual))
+            case "head.ln.weight", "head.ln.bias": return info(.outputNorm)
+            case "head.bias": return info(.bias(.fixed))
+            default: break
+            }
+            let parts = spec.name.split(separator: ".", maxSplits: 2)
+            guard parts.count == 3, parts[0] == "blocks", let layer = Int(parts[1]) else {
+                throw GrowthPlanError(field: spec.name, message: "is a tensor growth has no rule for")
+            }
+            let role: TensorRole
+            switch parts[2] {
+            case "ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias": role = .norm
+            case "attn.qkv.weight": role = .weight(out: .qkv, in: .residual)
+            case "attn.qkv.bias": role = .bias(.qkv)
+            case "attn.proj.weight": role = .weight(out: .residual, in: .attention)
+            case "attn.proj.bias": role = .bias(.residual)
+            case "mlp.fc.weight": role = .weight(out: .ffn, in: .residual)
+            case "mlp.fc.bias": role = .bias(.ffn)
+            case "mlp.proj.weight": role = .weight(out: .residual, in: .ffn)
+            case "mlp.proj.bias": role = .bias(.residual)
+            default: throw GrowthPlanError(field: spec.name, message: "is a tensor growth has no rule for")
+            }
+            // The branch outputs an identity block zeroes (not exact here: see docs/GROWTH.md).
+            let writes = ["attn.proj.weight", "attn.proj.bias", "mlp.proj.weight", "mlp.proj.bias"].contains(parts[2])
+            return TensorGrowthInfo(role: role, layer: layer, writesResidualBranch: writes)
+        }
+    }
+}
+
+/// Where every activation of one BERT forward pass lives, for B sequences of length T (N = B T).
+/// The head buffers have N rows: the head runs on the M <= N predicted positions, and so does the
+/// last block after its attention when M < N (its per-position buffers then hold M rows).
+struct BERTActivations {
+    struct Layer {
+        var qkv: Int                        // (N, 3A)
+        var att: Int                        // (B, H, T, T) softmax probabilities
+        var atty: Int                       // (N, A) attention output before projection
+        var residual1: Int                  // (N, D) x + attention branch: the input of ln1
+        var ln1Mean, ln1Rstd: Int           // (N), (N)
+        var hidden: Int                     // (N, D) ln1's output
+        var fcPre, fcPost: Int              // (N, F) before and after GELU
+        var residual2: Int                  // (N, D) hidden + MLP branch: the input of ln2
+        var ln2Mean, ln2Rstd: Int           // (N), (N)
+    }
+
+    let batch: Int, seq: Int, threads: Int
+    let embeddingSum: Int                   // (N, D) wte[token] + wpe[position]
+    let embeddingMean, embeddingRstd: Int   // (N), (N)
+    /// output[0] is the (dropped-out) embedding norm's output; output[l + 1] block l's (its ln2). (N, D)
+    /// When the last block is pruned, output[L] holds its M predicted rows, in order.
+    let output: [Int]
+    let layers: [Layer]
+    let keyMask: Int                        // (N) 1 = a real token, 0 = padding
+    /// The last block's input and attention output at the predicted rows, when it runs only there.
+    let prunedInput: Int                    // (N, D)
+    let prunedAtty: Int                     // (N, A)
+    // MLM head on the predicted rows (the first M rows of output[L]).
+    let headPre, headPost: Int              // (N, D) dense output before and after GELU
+    let headNorm, headMean, headRstd: Int   // (N, D), (N), (N)
+    let logits: Int                         // (N, V); overwritten by dlogits in backward
+    let logSumExp, losses: Int              // (N), (N)
+    // Scratch shared across layers.
+    let branch: Int                         // (N, D) a branch output, or its gradient
+    let dOutput: Int                        // (N, D) gradient of a block's output
+    let dResidual: Int                      // (N, D) gradient of a norm's input
+    let dQKV: Int                           // (N, 3A)
+    let dAtty: Int                          // (N, A)
+    let dFC: Int                            // (N, F)
+    let attentionScratch: Int               // (threads, 2, T, T)
+    let count: Int
+
+    init(config c: ModelConfig, batch b: Int, seq t: Int, threads: Int) {
+        let n = b * t, d = c.width, a = c.attentionWidth, f = c.ffn
+        batch = b; seq = t; self.threads = threads
+        var carve = Carver()
+        embeddingSum = carve.take("embedding.sum", [n, d])
+        embeddingMean = carve.take("embedding.mean", [n])
+        embeddingRstd = carve.take("embedding.rstd", [n])
+        var output = [carve.take("output.0", [n, d])]
+        var layers: [Layer] = []
+        for l in 0..<c.layers {
+            layers.append(Layer(
+                qkv: carve.take("qkv", [n, 3 * a]),
+                att: carve.take("att", [b, c.heads, t, t]),
+                atty: carve.take("atty", [n, a]),
+                residual1: carve.take("residual1", [n, d]),
+                ln1Mean: carve.take("ln1.mean", [n]), ln1Rstd: carve.take("ln1.rstd", [n]),
+                hidden: carve.take("hidden", [n, d]),
+                fcPre: carve.take("fc.pre", [n, f]), fcPost: carve.take("fc.post", [n, f]),
+                residual2: carve.take("residual2", [n, d]),
+                ln2Mean: carve.take("ln2.mean", [n]), ln2Rstd: carve.take("ln2.rstd", [n])))
+            output.append(carve.take("output.\(l + 1)", [n, d]))
+        }
+        self.output = output
+        self.layers = layers
+        keyMask = carve.take("key.mask", [n])
+        prunedInput = carve.take("pruned.input", [n, d])
+        prunedAtty = carve.take("pruned.atty", [n, a])
+        headPre = carve.take("head.pre", [n, d])
+        headPost = carve.take("head.post", [n, d])
+        headNorm = carve.take("head.norm", [n, d])
+        headMean = carve.take("head.mean", [n])
+        headRstd = carve.take("head.rstd", [n])
+        logits = carve.take("logits", [n, c.vocab])
+        logSumExp = carve.take("lse", [n])
+        losses = carve.take("losses", [n])
+        branch = carve.take("branch", [n, d])
+        dOutput = carve.take("doutput", [n, d])
+        dResidual = carve.take("dresidual", [n, d])
+        dQKV = carve.take("dqkv", [n, 3 * a])
+        dAtty = carve.take("datty", [n, a])
+        dFC = carve.take("dfc", [n, f])
+        attentionScratch = carve.take("attention.scratch", [threads, 2, t, t])
+        count = carve.count
+    }
+}

@@ -1,0 +1,171 @@
+import ArgumentParser
+import Data
+import Distributed
+import Foundation
+import Interop
+import Lifelong
+import Model
+import Training
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Evaluate a checkpoint: perplexity per domain, or the loss and logits of given tokens.",
+        discussion: """
+            Domains (the default): each domain's valid split of a prepared data folder (sequences start \
+            with the domain's prompt token unless --no-prompt), sharded across ranks under mpirun; \
+            prints loss and perplexity per domain and their mean (AP). Defaults come from the \
+            checkpoint: its data folder, sequence length and, for a lifelong checkpoint, the domains \
+            it has seen.
+
+            Tokens (--tokens or --text): runs the model on those sequences and prints each one's mean \
+            next-token loss; --logits writes a safetensors file with `tokens` (I32, [N, T]) and \
+            `logits` (F32, [N, T, V]), which scripts/check_hf_interop.py compares with transformers. \
+            Dropout is off in both modes.
+            """)
+
+    @Option(help: "A checkpoint file, or a run folder (its newest valid checkpoint).") var checkpoint: String
+    @Option(help: "Prepared data folder (default: the one the checkpoint was trained on).") var data: String?
+    @Option(help: "Comma-separated domains (default: every domain the checkpoint has seen, or all).") var domains: String?
+    @Option(help: "Validation batches per domain (default: all of the valid split).") var batches: Int?
+    @Flag(help: "Do not prepend the domain prompt token.") var noPrompt = false
+    @Flag(help: "Print one JSON object instead of text (domain mode).") var json = false
+    @Option(help: "Token ids, one sequence per line, separated by spaces or commas; every line the same length, at most the model's context.")
+    var tokens: String?
+    @Option(help: "A UTF-8 text file, encoded with the checkpoint's tokenizer and cut to the model's context, as one sequence.")
+    var text: String?
+    @Option(help: "With --tokens or --text: write the tokens and logits to this safetensors file.") var logits: String?
+    @OptionGroup var compute: ComputeOptions
+    @OptionGroup var parallel: ParallelOptions
+
+    func validate() throws {
+        if tokens != nil && text != nil { throw ValidationError("give at most one of --tokens FILE and --text FILE") }
+        if logits != nil && tokens == nil && text == nil { throw ValidationError("--logits needs --tokens or --text") }
+        if (tokens != nil || text != nil) && (data != nil || domains != nil || batches != nil) {
+            throw ValidationError("--tokens/--text evaluate given sequences; --data, --domains and --batches are for domain perplexity")
+        }
+    }
+
+    func run() throws {
+        if tokens != nil || text != nil {
+            _ = Runtime.configureThreads(compute.threads)
+            try evaluateTokens()
+            return
+        }
+        let communicator = try makeCommunicator(watchdogSeconds: parallel.watchdog)
+        try Job.run(communicator) { try evaluateDomains(communicator) }
+    }
+
+    /// Perplexity of each domain's valid split.
+    func evaluateDomains(_ communicator: Communicator) throws {
+        _ = Runtime.configureThreads(compute.threads, ranksOnThisHost: communicator.localSize, quiet: !communicator.isRoot)
+        let (saved, path) = try Checkpoint.readOnRoot(checkpoint, communicator: communicator)
+        let folder = data ?? saved.state.options.dataPath
+        guard PreparedData.isPrepared(folder) else {
+            throw CommandError("\(folder) is not a prepared data folder (no manifest.json); pass --data with a folder from elle data prepare")
+        }
+        let prepared = try PreparedData(folder: folder)
+        let tokenizer = try prepared.tokenizer()
+        guard tokenizer.vocabularySize <= saved.config.vocab else {
+            throw CommandError("\(folder)'s tokenizer has \(tokenizer.vocabularySize) tokens but the model only \(saved.config.vocab)")
+        }
+        let seen = saved.state.lifelong.flatMap { try? LifelongState.decode($0) }
+            .map { state in Array(state.matrix.domains.prefix(max(state.matrix.values.count, 1))) }
+        let names = domains.map { $0.split(separator: ",").map(String.init) } ?? seen ?? prepared.manifest.domains.map(\.name)
+        let entries = try names.map { try prepared.domain($0) }
+        let model = try makeModel(config: saved.config, parameters: saved.tensor("parameters"))
+        var options = saved.state.options
+        options.evalBatches = batches ?? Int.max
+        let trainer = try Trainer(model: model, options: options, train: try prepared.stream(entries[0].train),
+                                  valid: try prepared.stream(entries[0].valid), communicator: communicator,
+                                  state: nil, moments: nil)
+        var rows: [(String, Double)] = []
+        for entry in entries {
+            let prompt = noPrompt ? nil : (entry.promptToken ?? tokenizer.promptId(domain: entry.name))
+            guard let loss = try trainer.evaluate(try prepared.stream(entry.valid), batches: options.evalBatches, prompt: prompt) else {
+                throw CommandError("domain \(entry.name)'s valid split is shorter than one sequence of \(options.seq) tokens")
+            }
+            rows.append((entry.name, Double(loss)))
+        }
+        guard communicator.isRoot else { return }
+        let ap = rows.map { exp($0.1) }.reduce(0, +) / Double(rows.count)
+        if json {
+            let fields: [String: Any] = ["checkpoint": path, "data": folder, "prompts": !noPrompt, "ap": ap,
+                                         "domains": rows.map { ["domain": $0.0, "loss": $0.1, "perplexity": exp($0.1)] }]
+            let data = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print("checkpoint \(path), data \(folder), \(noPrompt ? "no prompts" : "domain prompts")")
+            let width = rows.map(\.0.count).max() ?? 0
+            for (name, loss) in rows {
+                print(name.padding(toLength: width, withPad: " ", startingAt: 0) + String(format: "  loss %.4f  perplexity %.2f", loss, exp(loss)))
+            }
+            print(String(format: "AP %.2f over %d domain(s)", ap, rows.count))
+        }
+    }
+
+    /// Loss (and logits) of the given sequences.
+    func evaluateTokens() throws {
+        let path = try resolveCheckpoint(checkpoint)
+        let saved = try Checkpoint.read(from: path)
+        guard let parameters = saved.tensor("parameters") else { throw CheckpointError(path: path, "holds no parameters tensor") }
+        let model = try makeModel(config: saved.config, parameters: parameters)
+        let c = saved.config
+
+        var sequences: [[Int32]]
+        if let text {
+            guard let content = try? String(contentsOfFile: text, encoding: .utf8) else { throw CommandError("--text \(text) cannot be read as UTF-8") }
+            let tokenizer = try TrainingData.tokenizer(named: saved.state.options.tokenizer)
+            sequences = [Array(tokenizer.encode(content).prefix(c.context))]
+        } else {
+            sequences = try Eval.readTokens(tokens!)
+        }
+        guard let length = sequences.first?.count, length > 0 else { throw CommandError("no tokens to evaluate") }
+        for (k, sequence) in sequences.enumerated() {
+            guard sequence.count == length else { throw CommandError("\(tokens ?? "") line \(k + 1) has \(sequence.count) tokens, the first has \(length)") }
+            guard length <= c.context else { throw CommandError("sequences of \(length) tokens are longer than the model's context \(c.context)") }
+            if let bad = sequence.first(where: { $0 < 0 || Int($0) >= c.vocab }) {
+                throw CommandError("sequence \(k + 1) has token \(bad), outside the model's vocabulary 0..<\(c.vocab)")
+            }
+        }
+
+        var allLogits = [Float](repeating: 0, count: sequences.count * length * c.vocab)
+        for (k, sequence) in sequences.enumerated() {
+            let targets = Array(sequence.dropFirst()) + [-1]
+            let loss = sequence.withUnsafeBufferPointer { x in
+                targets.withUnsafeBufferPointer { y in
+                    model.forward(tokens: x.baseAddress!, targets: y.baseAddress!, batch: 1, seq: length)
+                }
+            }
+            allLogits.withUnsafeMutableBufferPointer { out in
+                (out.baseAddress! + k * length * c.vocab).update(from: model.logits, count: length * c.vocab)
+            }
+            print(String(format: "sequence %d: %d tokens, loss %.6f", k + 1, length, loss))
+        }
+        if let logits {
+            let flat = sequences.flatMap { $0 }
+            try flat.withUnsafeBytes { tokenBytes in
+                try allLogits.withUnsafeBufferPointer { values in
+                    try SafeTensorsWriter.write([
+                        SafeTensorsEntry(name: "tokens", dtype: .i32, shape: [sequences.count, length], bytes: tokenBytes),
+                        SafeTensorsEntry(name: "logits", shape: [sequences.count, length, c.vocab], floats: values),
+                    ], metadata: ["checkpoint": path], to: logits)
+                }
+            }
+            print("wrote \(logits)")
+        }
+    }
+
+    static func readTokens(_ path: String) throws -> [[Int32]] {
+        guard let content = try? String(contentsOfFile: path, encoding: .utf8) else { throw CommandError("--tokens \(path) cannot be read") }
+        var sequences: [[Int32]] = []
+        for (number, line) in content.split(separator: "\n").enumerated() where !line.allSatisfy(\.isWhitespace) {
+            var sequence: [Int32] = []
+            for field in line.split(whereSeparator: { $0 == " " || $0 == "," || $0 == "\t" }) {
+                guard let id = Int32(field) else { throw CommandError("\(path) line \(number + 1): \(field) is not a token id") }
+                sequence.append(id)
+            }
+            sequences.append(sequence)
+        }
+        return sequences
+    }
+}

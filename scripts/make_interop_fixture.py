@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Writes the Hugging Face interop fixtures under Tests/Fixtures/ (read by Tests/InteropTests).
+
+Run by hand (needs torch, transformers and safetensors; GPT-2's vocab.json + merges.txt in
+corpora/gpt2, which scripts/fetch-gpt2.sh fetches):
+    ~/torch-venv/bin/python scripts/make_interop_fixture.py
+
+1. safetensors-dtypes.safetensors, written by safetensors.torch.save_file: F32, F16 (subnormal,
+   signed zero, infinities, the largest half), BF16 and I64 tensors plus __metadata__;
+   safetensors-dtypes.json gives each float tensor's shape and expected float32 values as bit
+   patterns (what torch's .float() gives), so infinities and -0 compare exactly.
+2. hf-gpt2-tiny/: a small random GPT2LMHeadModel (2 layers, width 16, 4 heads, 24 positions)
+   saved with save_pretrained, and its tokenizer saved with save_pretrained (tokenizer.json) and
+   as GPT-2's vocab.json + merges.txt: GPT-2's first 256 byte tokens and first 100 merges,
+   <|endoftext|> = 356. Weights are drawn at a larger scale
+   than a real initialization so every tensor visibly shapes the logits.
+   hf-gpt2-tiny-reference.safetensors holds a text's token ids from the Hugging Face tokenizer
+   (I64 [N]), the first 24 of them as a batch (I64 [1, T]) and the model's float32 logits on
+   them (F32 [1, T, V]); the text is in
+   hf-gpt2-tiny-reference.txt.
+"""
+import json, os, shutil, struct
+import torch
+from safetensors.torch import save_file
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+OUT = os.path.join(ROOT, "Tests", "Fixtures")
+GPT2 = os.path.join(ROOT, "corpora", "gpt2")
+MERGES = 100
+
+
+def bits(t):
+    return [struct.unpack("<I", struct.pack("<f", v))[0] for v in t.float().reshape(-1).tolist()]
+
+
+def dtypes_fixture():
+    f32 = torch.tensor([[1.0, -2.5, 3.25], [0.0, 1e-30, -7e20]], dtype=torch.float32)
+    f16 = torch.tensor([1.0, -0.0, 2.0 ** -24, 2.0 ** -14, 65504.0, float("inf"), float("-inf"), 1 / 3, -1.5e-5],
+                       dtype=torch.float16)
+    bf16 = torch.tensor([[1.0, -2.5], [1e30, 3.14159]], dtype=torch.bfloat16)
+    i64 = torch.tensor([1, -2, 3], dtype=torch.int64)
+    tensors = {"f32": f32, "f16": f16, "bf16": bf16, "i64": i64}
+    path = os.path.join(OUT, "safetensors-dtypes.safetensors")
+    save_file(tensors, path, metadata={"format": "pt", "made_by": "scripts/make_interop_fixture.py"})
+    expected = {name: {"dtype": str(t.dtype).replace("torch.", ""), "shape": list(t.shape), "bits": bits(t)}
+                for name, t in tensors.items() if t.is_floating_point()}
+    with open(os.path.join(OUT, "safetensors-dtypes.json"), "w") as f:
+        json.dump(expected, f, indent=1)
+    print(f"wrote {path}")
+
+
+def tiny_gpt2_fixture():
+    vocab_all = json.load(open(os.path.join(GPT2, "vocab.json"), encoding="utf-8"))
+    lines = open(os.path.join(GPT2, "merges.txt"), encoding="utf-8").read().split("\n")
+    merges = [tuple(l.split(" ")) for l in lines if l and not l.startswith("#version")][:MERGES]
+    n = 256 + MERGES
+    vocab = {t: i for t, i in vocab_all.items() if i < n}
+    assert len(vocab) == n
+    vocab["<|endoftext|>"] = n
+    tokenizer = GPT2Tokenizer(vocab=vocab, merges=merges)
+
+    torch.manual_seed(3)
+    cfg = GPT2Config(n_layer=2, n_embd=16, n_head=4, vocab_size=n + 1, n_positions=24,
+                     bos_token_id=n, eos_token_id=n, activation_function="gelu_new")
+    model = GPT2LMHeadModel(cfg).float().eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+                p.copy_(1 + 0.2 * torch.randn_like(p))
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+            else:
+                p.copy_(0.2 * torch.randn_like(p))
+    folder = os.path.join(OUT, "hf-gpt2-tiny")
+    shutil.rmtree(folder, ignore_errors=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    # transformers 5 writes only tokenizer.json; older versions (and openai-community/gpt2) also
+    # ship GPT-2's own files, which elle reads when tokenizer.json is absent.
+    with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump(vocab, f, ensure_ascii=False)
+    with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+
+    text = "The quick brown fox, isn't it? Thé 42 cats\n\tran  away."
+    ids = tokenizer(text)["input_ids"]
+    tokens = torch.tensor([ids[:cfg.n_positions]])
+    with torch.no_grad():
+        logits = model(input_ids=tokens).logits.float().contiguous()
+    save_file({"ids": torch.tensor(ids, dtype=torch.int64), "tokens": tokens.to(torch.int64), "logits": logits},
+              os.path.join(OUT, "hf-gpt2-tiny-reference.safetensors"))
+    with open(os.path.join(OUT, "hf-gpt2-tiny-reference.txt"), "w", encoding="utf-8") as f:
+        f.write(text)
+    print(f"wrote {folder}: {sorted(os.listdir(folder))}; {len(ids)} tokens ({tokens.shape[1]} run), vocab {n + 1}")
+
+
+if __name__ == "__main__":
+    os.makedirs(OUT, exist_ok=True)
+    dtypes_fixture()
+    tiny_gpt2_fixture()
