@@ -20,6 +20,7 @@
 #            10 Gbit/s: the growth broadcast's cost.
 # Configurations are interleaved: every round runs each of them once, in rotating order.
 # OPENBLAS_CORETYPE=Haswell is set for the runs (timed). Needs root (CAP_NET_ADMIN) for netns.
+# Each record carries the machine's load average before and after the run (shared machine).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$here")"
@@ -55,14 +56,17 @@ log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 record() {
     local experiment="$1" config="$2" round="$3"; shift 3
     log "$experiment/$config round $round: $*"
-    local output
+    local output load_before started
+    load_before=$(cut -d' ' -f1-3 /proc/loadavg)  # 1, 5, 15-minute load: other users of the cores
+    started=$(date -u +%H:%M:%S)
     if ! output=$("$@" 2>"$out/last.err"); then
         echo "scaling.sh: $experiment/$config failed: $(tail -5 "$out/last.err")" >&2
         return 1
     fi
-    local json
+    local json load_after
     json=$(grep '^{' <<<"$output" | tail -1)
-    echo "{\"experiment\":\"$experiment\",\"config\":\"$config\",\"round\":$round,\"result\":$json}" >> "$results"
+    load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+    echo "{\"experiment\":\"$experiment\",\"config\":\"$config\",\"round\":$round,\"load_before\":\"$load_before\",\"load_after\":\"$load_after\",\"started\":\"$started\",\"result\":$json}" >> "$results"
 }
 
 # MARK: network namespaces behind a bridge

@@ -213,7 +213,12 @@ public final class BERT: LanguageModel {
     }
 
     /// Adds d(mean loss of the last forward)/d(parameters) into `gradients`.
-    public func backward() {
+    public func backward() { backward(observer: nil) }
+
+    /// `backward()`, telling `observer` which gradients are final as it goes: the MLM head
+    /// (except the tied projection) after the head, block l after block l's backward, L-1 first.
+    /// The embeddings (the tied `wte` among them) are final only at the end and not reported.
+    public func backward(observer: GradientObserver?) {
         guard let acts, lastHadTargets else { preconditionFailure("backward without a forward pass with targets") }
         let c = config, b = lastBatch, t = lastSeq, n = b * t, m = predictedCount
         let d = c.width, a = c.attentionWidth, f = c.ffn, v = c.vocab
@@ -238,6 +243,7 @@ public final class BERT: LanguageModel {
         Linear.backward(dx: dOutput, dweight: G + layout.headDenseWeight, dbias: G + layout.headDenseBias,
                         dout: branch, x: A + acts.output[c.layers], weight: P + layout.headDenseWeight,
                         rows: m, inFeatures: d, outFeatures: d)
+        observer?.gradientsFinal(layout.headDenseWeight..<layout.parameterCount)  // [gradient observer]
 
         for l in stride(from: c.layers - 1, through: 0, by: -1) {
             let w = layout.blocks[l], s = acts.layers[l]
@@ -279,6 +285,8 @@ public final class BERT: LanguageModel {
             Linear.backward(dx: dOutput, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.dQKV,
                             x: A + acts.output[l], weight: P + w.qkvWeight, rows: n, inFeatures: d, outFeatures: 3 * a,
                             accumulateInput: true)
+            // [gradient observer] block l's parameters end where block l + 1's (or the head's) begin.
+            observer?.gradientsFinal(w.qkvWeight..<(l + 1 < c.layers ? layout.blocks[l + 1].qkvWeight : layout.headDenseWeight))
         }
         let dNormOut = branchGradient(dOutput, count: n * d, site: 0)
         dResidual.update(repeating: 0, count: n * d)

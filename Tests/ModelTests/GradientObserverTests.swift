@@ -146,4 +146,37 @@ final class GradientObserverTests: XCTestCase {
         XCTAssertEqual(recorder.ranges.last, model.layout.tokenEmbedding..<model.layout.blocks[0].ln1Weight)
         XCTAssertEqual(recorder.ranges.map(\.count).reduce(0, +), model.parameterCount)
     }
+
+    /// BERT reports the MLM head (without the tied projection) and then blocks L-1..0, each
+    /// final when reported (the last block pruned to the masked rows, dropout on); it takes
+    /// nothing, so its gradients are bit-identical to plain backward and the embeddings, left
+    /// unreported, are final when backward returns.
+    func testBERTReportsHeadAndBlocksFinal() throws {
+        var config = ModelConfig(architecture: .bert, layers: 3, width: 32, heads: 2, vocab: 50, context: 16, dropout: 0.1)
+        config.padToken = 1
+        let model = try BERT(config: config, seed: 5)
+        let b = 3, t = 16
+        let tokens = randomTokens(b * t, vocab: config.vocab, seed: 6)
+        // Every third position is predicted, the others carry no loss.
+        let targets = randomTokens(b * t, vocab: config.vocab, seed: 7).enumerated().map { $0.offset % 3 == 0 ? $0.element : -1 }
+        func pass(_ observer: GradientObserver?) {
+            model.zeroGradients()
+            model.forward(tokens: tokens, targets: targets, batch: b, seq: t, dropoutSeed: 9)
+            model.backward(observer: observer)
+        }
+        pass(nil)
+        let plain = FloatBuffer(count: model.parameterCount)
+        plain.copy(from: model.gradients)
+        let recorder = Recorder(gradients: model.gradients, expected: plain, take: false)
+        pass(recorder)
+        XCTAssertTrue(recorder.finalWhenReported, "a range was written after it was reported")
+        XCTAssertTrue(bitIdentical(model.gradients.pointer, plain.pointer, model.parameterCount))
+        let layout = model.layout
+        var expected = [layout.headDenseWeight..<model.parameterCount]
+        for l in stride(from: config.layers - 1, through: 0, by: -1) {
+            expected.append(layout.blocks[l].qkvWeight..<(l + 1 < config.layers ? layout.blocks[l + 1].qkvWeight : layout.headDenseWeight))
+        }
+        XCTAssertEqual(recorder.ranges, expected)
+        XCTAssertEqual(recorder.ranges.map(\.count).reduce(0, +), model.parameterCount - layout.blocks[0].qkvWeight)
+    }
 }
