@@ -4,13 +4,21 @@
 #   {"experiment": ..., "config": ..., "round": r, "result": <elle bench comm|grow --json>}
 #
 #   scripts/scaling.sh [--out DIR] [--rounds N] [--steps N] [--layers L --width D --heads H]
-#                      [--vocab V] [--seq T] [--batch B] [--bucket-mb M[,M2...]] [local] [netns] [calibrate] [grow]
+#                      [--vocab V] [--seq T] [--batch B] [--bucket-mb M[,M2...]] [--rates R[,R2...]]
+#                      [--own-sessions] [local] [weak] [netns] [calibrate] [grow]
 #
 # local:     on this machine: 1 rank x 1 thread (batch B and 2B), 1 rank x 2 threads (batch 2B),
 #            2 ranks x 1 thread (batch B each; shared memory). Weak scaling compares 2 ranks x B
 #            with 1 rank x B; strong scaling compares them with the same 2B sequences on 1 rank.
+# weak:      weak scaling only, back to back: 1 rank x 1 thread (batch B), 2 ranks x 1 thread bound
+#            to a core each (Open MPI's default for 2 ranks), 2 ranks x 1 thread unbound.
+#            --own-sessions: instead, 1 x 1 and 2 x 1 unbound with every elle process in a session
+#            of its own (setsid -w). With the kernel's autogroup scheduling (sched_autogroup_enabled)
+#            a busy machine shares the CPU between sessions, not threads, so 2 ranks in one session
+#            get what 1 rank gets; in their own sessions each rank is scheduled like a job of its own.
 # netns:     2 ranks in 2 network namespaces ("hosts") behind a bridge, Open MPI over TCP, each
-#            link limited with tc tbf to 1 and 10 Gbit/s, and unlimited: all-reduce by size and
+#            link limited with tc tbf to 1 and 10 Gbit/s, and unlimited (--rates, default
+#            1gbit,10gbit,none): all-reduce by size and
 #            the model's steps in bench comm's four modes (compute, overlapped, serial, alone), once
 #            per bucket size given (local runs use the first).
 # calibrate: all-reduce by size only, on 2, 3 and 4 namespaces at 1 and 10 Gbit/s. More ranks
@@ -26,7 +34,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$here")"
 elle="$repo/.build/release/elle"
 out="$repo/runs/scaling"
-rounds=3 steps=4 layers=6 width=384 heads=6 vocab=16384 seq=128 batch=8 bucket=25
+rounds=3 steps=4 layers=6 width=384 heads=6 vocab=16384 seq=128 batch=8 bucket=25 rates=1gbit,10gbit,none
+own_sessions=0
 parts=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -40,7 +49,9 @@ while [[ $# -gt 0 ]]; do
         --seq) seq="$2"; shift 2 ;;
         --batch) batch="$2"; shift 2 ;;
         --bucket-mb) bucket="$2"; shift 2 ;;
-        local|netns|calibrate|grow) parts+=("$1"); shift ;;
+        --rates) rates="$2"; shift 2 ;;
+        --own-sessions) own_sessions=1; shift ;;
+        local|weak|netns|calibrate|grow) parts+=("$1"); shift ;;
         *) echo "scaling.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -148,10 +159,36 @@ run_local() {
     done
 }
 
+run_weak() {
+    local r="$1" configs=(1x1-b1 2x1-b1 2x1-b1-unbound) k
+    if [[ $own_sessions == 1 ]]; then
+        for ((k = 0; k < 2; k++)); do
+            if (( (k + r) % 2 == 0 )); then
+                record weak 1x1-b1-sessions "$r" setsid -w "$elle" bench comm "${model[@]}" --batch "$batch" --threads 1 --json
+            else
+                record weak 2x1-b1-sessions "$r" mpirun --allow-run-as-root -n 2 --bind-to none -x OPENBLAS_CORETYPE \
+                    setsid -w "$elle" bench comm "${model[@]}" --batch "$batch" --threads 1 --bucket-mb "${bucket%%,*}" --json
+            fi
+        done
+        return
+    fi
+    for ((k = 0; k < ${#configs[@]}; k++)); do
+        local c=${configs[$(( (k + r) % ${#configs[@]} ))]}
+        case "$c" in
+            1x1-b1) record weak "$c" "$r" "$elle" bench comm "${model[@]}" --batch "$batch" --threads 1 --json ;;
+            2x1-b1) record weak "$c" "$r" mpirun --allow-run-as-root -n 2 --bind-to core -x OPENBLAS_CORETYPE \
+                        "$elle" bench comm "${model[@]}" --batch "$batch" --threads 1 --bucket-mb "${bucket%%,*}" --json ;;
+            2x1-b1-unbound) record weak "$c" "$r" mpirun --allow-run-as-root -n 2 --bind-to none -x OPENBLAS_CORETYPE \
+                        "$elle" bench comm "${model[@]}" --batch "$batch" --threads 1 --bucket-mb "${bucket%%,*}" --json ;;
+        esac
+    done
+}
+
 run_netns() {
-    local r="$1" rates=(1gbit 10gbit none) k b
-    for ((k = 0; k < ${#rates[@]}; k++)); do
-        local rate=${rates[$(( (k + r) % ${#rates[@]} ))]}
+    local r="$1" k b
+    local -a list=(${rates//,/ })
+    for ((k = 0; k < ${#list[@]}; k++)); do
+        local rate=${list[$(( (k + r) % ${#list[@]} ))]}
         set_rate "$rate"
         for b in ${bucket//,/ }; do
             record netns "2x1-$rate-bucket$b" "$r" netns_mpirun "$elle" bench comm "${model[@]}" --batch "$batch" --threads 1 \
@@ -183,7 +220,7 @@ run_grow() {
 }
 
 needs_netns=0
-for p in "${parts[@]}"; do [[ "$p" != local ]] && needs_netns=1; done
+for p in "${parts[@]}"; do [[ "$p" != local && "$p" != weak ]] && needs_netns=1; done
 if [[ $needs_netns == 1 ]]; then
     [[ "$(id -u)" -eq 0 ]] || { echo "scaling.sh: network namespaces need root" >&2; exit 1; }
     make_hosts 2

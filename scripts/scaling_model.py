@@ -301,33 +301,29 @@ def summarize(runs):
         print(f"| {experiment}/{config} | {100 * median(hidden):.0f}% [{100 * min(hidden):.0f}-{100 * max(hidden):.0f}%] | "
               f"{100 * from_medians:.0f}% | {100 * from_best:.0f}% | {100 * from_wait:.0f}% |")
 
-    weak_rounds = defaultdict(dict)
-    for run in runs:
-        if run["experiment"] == "weak":
-            r = run["result"]
-            weak_rounds[run["round"]][run["config"]] = r
-    if any("1x1-b1" in w for w in weak_rounds.values()):
-        print("\n## Weak scaling, back-to-back runs (experiment weak): 1 rank x 1 thread (batch B) / 2 ranks x 1 thread "
-              "(batch B each, overlapped step), per round: from the runs' medians and from their best steps")
-        print("| round | load (1-min avg) before 1x1 | 1x1 median / best (s) | 2x1 bound: overlapped median / best, efficiency | "
-              "2x1 unbound: overlapped median / best, efficiency |")
-        print("|---|---|---|---|---|")
-        for key, w in sorted(weak_rounds.items()):
-            if "1x1-b1" not in w:
-                continue
-            one = w["1x1-b1"]["compute_ms"]
-            cells = []
-            for name in ("2x1-b1", "2x1-b1-unbound"):
-                if name in w:
-                    two = w[name]["overlapped_ms"]
-                    cells.append(f"{median(two) / 1000:.2f} / {min(two) / 1000:.2f}, {100 * median(one) / median(two):.0f}% / "
-                                 f"{100 * min(one) / min(two):.0f}%")
-                else:
-                    cells.append("-")
-            load = next((run.get("load_before", "?") for run in runs if run["experiment"] == "weak"
-                         and run["round"] == key and run["config"] == "1x1-b1"), "?")
-            print(f"| {key} | {load.split()[0] if load != '?' else '?'} | {median(one) / 1000:.2f} / {min(one) / 1000:.2f} | "
-                  + " | ".join(cells) + " |")
+    weak = [run for run in runs if run["experiment"] == "weak"]
+    if weak:
+        print("\n## Weak scaling, back-to-back runs (experiment weak): 1 rank x 1 thread (batch B) vs 2 ranks x 1 thread "
+              "(batch B each, overlapped step); efficiency = 1x1 step / 2x1 step, from the runs' medians and best steps")
+        print("| round | 1 x 1 run | load before | 1x1 median / best (s) | 2 x 1 run | load before | 2x1 median / best (s) | efficiency (medians / best) |")
+        print("|---|---|---|---|---|---|---|---|")
+        pairs = [("1x1-b1", "2x1-b1"), ("1x1-b1", "2x1-b1-unbound"), ("1x1-b1-sessions", "2x1-b1-sessions")]
+        all_eff = defaultdict(list)
+        for rnd in sorted({run["round"] for run in weak}):
+            in_round = {run["config"]: run for run in weak if run["round"] == rnd}
+            for one_name, two_name in pairs:
+                if one_name not in in_round or two_name not in in_round:
+                    continue
+                one, two = in_round[one_name], in_round[two_name]
+                o, t = one["result"]["compute_ms"], two["result"]["overlapped_ms"]
+                eff = (median(o) / median(t), min(o) / min(t))
+                all_eff[two_name].append(eff)
+                print(f"| {rnd} | {one_name} | {one.get('load_before', '?').split()[0]} | {median(o) / 1000:.2f} / {min(o) / 1000:.2f} | "
+                      f"{two_name} | {two.get('load_before', '?').split()[0]} | {median(t) / 1000:.2f} / {min(t) / 1000:.2f} | "
+                      f"{100 * eff[0]:.0f}% / {100 * eff[1]:.0f}% |")
+        for name, effs in all_eff.items():
+            print(f"- {name}: efficiency from medians {100 * min(e[0] for e in effs):.0f}-{100 * max(e[0] for e in effs):.0f}%, "
+                  f"from best steps {100 * min(e[1] for e in effs):.0f}-{100 * max(e[1] for e in effs):.0f}% over {len(effs)} round(s)")
 
     local = {config: m for (experiment, config), m in by_config.items() if experiment == "local"}
     if all(k in local for k in ("1x1-b1", "2x1-b1")):
