@@ -5,7 +5,7 @@
 #
 #   scripts/scaling.sh [--out DIR] [--rounds N] [--steps N] [--layers L --width D --heads H]
 #                      [--vocab V] [--seq T] [--batch B] [--bucket-mb M[,M2...]] [--rates R[,R2...]]
-#                      [--own-sessions] [local] [weak] [netns] [calibrate] [grow]
+#                      [--own-sessions] [--first-round N] [local] [weak] [netns] [calibrate] [grow]
 #
 # local:     on this machine: 1 rank x 1 thread (batch B and 2B), 1 rank x 2 threads (batch 2B),
 #            2 ranks x 1 thread (batch B each; shared memory). Weak scaling compares 2 ranks x B
@@ -35,7 +35,7 @@ repo="$(dirname "$here")"
 elle="$repo/.build/release/elle"
 out="$repo/runs/scaling"
 rounds=3 steps=4 layers=6 width=384 heads=6 vocab=16384 seq=128 batch=8 bucket=25 rates=1gbit,10gbit,none
-own_sessions=0
+own_sessions=0 first=1
 parts=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -51,6 +51,7 @@ while [[ $# -gt 0 ]]; do
         --bucket-mb) bucket="$2"; shift 2 ;;
         --rates) rates="$2"; shift 2 ;;
         --own-sessions) own_sessions=1; shift ;;
+        --first-round) first="$2"; shift 2 ;;  # round numbers of a continued series
         local|weak|netns|calibrate|grow) parts+=("$1"); shift ;;
         *) echo "scaling.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -225,7 +226,7 @@ if [[ $needs_netns == 1 ]]; then
     [[ "$(id -u)" -eq 0 ]] || { echo "scaling.sh: network namespaces need root" >&2; exit 1; }
     make_hosts 2
 fi
-for ((r = 1; r <= rounds; r++)); do
+for ((r = first; r < first + rounds; r++)); do
     for p in "${parts[@]}"; do "run_$p" "$r"; done
 done
 log "results in $results"
