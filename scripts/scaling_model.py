@@ -2,7 +2,10 @@
 """Cost model of elle's data-parallel step, calibrated on scripts/scaling.sh's measurements
 (docs/SCALING.md). Run by hand (needs numpy and matplotlib, e.g. ~/torch-venv/bin/python):
 
-    scripts/scaling_model.py RESULTS.jsonl [...] [--plot docs/scaling.png] [--markdown]
+    scripts/scaling_model.py RESULTS.jsonl [...] [--plot docs/scaling.png] [--node-gflops G]
+
+Prints markdown: measured step times, hidden fractions, weak scaling, the fitted links, the
+model against every measured configuration, the growth broadcast, and the predictions.
 
 Model, per update on p ranks (one per node), all times in seconds:
   all-reduce of n bytes (ring):  t(n, p) = 2 (p-1)/p * n / B + 2 (p-1) * alpha
