@@ -45,12 +45,13 @@ let package = Package(
             dependencies: ["Tensors", "Model", "Data", "Distributed", "Training", .product(name: "Yams", package: "Yams")],
             swiftSettings: kernelSettings),
         .target(name: "Interop", dependencies: ["Tensors", "Model", "Data", "Training"], swiftSettings: kernelSettings),
+        .target(name: "Finetune", dependencies: ["Tensors", "Model", "Data", "Distributed", "Training"], swiftSettings: kernelSettings),
 
         // MARK: executable
         .executableTarget(
             name: "elle",
             dependencies: [
-                "Tensors", "Model", "Data", "Distributed", "Training", "Lifelong", "Interop",
+                "Tensors", "Model", "Data", "Distributed", "Training", "Lifelong", "Interop", "Finetune",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: kernelSettings),
@@ -65,6 +66,7 @@ let package = Package(
         .testTarget(name: "GrowthTests", dependencies: ["Model", "Training", "Data", "TestSupport"]),
         .testTarget(name: "ElleTests", dependencies: ["TestSupport"]),
         .testTarget(name: "LifelongTests", dependencies: ["Lifelong", "Model", "Data", "Distributed", "Training", "TestSupport"]),
+        .testTarget(name: "FinetuneTests", dependencies: ["Finetune", "Model", "Data", "Distributed", "Training", "TestSupport"]),
         .testTarget(name: "InteropTests", dependencies: ["Interop", "Model", "Data", "Training", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]

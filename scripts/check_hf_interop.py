@@ -18,13 +18,22 @@ and again in bfloat16), imported with `elle import`, and compared the same way o
 (elle adds rows for its own specials). The imported model is then sampled, grown and trained on
 data prepared with the GPT-2 tokenizer (`elle import --tokenizer`).
 
+BERT, the same both ways with BertForMaskedLM: a small BERT is trained (`elle train --model
+bert`) on the same prepared data, exported and loaded with BertForMaskedLM.from_pretrained; its
+logits at every position (`elle eval` gives a BERT's logits without targets) are compared on
+<|bos|>-first sequences: text, text with <|mask|> at 15% of the positions and padding at the end
+(attention_mask = token != <|pad|>, elle's padding mask), a domain prompt after <|bos|>, random ids.
+A random BertForMaskedLM with two token types over the same tokenizer is saved with
+save_pretrained, imported (type 0's embedding folds into the positions) and compared the same way
+(token_type_ids 0), then trained 4 updates on the legal domain with `--init-from`.
+
 Prints one line per comparison and exits non-zero when any exceeds the tolerance.
 """
 import argparse, json, os, random, shutil, subprocess, sys
 import numpy as np
 import torch
 from safetensors.numpy import load_file
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 TOLERANCE = 1e-4
@@ -51,9 +60,12 @@ def elle_logits(elle, checkpoint, sequences, work, name):
     return saved["logits"]
 
 
-def hf_logits(model, sequences):
+def hf_logits(model, sequences, pad=None):
+    """Logits at every position; with `pad`, attention ignores keys holding it (elle's BERT mask)."""
+    tokens = torch.tensor(sequences)
+    mask = None if pad is None else (tokens != pad).long()
     with torch.no_grad():
-        return model(input_ids=torch.tensor(sequences)).logits.float().numpy()
+        return model(input_ids=tokens, attention_mask=mask).logits.float().numpy()
 
 
 def compare(what, elle, hf):
@@ -154,6 +166,92 @@ def check_import(elle, work, dtype):
     return checkpoint, hf_dir
 
 
+def bert_sequences(tokenizer, ids, t, vocab, prompt_domain, seed):
+    """<|bos|>-first sequences of t tokens: text; text with 15% masks and 8 pads at the end; a
+    domain prompt after <|bos|>; random ids (ordinary tokens)."""
+    bos, mask, pad = (tokenizer.convert_tokens_to_ids(x) for x in ["<|bos|>", "<|mask|>", "<|pad|>"])
+    rng = random.Random(seed)
+    sequences = [[bos] + ids[k:k + t - 1] for k in range(0, 2 * (t - 1), t - 1)]
+    masked = [bos] + ids[2 * t:3 * t - 1]
+    for k in rng.sample(range(1, t - 8), (t * 15) // 100):
+        masked[k] = mask
+    masked[t - 8:] = [pad] * 8
+    sequences.append(masked)
+    prompt = tokenizer.convert_tokens_to_ids(f"<|domain:{prompt_domain}|>")
+    sequences.append([bos, prompt] + ids[:t - 2])
+    sequences.append([bos] + [rng.randrange(tokenizer.convert_tokens_to_ids("<|endoftext|>")) for _ in range(t - 1)])
+    return sequences, pad
+
+
+def check_bert(elle, work, steps, prepared):
+    """Export of a trained BERT, import of a random BertForMaskedLM, training the import."""
+    run_dir = os.path.join(work, "bert-run")
+    hf_dir = os.path.join(work, "bert-hf")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run(elle, "train", "--model", "bert", "--data", prepared, "--domain", "literature", "--out", run_dir, "--layers", "2",
+        "--width", "64", "--heads", "4", "--seq", "64", "--batch", "8", "--steps", str(steps), "--lr", "3e-3",
+        "--eval-every", "0", "--log-every", str(steps), "--threads", "2")
+    print(run(elle, "export", "--checkpoint", run_dir, "--format", "hf", "--out", hf_dir), end="")
+    model = BertForMaskedLM.from_pretrained(hf_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    vocab = model.config.vocab_size
+
+    # elle eval --text puts <|bos|> first, then the text as elle encodes it.
+    same = 0
+    bos = tokenizer.convert_tokens_to_ids("<|bos|>")
+    for k, piece in enumerate(text_pieces()):
+        text_file = os.path.join(work, f"bert.text-{k}.txt")
+        with open(text_file, "w", encoding="utf-8") as f:
+            f.write(piece)
+        out = os.path.join(work, f"bert.text-{k}.safetensors")
+        run(elle, "eval", "--checkpoint", run_dir, "--text", text_file, "--logits", out)
+        elle_ids = load_file(out)["tokens"][0].tolist()
+        same += elle_ids == ([bos] + tokenizer(piece)["input_ids"])[:len(elle_ids)]
+    ok = same == len(text_pieces())
+    results.append((f"bert: AutoTokenizer ids == elle's (after <|bos|>) on {same}/{len(text_pieces())} texts", 0.0, ok))
+    print(f"  {results[-1][0]}")
+    # The exported tokenizer names <|mask|>, so transformers' fill-mask pipeline runs as is.
+    from transformers import pipeline
+    fill = pipeline("fill-mask", model=model, tokenizer=tokenizer, device="cpu")
+    best = fill("<|bos|>The court shall <|mask|> the appeal.", top_k=3)
+    print("  fill-mask: " + ", ".join(f"{b['token_str']!r} {b['score']:.3f}" for b in best))
+
+    t = 64
+    ids = tokenizer(held_out_text())["input_ids"]
+    sequences, pad = bert_sequences(tokenizer, ids, t, vocab, "literature", seed=3)
+    compare(f"bert: export, {len(sequences)} x {t} tokens, vocab {vocab}",
+            elle_logits(elle, run_dir, sequences, work, "bert"), hf_logits(model, sequences, pad))
+
+    # Import: a random BertForMaskedLM (two token types, BERT's epsilon) over the same tokenizer.
+    import_dir = os.path.join(work, "bert-import-hf")
+    shutil.rmtree(import_dir, ignore_errors=True)
+    torch.manual_seed(8)
+    config = BertConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=192,
+                        max_position_embeddings=128, type_vocab_size=2, hidden_act="gelu", layer_norm_eps=1e-12,
+                        pad_token_id=pad)
+    random_bert = BertForMaskedLM(config).eval()
+    with torch.no_grad():
+        for pname, p in random_bert.named_parameters():
+            if pname.endswith("LayerNorm.weight"):
+                p.copy_(1 + 0.1 * torch.randn_like(p))
+            elif pname.endswith("bias"):
+                p.copy_(0.05 * torch.randn_like(p))
+            else:
+                p.copy_(0.1 * torch.randn_like(p))
+    random_bert.save_pretrained(import_dir)
+    tokenizer.save_pretrained(import_dir)
+    checkpoint = os.path.join(work, "bert-import.ckpt")
+    print(run(elle, "import", "--from", import_dir, "--out", checkpoint), end="")
+    t = 128
+    sequences, _ = bert_sequences(tokenizer, ids, t, vocab, "legal", seed=4)
+    compare(f"bert: import, {len(sequences)} x {t} tokens, vocab {vocab}",
+            elle_logits(elle, checkpoint, sequences, work, "bert-import"), hf_logits(random_bert, sequences, pad))
+    trained = run(elle, "train", "--init-from", checkpoint, "--data", prepared, "--domain", "legal", "--out",
+                  os.path.join(work, "bert-import-trained"), "--seq", "64", "--batch", "4", "--steps", "4", "--log-every", "1",
+                  "--eval-every", "0", "--threads", "2")
+    print("\n".join(l for l in trained.split("\n") if l.startswith(("model", "step"))))
+
+
 def gpt2_tokenizer():
     from transformers import GPT2Tokenizer
     vocab = json.load(open(os.path.join(ROOT, "corpora/gpt2/vocab.json"), encoding="utf-8"))
@@ -167,6 +265,7 @@ def main():
     parser.add_argument("--work", default="runs/interop")
     parser.add_argument("--steps", type=int, default=200, help="training updates of the exported models")
     parser.add_argument("--elle", default=".build/release/elle")
+    parser.add_argument("--bert-only", action="store_true", help="skip the GPT checks (the prepared data is still made)")
     args = parser.parse_args()
     work = os.path.join(ROOT, args.work)
     os.makedirs(work, exist_ok=True)
@@ -176,6 +275,9 @@ def main():
 
     prepared = os.path.join(work, "prepared-bpe")
     run(elle, "data", "prepare", "--raw", "data/sample", "--out", prepared, "--tokenizer", "train:4096", "--threads", "2")
+    check_bert(elle, work, args.steps, prepared)
+    if args.bert_only:
+        return summary()
     check_export(elle, work, args.steps, ["--data", prepared, "--domain", "literature"], "bpe", prompt_domain="literature")
     check_export(elle, work, args.steps, ["--data", "data/sample/literature"], "bytes")
 
@@ -194,6 +296,10 @@ def main():
                   "--eval-every", "0", "--threads", "2")
     print("\n".join(l for l in trained.split("\n") if l.startswith(("model", "step"))))
 
+    summary()
+
+
+def summary():
     print("\nsummary")
     for what, rel, ok in results:
         print(f"  {'ok    ' if ok else 'FAILED'} {what}" + ("" if "ids ==" in what else f": {rel:.2e}"))

@@ -3,7 +3,7 @@
 
 Run by hand (needs torch, transformers and safetensors; GPT-2's vocab.json + merges.txt in
 corpora/gpt2, which scripts/fetch-gpt2.sh fetches):
-    ~/torch-venv/bin/python scripts/make_interop_fixture.py
+    ~/torch-venv/bin/python scripts/make_interop_fixture.py [dtypes] [gpt2] [bert]
 
 1. safetensors-dtypes.safetensors, written by safetensors.torch.save_file: F32, F16 (subnormal,
    signed zero, infinities, the largest half), BF16 and I64 tensors plus __metadata__;
@@ -18,11 +18,22 @@ corpora/gpt2, which scripts/fetch-gpt2.sh fetches):
    (I64 [N]), the first 24 of them as a batch (I64 [1, T]) and the model's float32 logits on
    them (F32 [1, T, V]); the text is in
    hf-gpt2-tiny-reference.txt.
+3. hf-bert-tiny/: a small random BertForMaskedLM (2 layers, width 16, 4 heads, FFN 40, 24
+   positions, two token types with a nonzero embedding, LayerNorm epsilon 1e-12 as BERT's)
+   saved with save_pretrained, with a byte-level BPE tokenizer.json in elle's id layout: the
+   same 356 ordinary tokens, then <|endoftext|>, <|pad|>, <|mask|>, <|bos|> (356-359).
+   hf-bert-tiny-reference.safetensors holds three sequences (I64 [3, 24]): <|bos|> and the
+   tokenized text, the same with <|mask|> at some positions and padding at the end, random ids;
+   and transformers' float32 logits at every position (F32 [3, 24, 360]) with token_type_ids 0
+   and attention_mask = (token != <|pad|>), elle's padding mask.
+
+With arguments, only the named parts are written (dtypes, gpt2, bert).
 """
 import json, os, shutil, struct
 import torch
 from safetensors.torch import save_file
-from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
+import sys
+from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 OUT = os.path.join(ROOT, "Tests", "Fixtures")
@@ -50,7 +61,8 @@ def dtypes_fixture():
     print(f"wrote {path}")
 
 
-def tiny_gpt2_fixture():
+def small_gpt2_vocab():
+    """GPT-2's first 256 + MERGES tokens and MERGES merges, <|endoftext|> = 256 + MERGES."""
     vocab_all = json.load(open(os.path.join(GPT2, "vocab.json"), encoding="utf-8"))
     lines = open(os.path.join(GPT2, "merges.txt"), encoding="utf-8").read().split("\n")
     merges = [tuple(l.split(" ")) for l in lines if l and not l.startswith("#version")][:MERGES]
@@ -58,6 +70,11 @@ def tiny_gpt2_fixture():
     vocab = {t: i for t, i in vocab_all.items() if i < n}
     assert len(vocab) == n
     vocab["<|endoftext|>"] = n
+    return vocab, merges, n
+
+
+def tiny_gpt2_fixture():
+    vocab, merges, n = small_gpt2_vocab()
     tokenizer = GPT2Tokenizer(vocab=vocab, merges=merges)
 
     torch.manual_seed(3)
@@ -95,7 +112,60 @@ def tiny_gpt2_fixture():
     print(f"wrote {folder}: {sorted(os.listdir(folder))}; {len(ids)} tokens ({tokens.shape[1]} run), vocab {n + 1}")
 
 
+def tiny_bert_fixture():
+    vocab, merges, n = small_gpt2_vocab()
+    tokenizer = GPT2Tokenizer(vocab=vocab, merges=merges)
+    tokenizer.add_tokens(["<|pad|>", "<|mask|>", "<|bos|>"], special_tokens=True)
+    tokenizer.pad_token, tokenizer.mask_token, tokenizer.bos_token = "<|pad|>", "<|mask|>", "<|bos|>"
+    pad, mask, bos = (tokenizer.convert_tokens_to_ids(t) for t in ["<|pad|>", "<|mask|>", "<|bos|>"])
+    assert (pad, mask, bos) == (n + 1, n + 2, n + 3), (pad, mask, bos)
+    vocab_size = n + 4
+
+    torch.manual_seed(4)
+    t = 24
+    cfg = BertConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=40, max_position_embeddings=t, type_vocab_size=2, hidden_act="gelu",
+                     layer_norm_eps=1e-12, pad_token_id=pad, tie_word_embeddings=True)
+    model = BertForMaskedLM(cfg).float().eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("LayerNorm.weight"):
+                p.copy_(1 + 0.2 * torch.randn_like(p))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+            else:
+                p.copy_(0.2 * torch.randn_like(p))
+    assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+    folder = os.path.join(OUT, "hf-bert-tiny")
+    shutil.rmtree(folder, ignore_errors=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    for extra in ["vocab.json", "merges.txt"]:  # transformers 5 writes tokenizer.json only; keep it that way
+        if os.path.exists(os.path.join(folder, extra)):
+            os.remove(os.path.join(folder, extra))
+
+    text = open(os.path.join(OUT, "hf-gpt2-tiny-reference.txt"), encoding="utf-8").read()
+    ids = [bos] + tokenizer(text)["input_ids"]
+    first = ids[:t]
+    masked = list(first)
+    for k in [2, 5, 9, 13]:
+        masked[k] = mask
+    masked[t - 4:] = [pad] * 4
+    g = torch.Generator().manual_seed(5)
+    random_ids = [bos] + torch.randint(0, vocab_size, (t - 1,), generator=g).tolist()
+    tokens = torch.tensor([first, masked, random_ids])
+    with torch.no_grad():
+        logits = model(input_ids=tokens, attention_mask=(tokens != pad).long()).logits.float().contiguous()
+    save_file({"tokens": tokens.to(torch.int64), "logits": logits}, os.path.join(OUT, "hf-bert-tiny-reference.safetensors"))
+    print(f"wrote {folder}: {sorted(os.listdir(folder))}; tokens {list(tokens.shape)}, vocab {vocab_size}")
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
-    dtypes_fixture()
-    tiny_gpt2_fixture()
+    parts = sys.argv[1:] or ["dtypes", "gpt2", "bert"]
+    if "dtypes" in parts:
+        dtypes_fixture()
+    if "gpt2" in parts:
+        tiny_gpt2_fixture()
+    if "bert" in parts:
+        tiny_bert_fixture()

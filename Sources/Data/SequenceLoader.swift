@@ -48,8 +48,10 @@ public final class SequenceLoader {
     }
 
     /// Fills inputs and targets ((batch, T) each) with this rank's next batch and advances the
-    /// shared cursor by worldSize * batch windows.
-    public func next(batch b: Int, inputs: UnsafeMutablePointer<Int32>, targets: UnsafeMutablePointer<Int32>) {
+    /// shared cursor by worldSize * batch windows. `windows`, when given, receives the batch's
+    /// window indices (the key of a per-window cache such as the KI teacher cache).
+    public func next(batch b: Int, inputs: UnsafeMutablePointer<Int32>, targets: UnsafeMutablePointer<Int32>,
+                     windows: UnsafeMutablePointer<Int32>? = nil) {
         let perStep = b * worldSize
         precondition(perStep <= windowCount,
                      "a step needs \(perStep) sequences but the data has only \(windowCount)")
@@ -59,6 +61,7 @@ public final class SequenceLoader {
         ensureOrder()
         for i in 0..<b {
             let window = Int(order[position.cursor + rank * b + i])
+            windows?[i] = Int32(window)
             tokens.copyWindow(window, seq: seq, inputs: inputs + i * seq, targets: targets + i * seq)
         }
         position.cursor += perStep

@@ -12,8 +12,11 @@ public struct HFTensorName: Equatable, Sendable {
     /// Rows indexed by token id (embeddings, output biases): an import whose tokenizer adds or
     /// reorders special tokens moves these rows with the tokens.
     public var tokenRows: Bool
-    /// Shape in elle's layout, and as the Hugging Face class stores it.
+    /// Shape of the entry in elle's layout, and as the Hugging Face class stores it.
     public var shape: [Int]
+    /// The entry holds only these rows (first dimension) of the elle tensor: BERT's query, key and
+    /// value are three entries of elle's fused `attn.qkv`. Nil: the whole tensor.
+    public var rows: Range<Int>? = nil
     public var hfShape: [Int] { transposed ? shape.reversed() : shape }
 }
 
@@ -23,15 +26,25 @@ public enum HFSkippedTensor: Equatable {
     case buffer
     /// An output layer tied to this entry of the table (it must hold the same values).
     case tied(to: String)
+    /// Read by the architecture's `foldUnmapped` (BERT's token-type embedding).
+    case folded
+    /// A head of another task that the model class does not use either (BERT's pooler and
+    /// next-sentence head, which `BertForMaskedLM.from_pretrained` drops too).
+    case otherHead
 }
 
 /// The ids a Hugging Face config names (begin/end of text, padding).
 public struct HFSpecialIds: Equatable, Sendable {
     public var endOfText: Int
     public var pad: Int?
-    public init(endOfText: Int, pad: Int?) {
+    /// `<|bos|>` and `<|mask|>` (BPE tokenizers; BERT's config names them).
+    public var begin: Int?
+    public var mask: Int?
+    public init(endOfText: Int, pad: Int?, begin: Int? = nil, mask: Int? = nil) {
         self.endOfText = endOfText
         self.pad = pad
+        self.begin = begin
+        self.mask = mask
     }
 }
 
@@ -55,17 +68,31 @@ public protocol HFArchitecture {
     /// The elle config of a `config.json` (its vocabulary as the file says); throws naming the
     /// field that elle cannot represent.
     func modelConfig(fromConfigJSON json: [String: Any], path: String) throws -> ModelConfig
+    /// Entries the class needs that elle has no tensor for, written as zeros on export (BERT's
+    /// token-type embedding: one type whose zero row adds nothing).
+    func zeroTensors(for config: ModelConfig) -> [(hf: String, shape: [Int])]
+    /// On import, after the table's tensors are in `parameters` (laid out for `config`): folds in
+    /// the entries `skipped` calls `.folded`, read through `read` (nil when absent). Returns notes
+    /// for the user about what changed.
+    func foldUnmapped(into parameters: UnsafeMutablePointer<Float>, config: ModelConfig,
+                      read: (String) throws -> (shape: [Int], values: [Float], file: String)?) throws -> [String]
+}
+
+extension HFArchitecture {
+    public func zeroTensors(for config: ModelConfig) -> [(hf: String, shape: [Int])] { [] }
+    public func foldUnmapped(into parameters: UnsafeMutablePointer<Float>, config: ModelConfig,
+                             read: (String) throws -> (shape: [Int], values: [Float], file: String)?) throws -> [String] { [] }
 }
 
 public enum HFArchitectures {
     /// Every mapping elle knows, for import by `model_type`.
-    public static let all: [HFArchitecture] = [GPT2Architecture()]
+    public static let all: [HFArchitecture] = [GPT2Architecture(), BertArchitecture()]
 
-    /// The mapping for an elle architecture; throws (naming `path`) for one without a mapping yet.
-    public static func forElle(_ architecture: Architecture, path: String) throws -> HFArchitecture {
+    /// The mapping for an elle architecture.
+    public static func forElle(_ architecture: Architecture) -> HFArchitecture {
         switch architecture {
         case .gpt: return GPT2Architecture()
-        case .bert: throw InteropError(path: path, "exporting BERT checkpoints is not supported yet (only GPT maps to a Hugging Face class)")
+        case .bert: return BertArchitecture()
         }
     }
 

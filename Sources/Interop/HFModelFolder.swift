@@ -33,43 +33,51 @@ public enum HFModelFolder {
         guard tokenizer.vocabularySize <= config.vocab else {
             throw InteropError(path: folder, "cannot export: the tokenizer has \(tokenizer.vocabularySize) tokens but the model only \(config.vocab) rows")
         }
-        let architecture = try HFArchitectures.forElle(config.architecture, path: folder)
-        let layout = GPTLayout(config: config)
-        guard parameters.count == layout.parameterCount else {
-            throw InteropError(path: folder, "cannot export: \(parameters.count) parameters, but \(config) has \(layout.parameterCount)")
+        if config.architecture == .bert, case .bytes = tokenizer {
+            throw InteropError(path: folder, "cannot export a BERT model with the byte tokenizer: BertForMaskedLM needs a BPE tokenizer with <|mask|> and <|pad|>")
+        }
+        let architecture = HFArchitectures.forElle(config.architecture)
+        let layout = TensorTable(config)
+        guard parameters.count == config.parameterCount else {
+            throw InteropError(path: folder, "cannot export: \(parameters.count) parameters, but \(config) has \(config.parameterCount)")
         }
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
 
         var entries: [SafeTensorsEntry] = []
-        var transposedCopies: [FloatBuffer] = []  // alive until the file is written
+        var copies: [FloatBuffer] = []  // transposed tensors and zeros, alive until the file is written
         for name in architecture.tensorNames(for: config) {
-            let spec = layout.tensor(named: name.elle)!
-            let source = parameters.pointer + spec.offset
+            let (source, count) = layout.part(name, of: parameters.pointer)
             if name.transposed {
-                let copy = FloatBuffer(count: spec.count, zeroed: false)
-                transpose(source, rows: spec.shape[0], columns: spec.shape[1], into: copy.pointer)
-                transposedCopies.append(copy)
+                let copy = FloatBuffer(count: count, zeroed: false)
+                transpose(source, rows: name.shape[0], columns: name.shape[1], into: copy.pointer)
+                copies.append(copy)
                 entries.append(SafeTensorsEntry(name: name.hf, shape: name.hfShape, floats: UnsafeBufferPointer(copy.buffer)))
             } else {
-                entries.append(SafeTensorsEntry(name: name.hf, shape: name.hfShape,
-                                                floats: UnsafeBufferPointer(start: source, count: spec.count)))
+                entries.append(SafeTensorsEntry(name: name.hf, shape: name.hfShape, floats: UnsafeBufferPointer(start: source, count: count)))
             }
+        }
+        for (name, shape) in architecture.zeroTensors(for: config) {
+            let zeros = FloatBuffer(count: shape.reduce(1, *))
+            copies.append(zeros)
+            entries.append(SafeTensorsEntry(name: name, shape: shape, floats: UnsafeBufferPointer(zeros.buffer)))
         }
         var metadata = ["format": "pt"]
         for (key, value) in provenance { metadata["elle." + key] = value }
         let weights = (folder as NSString).appendingPathComponent(weightsFile)
-        try withExtendedLifetime(transposedCopies) {
+        try withExtendedLifetime(copies) {
             try SafeTensorsWriter.write(entries, metadata: metadata, to: weights)
         }
 
-        var json = architecture.configJSON(for: config, ids: HFSpecialIds(endOfText: tokenizer.endOfText, pad: tokenizer.pad))
+        var ids = HFSpecialIds(endOfText: tokenizer.endOfText, pad: tokenizer.pad)
+        if case .bpe(let t) = tokenizer { (ids.begin, ids.mask) = (Int(t.beginOfSequence), Int(t.mask)) }
+        var json = architecture.configJSON(for: config, ids: ids)
         var elle: [String: Any] = provenance
         if case .bytes = tokenizer { elle["tokenizer"] = "bytes" }
         if let origins = config.layerOrigins { elle["layer_origins"] = origins }
         json["elle"] = elle
         let data = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
         try writeAtomically(data, to: (folder as NSString).appendingPathComponent("config.json"))
-        try tokenizer.writeHF(folder: folder, context: config.context)
+        try tokenizer.writeHF(folder: folder, context: config.context, maskedLM: config.architecture == .bert)
         return ExportSummary(modelClass: architecture.modelClass, tensors: entries.count,
                              bytes: entries.reduce(0) { $0 + $1.bytes.count },
                              files: [weightsFile, "config.json", "tokenizer.json", "tokenizer_config.json"])
@@ -88,6 +96,8 @@ public enum HFModelFolder {
         public var addedTokenRows: [Int]
         /// Rows of the token embedding in the folder.
         public var sourceVocab: Int
+        /// What the import changed or left out, for the user (e.g. BERT's token types).
+        public var notes: [String] = []
     }
 
     /// Reads the model in `folder`. The tokenizer is the folder's, or `tokenizer` (an elle
@@ -128,10 +138,12 @@ public enum HFModelFolder {
         }
         var config = source
         config.vocab = rowSource.count
+        // BERT's attention ignores padding keys: elle marks them by the pad token's id.
+        if config.architecture == .bert, case .bpe(let t) = tokenizer { config.padToken = t.pad }
 
         let weights = try WeightFiles(folder: folder)
-        let layout = GPTLayout(config: config)
-        let parameters = FloatBuffer(count: layout.parameterCount, zeroed: false)
+        let layout = TensorTable(config)
+        let parameters = FloatBuffer(count: config.parameterCount, zeroed: false)
         let sourceNames = architecture.tensorNames(for: source)
         var used = Set<String>()
         var addedTokenRows: [Int] = []
@@ -143,7 +155,7 @@ public enum HFModelFolder {
             guard tensor.shape == sourceName.hfShape else {
                 throw InteropError(path: file.path, "tensor \(tensor.name) has shape \(tensor.shape); config.json's model needs \(sourceName.hfShape)")
             }
-            let destination = parameters.pointer + layout.tensor(named: name.elle)!.offset
+            let destination = layout.part(name, of: parameters.pointer).pointer
             let values = FloatBuffer(count: tensor.count, zeroed: false)
             try file.readFloats(tensor, into: values.pointer)
             if name.transposed {
@@ -160,7 +172,7 @@ public enum HFModelFolder {
         let byHF = Dictionary(uniqueKeysWithValues: zip(sourceNames.map(\.hf), sourceNames))
         for (file, tensor) in weights.all where !used.contains(tensor.name) {
             switch architecture.skipped(tensor.name.dropPrefix(architecture.basePrefix)) {
-            case .buffer?:
+            case .buffer?, .folded?, .otherHead?:
                 continue
             case .tied(let target)?:
                 let (targetFile, targetTensor) = weights.find(target, prefix: architecture.basePrefix)!
@@ -172,8 +184,12 @@ public enum HFModelFolder {
                 throw InteropError(path: file.path, "has tensor \(tensor.name), which \(architecture.modelClass) as elle maps it does not use")
             }
         }
+        let notes = try architecture.foldUnmapped(into: parameters.pointer, config: config) { name in
+            guard let (file, tensor) = weights.find(name, prefix: architecture.basePrefix) else { return nil }
+            return (tensor.shape, try file.floats(tensor.name), file.path)
+        }
         return Imported(config: config, parameters: parameters, tokenizer: tokenizer, modelClass: architecture.modelClass,
-                        addedTokenRows: addedTokenRows, sourceVocab: source.vocab)
+                        addedTokenRows: addedTokenRows, sourceVocab: source.vocab, notes: notes)
     }
 
     /// The checkpoint of an imported model: step 0, no optimizer state, and options that name its
@@ -208,6 +224,22 @@ public enum HFModelFolder {
     }
 }
 
+/// Where each parameter tensor of a config lives in its flat buffer, by name.
+struct TensorTable {
+    let specs: [String: TensorSpec]
+    init(_ config: ModelConfig) {
+        specs = Dictionary(uniqueKeysWithValues: config.parameterTensors.map { ($0.name, $0) })
+    }
+
+    /// The values an entry of an architecture's table holds: the tensor, or its `rows`.
+    func part(_ name: HFTensorName, of parameters: UnsafeMutablePointer<Float>) -> (pointer: UnsafeMutablePointer<Float>, count: Int) {
+        let spec = specs[name.elle]!
+        guard let rows = name.rows else { return (parameters + spec.offset, spec.count) }
+        let width = spec.count / spec.shape[0]
+        return (parameters + spec.offset + rows.lowerBound * width, rows.count * width)
+    }
+}
+
 /// The safetensors file(s) of a folder: `model.safetensors`, or the shards an index names.
 final class WeightFiles: CustomStringConvertible {
     let files: [SafeTensorsFile]
@@ -238,6 +270,13 @@ final class WeightFiles: CustomStringConvertible {
             for tensor in file.tensors {
                 if location[tensor.name] != nil { throw InteropError(path: file.path, "repeats tensor \(tensor.name) of another shard") }
                 location[tensor.name] = (k, tensor)
+            }
+        }
+        // Early BERT files name LayerNorm parameters gamma and beta; transformers renames them on load.
+        for (name, entry) in location {
+            for (old, new) in [(".gamma", ".weight"), (".beta", ".bias")] where name.contains("LayerNorm") && name.hasSuffix(old) {
+                let renamed = String(name.dropLast(old.count)) + new
+                if location[renamed] == nil { location[renamed] = entry }
             }
         }
         self.location = location

@@ -47,7 +47,9 @@ public enum ModelTokenizer {
 
     /// Writes `tokenizer.json` (byte-level BPE; every special an added token) and
     /// `tokenizer_config.json` into `folder`, so `AutoTokenizer.from_pretrained(folder)` loads it.
-    public func writeHF(folder: String, context: Int) throws {
+    /// For a masked LM (BERT) the config also names `<|mask|>` as mask token and `<|bos|>`, which
+    /// begins elle's BERT sequences, as bos and cls token.
+    public func writeHF(folder: String, context: Int, maskedLM: Bool = false) throws {
         let path = (folder as NSString).appendingPathComponent("tokenizer.json")
         switch self {
         case .bpe(let t): try t.save(to: path)
@@ -60,6 +62,11 @@ public enum ModelTokenizer {
             "unk_token": BPETokenizer.endOfTextName,
         ]
         if case .bpe = self { config["pad_token"] = "<|pad|>" }
+        if maskedLM, case .bpe = self {
+            config["mask_token"] = "<|mask|>"
+            config["bos_token"] = "<|bos|>"
+            config["cls_token"] = "<|bos|>"
+        }
         let data = try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
         try writeAtomically(data, to: (folder as NSString).appendingPathComponent("tokenizer_config.json"))
     }

@@ -64,7 +64,8 @@ public final class LifelongRun {
         peakGFLOPS = LifelongRun.measurePeak()
 
         let first = plan.settings(ofStage: 0)
-        let initialOptions = LifelongRun.options(first, plan: plan, tokenizer: prepared.tokenizerPath, steps: 1, domain: domains[0].name)
+        let initialOptions = LifelongRun.options(first, plan: plan, tokenizer: prepared.tokenizerPath, steps: 1, domain: domains[0].name,
+                                                 maskedLM: LifelongRun.maskedLM(plan: plan, tokenizer: tokenizer))
         if resume {
             let (saved, path) = try Checkpoint.readLatestOnRoot(in: out, communicator: communicator)
             guard let text = saved.state.lifelong, let restored = try? LifelongState.decode(text) else {
@@ -78,7 +79,8 @@ public final class LifelongRun {
             state = restored
             output.log("resumed \(path): stage \(state.stage) (\(plan.stages[state.stage].domain)), \(state.phase?.rawValue ?? "start"), update \(state.stepInPhase) of the phase")
         } else {
-            let config = plan.model.config(vocab: tokenizer.vocabularySize)
+            var config = plan.model.config(vocab: tokenizer.vocabularySize)
+            if config.architecture == .bert { config.padToken = tokenizer.pad }
             trainer = try Trainer(model: try makeModel(config: config, seed: plan.seed), options: initialOptions,
                                   train: domains[0].train, valid: domains[0].valid, communicator: communicator)
             state = LifelongState(domains: domains.map(\.name))
@@ -169,12 +171,22 @@ public final class LifelongRun {
         let stream = phase == .frw ? domains[current].memory : domains[current].train
         let replay = Array(0..<current)
         var options = LifelongRun.options(settings, plan: plan, tokenizer: trainer.options.tokenizer, steps: steps,
-                                          domain: domains[current].name)
+                                          domain: domains[current].name, maskedLM: LifelongRun.maskedLM(plan: plan, tokenizer: tokenizer))
         if let peak { options.schedule.peak = peak }
+        let ki = phase == .main ? plan.stages[i].ki : nil
+        if let ki { options.distillation = ki.options(startStep: trainer.step - state.stepInPhase) }
         let starting = state.stepInPhase == 0 && state.loaders.isEmpty
         let carry = plan.stages[i].grow?.moments == .carry && (phase == .frw || plan.stages[i].frw == nil)
         if starting || options != trainer.options {
             try trainer.reconfigure(options: options, freshOptimizer: starting && !carry)
+        }
+        if let ki {
+            // `previous`: the previous stage's end checkpoint (the model before this stage's growth).
+            let source = ki.teacher == "previous"
+                ? (out as NSString).appendingPathComponent(String(format: "stage-%02d-%@.ckpt", i - 1, domains[i - 1].name)) : ki.teacher
+            let teacher = try Teacher.load(source, communicator: communicator)
+            try trainer.attachTeacher(teacher)
+            output.log("stage \(i): knowledge inheritance from \(ki.teacher == "previous" ? "the previous stage's model" : ki.teacher) \(teacher.model.config), \(ki.schedule) a_t over \(ki.steps) updates, tau \(ki.temperature)\(ki.topK.map { ", top \($0)" } ?? "")")
         }
         let seed = SplitMix64.mix(plan.seed, UInt64(i), phase == .frw ? 1 : 2)
         let b = options.batch, t = options.seq
@@ -205,14 +217,10 @@ public final class LifelongRun {
             let weights = state.adaptive?.weights ?? [Double](repeating: 1, count: replay.count)
             let decision = ReplayScheduler.decide(microBatches: options.accumulation, ratio: replaySettings.ratio,
                                                   weights: weights, seed: plan.seed, stage: phaseIndex, update: u)
-            let result = try trainer.update(learningRate: options.schedule(u)) { micro, inputs, targets in
-                let source = decision.sources[micro]
-                let loader = source.map { memories[$0] } ?? own
-                loader.next(batch: b, inputs: inputs, targets: targets)
-                if prompts {
-                    let prompt = domains[source.map { replay[$0] } ?? current].prompt
-                    PromptedBatch.apply(prompt: prompt, inputs: inputs, targets: targets, rows: b, seq: t)
-                }
+            // Each micro-batch carries its own domain's prompt (the trainer places it per architecture).
+            let prompt: ((Int) -> Int32?)? = prompts ? { [domains] in domains[decision.sources[$0].map { replay[$0] } ?? current].prompt } : nil
+            let result = try trainer.update(learningRate: options.schedule(u), prompt: prompt) { micro, inputs, targets in
+                (decision.sources[micro].map { memories[$0] } ?? own).next(batch: b, inputs: inputs, targets: targets)
             }
             for case let k? in decision.sources { state.adaptive?.recordReplay(domain: k, tokens: b * t * communicator.size) }
             state.stepInPhase += 1
@@ -246,7 +254,9 @@ public final class LifelongRun {
                                        100 * window.replayShare, rate, 100 * mfu, formatDuration(remaining)), final: last)
                 output.metric(["stage": i, "phase": phase.rawValue, "update": state.stepInPhase, "step": trainer.step,
                                "loss": window.meanLoss, "lr": Double(result.learningRate), "tokens_per_second": rate,
-                               "mfu": mfu, "replay_share": window.replayShare, "flops": state.flops, "tokens": trainer.tokensSeen])
+                               "mfu": mfu, "replay_share": window.replayShare, "flops": state.flops, "tokens": trainer.tokensSeen]
+                              .merging(ki == nil ? [:] : ["kd_weight": Double(result.distillationWeight),
+                                                          "stage_teacher_flops": trainer.teacherFLOPs]) { a, _ in a })
                 window = Window()
             }
             if settings.evalEvery! > 0 && state.stepInPhase % settings.evalEvery! == 0 && !last {
@@ -307,7 +317,8 @@ public final class LifelongRun {
     // MARK: set-up helpers
 
     /// Training options of a phase from resolved stage settings.
-    static func options(_ s: StagePlan.Settings, plan: StagePlan, tokenizer: String, steps: Int, domain: String) -> TrainingOptions {
+    static func options(_ s: StagePlan.Settings, plan: StagePlan, tokenizer: String, steps: Int, domain: String,
+                        maskedLM: MaskedLM?) -> TrainingOptions {
         let warmup = Int((s.warmup! * Double(steps)).rounded())
         let schedule = LearningRateSchedule(kind: s.schedule!, peak: s.lr!, warmup: warmup, total: steps,
                                             minimum: s.minLr!, initial: s.schedule == .inverseSqrt ? 1e-7 : 0)
@@ -320,7 +331,13 @@ public final class LifelongRun {
         options.evalBatches = s.evalBatches!
         options.tokenizer = tokenizer
         options.domain = domain
+        options.maskedLM = maskedLM
         return options
+    }
+
+    /// A BERT plan's masked-LM settings (the prompt is set per micro-batch), nil for GPT.
+    static func maskedLM(plan: StagePlan, tokenizer: BPETokenizer) -> MaskedLM? {
+        plan.model.architecture == .bert ? MaskedLM(tokenizer: tokenizer) : nil
     }
 
     /// Every split a stage reads must hold at least one global micro-batch of windows.

@@ -91,6 +91,43 @@ public struct StagePlan: Decodable, Sendable {
         }
     }
 
+    /// Knowledge inheritance in a stage's training phase (spec section 6, docs/KI.md): the loss
+    /// (1 - a_t) CE + a_t tau^2 KL(p_teacher(tau) || p_student(tau)) over the stage's first
+    /// `steps` updates. `teacher` is `previous` (the model that ended the previous stage, before
+    /// this stage's growth: its stage-end checkpoint) or a checkpoint path.
+    public struct KI: Codable, Equatable, Sendable {
+        public var teacher: String
+        public var steps: Int
+        public var temperature: Float = 2
+        public var schedule: DistillationSchedule = .linear
+        /// a_t of the constant schedule.
+        public var weight: Float = 0.5
+        /// Keep the teacher's K most probable tokens per position (default: all).
+        public var topK: Int?
+
+        enum CodingKeys: String, CodingKey, CaseIterable { case teacher, steps, temperature, schedule, weight, topK }
+
+        public init(from decoder: Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            teacher = try c.decode(String.self, forKey: .teacher)
+            steps = try c.decode(Int.self, forKey: .steps)
+            temperature = try c.decodeIfPresent(Float.self, forKey: .temperature) ?? temperature
+            schedule = try c.decodeIfPresent(DistillationSchedule.self, forKey: .schedule) ?? schedule
+            weight = try c.decodeIfPresent(Float.self, forKey: .weight) ?? weight
+            topK = try c.decodeIfPresent(Int.self, forKey: .topK)
+        }
+
+        /// The trainer's options for a training phase that began at update `startStep`.
+        public func options(startStep: Int) -> DistillationOptions {
+            var kd = DistillationOptions(teacher: teacher, steps: steps, temperature: temperature, schedule: schedule)
+            kd.weight = weight
+            kd.topK = topK
+            kd.startStep = startStep
+            return kd
+        }
+    }
+
     /// Settings every stage has; each is optional in the file and resolved from the stage, then
     /// `defaults`, then the built-in value shown in `Settings.builtIn`.
     public struct Settings: Codable, Equatable, Sendable {
@@ -201,10 +238,12 @@ public struct StagePlan: Decodable, Sendable {
         public var grow: GrowthPlan?
         /// Function recovering warmup after the growth.
         public var frw: Warmup?
+        /// Knowledge inheritance during the stage's training phase.
+        public var ki: KI?
         /// This stage's overrides of `defaults`.
         public var settings: Settings
 
-        enum StageKeys: String, CodingKey, CaseIterable { case domain, steps, grow, frw }
+        enum StageKeys: String, CodingKey, CaseIterable { case domain, steps, grow, frw, ki }
         struct AllKeys: CodingKey, CaseIterable {
             var stringValue: String
             var intValue: Int? { nil }
@@ -222,6 +261,7 @@ public struct StagePlan: Decodable, Sendable {
             steps = try c.decode(Int.self, forKey: .steps)
             grow = try c.decodeIfPresent(GrowthPlan.self, forKey: .grow)
             frw = try c.decodeIfPresent(Warmup.self, forKey: .frw)
+            ki = try c.decodeIfPresent(KI.self, forKey: .ki)
             settings = try Settings.decode(try decoder.container(keyedBy: AnyCodingKey.self))
         }
     }
@@ -307,6 +347,12 @@ public struct StagePlan: Decodable, Sendable {
                 try check(stage.grow != nil, "\(at).frw", "warmup recovers from a growth; this stage has no grow block")
                 try check(frw.steps >= 1, "\(at).frw.steps", "must be at least 1 (got \(frw.steps))")
                 if let lr = frw.lr { try check(lr > 0 && lr.isFinite, "\(at).frw.lr", "must be positive (got \(lr))") }
+            }
+            if let ki = stage.ki {
+                try check(ki.teacher != "previous" || i > 0, "\(at).ki.teacher", "previous names the model that ended the previous stage; the first stage has none")
+                do { try ki.options(startStep: 0).validate() } catch let error as ConfigError {
+                    throw PlanError(path: path, field: "\(at).ki.\(error.field.replacingOccurrences(of: "distillation.", with: ""))", error.message)
+                }
             }
             let s = settings(ofStage: i)
             try check(s.batch! >= 1, "\(at).batch", "must be at least 1 (got \(s.batch!))")

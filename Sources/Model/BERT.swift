@@ -32,6 +32,8 @@ public final class BERT: LanguageModel {
     private var lastPruned = false
     private var lastBatch = 0, lastSeq = 0
     private var lastHadTargets = false
+    /// Whether the last pass was `encodeFirstPositions` (no head).
+    private var lastEncodedOnly = false
     private var lastDropoutSeed: UInt64?
     /// Number of rows the head predicted in the last forward pass (rows of `logits`).
     public private(set) var predictedCount = 0
@@ -116,13 +118,9 @@ public final class BERT: LanguageModel {
         batch b: Int, seq t: Int, dropoutSeed: UInt64?
     ) -> Float {
         precondition(t >= 1 && t <= config.context, "sequence length \(t) outside 1...\(config.context)")
-        let c = config, n = b * t, d = c.width, a = c.attentionWidth, f = c.ffn, v = c.vocab
+        let c = config, n = b * t, d = c.width, v = c.vocab
         prepare(batch: b, seq: t)
         let acts = self.acts!
-        tokens.pointer.update(from: inputTokens, count: n)
-        for i in 0..<n where inputTokens[i] < 0 || Int(inputTokens[i]) >= v {
-            preconditionFailure("token id \(inputTokens[i]) at position \(i) outside vocabulary 0..<\(v)")
-        }
         lastBatch = b; lastSeq = t; lastHadTargets = inputTargets != nil
         lastDropoutSeed = c.dropout > 0 ? dropoutSeed : nil
 
@@ -141,7 +139,64 @@ public final class BERT: LanguageModel {
         }
         predictedCount = m
         lastPruned = m < n
+        lastEncodedOnly = false
+        runEncoder(inputTokens, batch: b, seq: t)
 
+        // MLM head on the predicted rows (the first m rows of the last output, in order):
+        // logits = LN(GELU(dense(x))) wte^T + bias.
+        let P = parameters.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
+        let eps = c.layerNormEpsilon
+        let headIn = A + acts.output[c.layers]
+        Linear.forward(out: A + acts.headPre, x: headIn, weight: P + layout.headDenseWeight,
+                       bias: P + layout.headDenseBias, rows: m, inFeatures: d, outFeatures: d)
+        ErfGELU.forward(out: A + acts.headPost, x: A + acts.headPre, count: m * d)
+        LayerNorm.forward(out: A + acts.headNorm, mean: A + acts.headMean, rstd: A + acts.headRstd, x: A + acts.headPost,
+                          weight: P + layout.headNormWeight, bias: P + layout.headNormBias, rows: m, width: d,
+                          epsilon: eps, affine: affine)
+        Linear.forward(out: A + acts.logits, x: A + acts.headNorm, weight: P + layout.tokenEmbedding,
+                       bias: P + layout.outputBias, rows: m, inFeatures: d, outFeatures: v)
+        guard inputTargets != nil else { return 0 }
+        let (sum, _) = CrossEntropy.forward(losses: A + acts.losses, logSumExp: A + acts.logSumExp, logits: A + acts.logits,
+                                            targets: predictedTargets.pointer, rows: m, vocab: v)
+        lastLoss = m > 0 ? sum / Double(m) : 0
+        return Float(lastLoss)
+    }
+
+    /// The encoder alone, for a sequence classifier: runs B sequences of T tokens and returns the
+    /// final hidden state at position 0 (the `<|bos|>` vector) of each, (B, D) row-major. The
+    /// last block runs only at those rows and the MLM head not at all. Dropout as in `forward`.
+    public func encodeFirstPositions(tokens inputTokens: UnsafePointer<Int32>, batch b: Int, seq t: Int,
+                                     dropoutSeed: UInt64?) -> UnsafePointer<Float> {
+        precondition(t >= 1 && t <= config.context, "sequence length \(t) outside 1...\(config.context)")
+        prepare(batch: b, seq: t)
+        lastBatch = b; lastSeq = t; lastHadTargets = false
+        lastDropoutSeed = config.dropout > 0 ? dropoutSeed : nil
+        for row in 0..<b { predicted[row] = Int32(row * t) }
+        predictedCount = b
+        lastPruned = b < b * t
+        lastEncodedOnly = true
+        runEncoder(inputTokens, batch: b, seq: t)
+        return UnsafePointer(actBuffer.pointer + acts!.output[config.layers])
+    }
+
+    /// Adds into `gradients` the gradient of a loss whose gradient with respect to the vectors of
+    /// the last `encodeFirstPositions` is `dFirst` (B, D).
+    public func backwardFirstPositions(_ dFirst: UnsafePointer<Float>) {
+        guard let acts, lastEncodedOnly else { preconditionFailure("backwardFirstPositions without encodeFirstPositions") }
+        (actBuffer.pointer + acts.dOutput).update(from: dFirst, count: lastBatch * config.width)
+        backwardEncoder()
+        lastEncodedOnly = false
+    }
+
+    /// Embeddings and blocks for the batch `forward` or `encodeFirstPositions` set up; the last
+    /// block's per-position part runs at the `predicted` rows only when `lastPruned`.
+    private func runEncoder(_ inputTokens: UnsafePointer<Int32>, batch b: Int, seq t: Int) {
+        let c = config, n = b * t, d = c.width, a = c.attentionWidth, f = c.ffn, m = predictedCount
+        let acts = self.acts!
+        tokens.pointer.update(from: inputTokens, count: n)
+        for i in 0..<n where inputTokens[i] < 0 || Int(inputTokens[i]) >= c.vocab {
+            preconditionFailure("token id \(inputTokens[i]) at position \(i) outside vocabulary 0..<\(c.vocab)")
+        }
         let P = parameters.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
         let eps = c.layerNormEpsilon
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
@@ -193,45 +248,32 @@ public final class BERT: LanguageModel {
             LayerNorm.forward(out: A + acts.output[l + 1], mean: A + s.ln2Mean, rstd: A + s.ln2Rstd, x: A + s.residual2,
                               weight: P + w.ln2Weight, bias: P + w.ln2Bias, rows: k, width: d, epsilon: eps, affine: affine)
         }
-
-        // MLM head on the predicted rows (the first m rows of the last output, in order):
-        // logits = LN(GELU(dense(x))) wte^T + bias.
-        let headIn = A + acts.output[c.layers]
-        Linear.forward(out: A + acts.headPre, x: headIn, weight: P + layout.headDenseWeight,
-                       bias: P + layout.headDenseBias, rows: m, inFeatures: d, outFeatures: d)
-        ErfGELU.forward(out: A + acts.headPost, x: A + acts.headPre, count: m * d)
-        LayerNorm.forward(out: A + acts.headNorm, mean: A + acts.headMean, rstd: A + acts.headRstd, x: A + acts.headPost,
-                          weight: P + layout.headNormWeight, bias: P + layout.headNormBias, rows: m, width: d,
-                          epsilon: eps, affine: affine)
-        Linear.forward(out: A + acts.logits, x: A + acts.headNorm, weight: P + layout.tokenEmbedding,
-                       bias: P + layout.outputBias, rows: m, inFeatures: d, outFeatures: v)
-        guard inputTargets != nil else { return 0 }
-        let (sum, _) = CrossEntropy.forward(losses: A + acts.losses, logSumExp: A + acts.logSumExp, logits: A + acts.logits,
-                                            targets: predictedTargets.pointer, rows: m, vocab: v)
-        lastLoss = m > 0 ? sum / Double(m) : 0
-        return Float(lastLoss)
     }
 
-    /// Adds d(mean loss of the last forward)/d(parameters) into `gradients`.
-    public func backward() { backward(observer: nil) }
+    public var logitRowCount: Int { predictedCount }
+    public var logitRowTargets: UnsafePointer<Int32> { UnsafePointer(predictedTargets.pointer) }
 
-    /// `backward()`, telling `observer` which gradients are final as it goes: the MLM head
-    /// (except the tied projection) after the head, block l after block l's backward, L-1 first.
-    /// The embeddings (the tied `wte` among them) are final only at the end and not reported.
-    public func backward(observer: GradientObserver?) {
+    /// Adds d(loss)/d(parameters) into `gradients`: the last forward's mean loss over the
+    /// predicted positions, or the loss whose logit gradient `headGradient` writes
+    /// (`LanguageModel.backward(headGradient:)`). Tells `observer` which gradients are final as
+    /// it goes: the MLM head (except the tied projection) after the head, block l after block l's
+    /// backward, L-1 first. The embeddings (the tied `wte` among them) are final only at the end
+    /// and not reported.
+    public func backward(headGradient: ((UnsafeMutablePointer<Float>) -> Void)?, observer: GradientObserver?) {
         guard let acts, lastHadTargets else { preconditionFailure("backward without a forward pass with targets") }
-        let c = config, b = lastBatch, t = lastSeq, n = b * t, m = predictedCount
-        let d = c.width, a = c.attentionWidth, f = c.ffn, v = c.vocab
+        let c = config, m = predictedCount, d = c.width, v = c.vocab
         let P = parameters.pointer, G = gradients.pointer, A = actBuffer.pointer
         let affine = c.normalization == .affine
-        let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
-        let scratch = A + acts.attentionScratch
         let dOutput = A + acts.dOutput, dResidual = A + acts.dResidual, branch = A + acts.branch
 
         // Head, in reverse: projection (tied) and bias, norm, GELU, dense. dOutput gets the
         // gradient of the last block's output rows.
-        CrossEntropy.backward(logits: A + acts.logits, logSumExp: A + acts.logSumExp, targets: predictedTargets.pointer,
-                              rows: m, vocab: v, scale: m > 0 ? 1 / Float(m) : 0)
+        if let headGradient {
+            headGradient(A + acts.logits)
+        } else {
+            CrossEntropy.backward(logits: A + acts.logits, logSumExp: A + acts.logSumExp, targets: predictedTargets.pointer,
+                                  rows: m, vocab: v, scale: m > 0 ? 1 / Float(m) : 0)
+        }
         Linear.backward(dx: dResidual, dweight: G + layout.tokenEmbedding, dbias: G + layout.outputBias,
                         dout: A + acts.logits, x: A + acts.headNorm, weight: P + layout.tokenEmbedding,
                         rows: m, inFeatures: d, outFeatures: v)
@@ -244,7 +286,21 @@ public final class BERT: LanguageModel {
                         dout: branch, x: A + acts.output[c.layers], weight: P + layout.headDenseWeight,
                         rows: m, inFeatures: d, outFeatures: d)
         observer?.gradientsFinal(layout.headDenseWeight..<layout.parameterCount)  // [gradient observer]
+        backwardEncoder(observer: observer)
+        lastHadTargets = false  // the logits now hold gradients
+    }
 
+    /// The blocks and embeddings in reverse; `dOutput` holds the gradient of the last block's
+    /// output rows (the predicted rows when the last block was pruned, else every position).
+    private func backwardEncoder(observer: GradientObserver? = nil) {
+        guard let acts else { return }
+        let c = config, b = lastBatch, t = lastSeq, n = b * t
+        let d = c.width, a = c.attentionWidth, f = c.ffn
+        let P = parameters.pointer, G = gradients.pointer, A = actBuffer.pointer
+        let affine = c.normalization == .affine
+        let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
+        let scratch = A + acts.attentionScratch
+        let dOutput = A + acts.dOutput, dResidual = A + acts.dResidual
         for l in stride(from: c.layers - 1, through: 0, by: -1) {
             let w = layout.blocks[l], s = acts.layers[l]
             let r = rows(ofBlock: l), k = r.count
@@ -295,7 +351,6 @@ public final class BERT: LanguageModel {
                            mean: A + acts.embeddingMean, rstd: A + acts.embeddingRstd, rows: n, width: d, affine: affine)
         Embedding.backward(dwte: G + layout.tokenEmbedding, dwpe: G + layout.positionEmbedding,
                            dout: dResidual, tokens: tokens.pointer, batch: b, seq: t, width: d)
-        lastHadTargets = false  // the logits now hold gradients
     }
 
     /// The rows block l's per-position part (after attention) runs on, and where its inputs are:

@@ -160,13 +160,15 @@ public final class GPT: LanguageModel {
         return Float(lastLoss)
     }
 
-    /// Adds d(mean loss of the last forward)/d(parameters) into `gradients`.
-    public func backward() { backward(observer: nil) }
+    public var logitRowCount: Int { lastBatch * lastSeq }
+    public var logitRowTargets: UnsafePointer<Int32> { UnsafePointer(targets.pointer) }
 
-    /// `backward()`, telling `observer` which parameters' gradients are final as it goes: the
-    /// token embedding after the head (when the observer takes the lookup's gradient), the final
-    /// norm, each block from the last to the first, then the embeddings.
-    public func backward(observer: GradientObserver?) {
+    /// Adds d(loss)/d(parameters) into `gradients`: the last forward's mean loss, or the loss
+    /// whose logit gradient `headGradient` writes (`LanguageModel.backward(headGradient:)`).
+    /// Tells `observer` which parameters' gradients are final as it goes: the token embedding
+    /// after the head (when the observer takes the lookup's gradient), the final norm, each block
+    /// from the last to the first, then the embeddings.
+    public func backward(headGradient: ((UnsafeMutablePointer<Float>) -> Void)?, observer: GradientObserver?) {
         guard let acts, lastHadTargets else { preconditionFailure("backward without a forward pass with targets") }
         let c = config, b = lastBatch, t = lastSeq, n = b * t
         let d = c.width, a = c.attentionWidth, f = c.ffn, v = c.vocab
@@ -180,9 +182,13 @@ public final class GPT: LanguageModel {
             tokens: tokens.pointer, count: n, rows: v, width: d, offset: layout.tokenEmbedding)
 
         // Head: logits = lnf wte^T.
-        CrossEntropy.backward(logits: A + acts.logits, logSumExp: A + acts.logSumExp,
-                              targets: targets.pointer, rows: n, vocab: v,
-                              scale: lastCounted > 0 ? 1 / Float(lastCounted) : 0)
+        if let headGradient {
+            headGradient(A + acts.logits)
+        } else {
+            CrossEntropy.backward(logits: A + acts.logits, logSumExp: A + acts.logSumExp,
+                                  targets: targets.pointer, rows: n, vocab: v,
+                                  scale: lastCounted > 0 ? 1 / Float(lastCounted) : 0)
+        }
         gemm(transA: false, transB: false, m: n, n: d, k: v, A + acts.logits, lda: v,
              P + layout.tokenEmbedding, ldb: d, beta: 0, dNorm, ldc: d)
         gemm(transA: true, transB: false, m: v, n: d, k: n, A + acts.logits, lda: v,

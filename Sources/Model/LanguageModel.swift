@@ -25,11 +25,17 @@ public protocol LanguageModel: AnyObject {
     @discardableResult
     func forward(tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>?, batch: Int, seq: Int,
                  dropoutSeed: UInt64?) -> Float
-    func backward()
-    /// `backward()` that tells `observer` as parts of `gradients` become final (data-parallel
-    /// overlap, docs/SCALING.md). A model without finer reports tells it nothing (the default):
-    /// its gradient is then final when `backward` returns.
-    func backward(observer: GradientObserver?)
+    /// Adds d(loss)/d(parameters) into `gradients`, where the loss's gradient with respect to
+    /// the logits is written by `headGradient` (in place: it receives `logits`, rows
+    /// `logitRowCount` x `config.vocab`, and leaves d(loss)/d(logits) there); nil means the
+    /// forward pass's own mean cross-entropy (`backward()`). Knowledge inheritance mixes in a
+    /// distillation term this way. `observer` is told as parts of `gradients` become final
+    /// (data-parallel overlap, docs/SCALING.md); a model without finer reports tells it nothing,
+    /// and its gradient is then final when `backward` returns.
+    func backward(headGradient: ((UnsafeMutablePointer<Float>) -> Void)?, observer: GradientObserver?)
+    /// Rows of `logits` in the last forward pass, and each row's target (negative: no loss).
+    var logitRowCount: Int { get }
+    var logitRowTargets: UnsafePointer<Int32> { get }
     /// Floats of activation memory `forward` allocates for a batch shape.
     func activationCount(batch: Int, seq: Int) -> Int
 }
@@ -37,7 +43,14 @@ public protocol LanguageModel: AnyObject {
 extension LanguageModel {
     public var parameterCount: Int { parameters.count }
 
-    public func backward(observer: GradientObserver?) { backward() }
+    /// Adds d(mean loss of the last forward)/d(parameters) into `gradients`.
+    public func backward() { backward(headGradient: nil, observer: nil) }
+
+    public func backward(headGradient: ((UnsafeMutablePointer<Float>) -> Void)?) {
+        backward(headGradient: headGradient, observer: nil)
+    }
+
+    public func backward(observer: GradientObserver?) { backward(headGradient: nil, observer: observer) }
 
     @discardableResult
     public func forward(tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>?, batch: Int, seq: Int) -> Float {

@@ -9,6 +9,13 @@ public struct TensorSpec: Sendable, Equatable {
     public var decays: Bool
     public var count: Int { shape.reduce(1, *) }
     public var range: Range<Int> { offset..<(offset + count) }
+
+    public init(name: String, shape: [Int], offset: Int, decays: Bool) {
+        self.name = name
+        self.shape = shape
+        self.offset = offset
+        self.decays = decays
+    }
 }
 
 /// Hands out consecutive offsets in a flat buffer and records what each one is.

@@ -14,6 +14,10 @@ public struct StepResult: Sendable {
     public var seconds: Double
     /// Time spent after backward waiting for the gradient all-reduces (what overlap did not hide).
     public var communicationWaitSeconds: Double = 0
+    /// The knowledge-inheritance weight a_t of this update (0 without KI) and the mean
+    /// cross-entropy (equal to `loss` when a_t = 0).
+    public var distillationWeight: Float = 0
+    public var crossEntropy: Float = 0
 }
 
 /// Plain single-domain training: micro-batches from a `SequenceLoader`, gradient accumulation,
@@ -38,6 +42,9 @@ public final class Trainer {
     public let communicator: Communicator
     public private(set) var step: Int
     public private(set) var tokensSeen: Int
+    /// Training FLOPs of the student so far on all ranks (6 N + 12 L D T per token, `FLOPCount`),
+    /// at the model's size when each update ran (so growth is counted right); saved in checkpoints.
+    public private(set) var flops: Double
     let loader: SequenceLoader
     let validTokens: TokenStream
     private var inputs: Buffer<Int32>
@@ -48,6 +55,17 @@ public final class Trainer {
     private let synchronizer: GradientSynchronizer
     /// The step of the last growth, so a scheduled growth is applied once.
     private var grownAtStep: Int?
+    /// Knowledge inheritance (`options.distillation`): the live teacher or its top-K cache
+    /// (`attachTeacher`, `attachTeacherCache`). Updates with a_t = 0 never touch them, so they
+    /// are exactly plain training.
+    public private(set) var teacher: Teacher?
+    public private(set) var teacherCache: TeacherCache?
+    private let distillationLoss = DistillationLoss()
+    /// This rank's window indices of the micro-batch being filled by `trainStep` (for the cache).
+    private var windows: Buffer<Int32>
+    private var windowsFilled = false
+    private var cachedIds = Buffer<Int32>(count: 0)
+    private var cachedLogits = FloatBuffer(count: 0)
     /// Compare a hash of the parameters across ranks every N updates (0: only before
     /// checkpoints). A mismatch means the replicas diverged and ends the job naming the rank.
     public var replicaCheckEvery = 100
@@ -85,10 +103,12 @@ public final class Trainer {
             }
             step = state.step
             tokensSeen = state.tokensSeen
+            flops = state.flops ?? Double(state.tokensSeen) * FLOPCount.trainingPerToken(model.config, parameters: model.parameterCount, seq: options.seq)
             optimizer.step = state.optimizerStep
         } else {
             step = 0
             tokensSeen = 0
+            flops = 0
         }
         loader = try SequenceLoader(stream: train, seq: options.seq, seed: options.seed,
                                     rank: communicator.rank, worldSize: communicator.size,
@@ -96,6 +116,7 @@ public final class Trainer {
         validTokens = valid
         inputs = Buffer(count: options.batch * options.seq)
         targets = Buffer(count: options.batch * options.seq)
+        windows = Buffer(count: options.batch)
         gradientSum = options.accumulation > 1 ? FloatBuffer(count: model.parameterCount) : nil
         synchronizer = GradientSynchronizer(communicator: communicator, bucketElements: options.bucketElements)
         try synchronizeReplicas(train: train, resuming: moments != nil)
@@ -125,8 +146,10 @@ public final class Trainer {
     /// on each rank, gradient average over all of them, clipping, AdamW. The loss returned is
     /// the mean over every rank's micro-batches.
     public func trainStep() throws -> StepResult {
-        try update(learningRate: options.schedule(step)) { _, inputs, targets in
-            loader.next(batch: options.batch, inputs: inputs, targets: targets)
+        defer { windowsFilled = false }
+        return try update(learningRate: options.schedule(step)) { _, inputs, targets in
+            loader.next(batch: options.batch, inputs: inputs, targets: targets, windows: windows.pointer)
+            windowsFilled = true
         }
     }
 
@@ -135,27 +158,42 @@ public final class Trainer {
     public typealias MicroBatchFiller = (Int, UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) throws -> Void
 
     /// One update whose micro-batches come from `fill` (the lifelong run mixes domains this way)
-    /// at learning rate `lr`. Collective.
-    public func update(learningRate lr: Float, fill: MicroBatchFiller) throws -> StepResult {
+    /// at learning rate `lr`. `prompt(micro)`, when given, is that micro-batch's domain prompt,
+    /// placed as the architecture wants it (`PromptedBatch` for GPT, after `<|bos|>` for BERT).
+    /// Collective.
+    public func update(learningRate lr: Float, prompt: ((Int) -> Int32?)? = nil, fill: MicroBatchFiller) throws -> StepResult {
         let start = DispatchTime.now().uptimeNanoseconds
         let b = options.batch, t = options.seq, accumulation = options.accumulation
-        var lossSum = 0.0
+        var lossSum = 0.0, crossEntropySum = 0.0
+        let kdWeight = options.distillation?.weight(atStep: step) ?? 0
         let gradients = gradientSum ?? model.gradients
         synchronizer.beginUpdate(target: gradients.pointer, count: gradients.count, label: "gradient all-reduce of update \(step + 1)")
         for micro in 0..<accumulation {
             try fill(micro, inputs.pointer, targets.pointer)
             let globalMicro = communicator.rank * accumulation + micro
-            options.maskedLM?.makeSequences(tokens: inputs.pointer, targets: targets.pointer, batch: b, seq: t,
-                                            key: SplitMix64.mix(options.seed, 0x4D41_534B, UInt64(step), UInt64(globalMicro)))
+            let domainPrompt = prompt?(micro)
+            if var masked = options.maskedLM {
+                if let domainPrompt { masked.prompt = domainPrompt }
+                masked.makeSequences(tokens: inputs.pointer, targets: targets.pointer, batch: b, seq: t,
+                                     key: SplitMix64.mix(options.seed, 0x4D41_534B, UInt64(step), UInt64(globalMicro)))
+            } else if let domainPrompt {
+                PromptedBatch.apply(prompt: domainPrompt, inputs: inputs.pointer, targets: targets.pointer, rows: b, seq: t)
+            }
             let dropoutSeed = SplitMix64.mix(options.seed, 0xD50_0000, UInt64(step), UInt64(globalMicro))
             model.zeroGradients()
-            lossSum += Double(model.forward(tokens: inputs.pointer, targets: targets.pointer,
-                                            batch: b, seq: t, dropoutSeed: dropoutSeed))
             // The last micro-batch's gradient is added into the sum and all-reduced range by
             // range as backward finishes them; earlier ones are added whole.
             let last = micro == accumulation - 1
             synchronizer.beginMicroBatch(last: last, gradient: model.gradients.pointer)
-            model.backward(observer: synchronizer)
+            if kdWeight > 0 {
+                let value = try distill(weight: kdWeight, batch: b, seq: t, dropoutSeed: dropoutSeed)
+                lossSum += value.loss
+                crossEntropySum += value.crossEntropy
+            } else {
+                lossSum += Double(model.forward(tokens: inputs.pointer, targets: targets.pointer,
+                                                batch: b, seq: t, dropoutSeed: dropoutSeed))
+                model.backward(observer: synchronizer)
+            }
             synchronizer.endMicroBatch()
             if let gradientSum, !last {
                 if micro == 0 {
@@ -169,7 +207,11 @@ public final class Trainer {
         let contributions = accumulation * communicator.size
         if communicator.size > 1 {
             lossSum = try communicator.allReduce(lossSum, .sum, label: "loss all-reduce of update \(step + 1)")
+            if kdWeight > 0 {
+                crossEntropySum = try communicator.allReduce(crossEntropySum, .sum, label: "cross-entropy all-reduce of update \(step + 1)")
+            }
         }
+        if kdWeight == 0 { crossEntropySum = lossSum }
         if contributions > 1 {
             scaleInPlace(gradients.pointer, 1 / Float(contributions), count: gradients.count)
         }
@@ -178,11 +220,98 @@ public final class Trainer {
         step += 1
         let tokens = b * t * contributions
         tokensSeen += tokens
+        flops += Double(tokens) * FLOPCount.trainingPerToken(model.config, parameters: model.parameterCount, seq: t)
         if communicator.size > 1 && replicaCheckEvery > 0 && step % replicaCheckEvery == 0 { try verifyReplicas() }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         return StepResult(step: step, loss: Float(lossSum / Double(contributions)), learningRate: lr,
                           gradientNorm: norm, tokens: tokens, seconds: seconds,
-                          communicationWaitSeconds: synchronizer.lastWaitSeconds)
+                          communicationWaitSeconds: synchronizer.lastWaitSeconds, distillationWeight: kdWeight,
+                          crossEntropy: Float(crossEntropySum / Double(contributions)))
+    }
+
+    /// Forward and backward of one micro-batch (in `inputs`, `targets`) under the KI loss
+    /// (1 - a) CE + a tau^2 KL(p_T(tau) || p_S(tau)): the student's forward pass, the teacher's
+    /// rows for the same inputs (live, or from the cache by window), then the student's backward
+    /// from the mixed logit gradient.
+    private func distill(weight: Float, batch b: Int, seq t: Int, dropoutSeed: UInt64) throws -> DistillationLoss.Value {
+        guard let kd = options.distillation else { preconditionFailure("distill without distillation options") }
+        model.forward(tokens: inputs.pointer, targets: targets.pointer, batch: b, seq: t, dropoutSeed: dropoutSeed)
+        let rows: TeacherRows
+        if let cache = teacherCache {
+            guard windowsFilled else {
+                throw ConfigError(field: "distillation.cache", message: "a teacher cache needs the run's own loader (plain elle train); this update's batches come from elsewhere")
+            }
+            let k = cache.header.topK, count = b * t * k
+            if cachedIds.count < count {
+                cachedIds = Buffer(count: count)
+                cachedLogits = FloatBuffer(count: count)
+            }
+            cache.rows(windows: windows.pointer, count: b, ids: cachedIds.pointer, logits: cachedLogits.pointer)
+            rows = .topK(ids: UnsafePointer(cachedIds.pointer), logits: UnsafePointer(cachedLogits.pointer), k: k)
+        } else if let teacher {
+            rows = teacher.predict(tokens: inputs.pointer, targets: targets.pointer, batch: b, seq: t, topK: kd.topK)
+            precondition(teacher.model.config.architecture == .gpt || teacher.model.logitRowCount == model.logitRowCount,
+                         "teacher and student predict different rows")
+        } else {
+            throw ConfigError(field: "distillation.teacher", message: "update \(step + 1) distills but no teacher or teacher cache is attached")
+        }
+        var value: DistillationLoss.Value?
+        let student = model
+        model.backward(headGradient: { [distillationLoss] logits in
+            value = distillationLoss.apply(logits: logits, targets: student.logitRowTargets, rows: student.logitRowCount,
+                                           vocab: student.config.vocab, teacher: rows, temperature: kd.temperature,
+                                           weight: weight, writeGradient: true)
+        }, observer: synchronizer)
+        return value!
+    }
+
+    /// Attaches the live teacher of `options.distillation` after checking it fits the student
+    /// (architecture, vocabulary, context) and, on resume, that it is the teacher the run started
+    /// with (its parameters' XXH64 is saved in the options).
+    public func attachTeacher(_ teacher: Teacher) throws {
+        guard var kd = options.distillation else {
+            throw ConfigError(field: "distillation", message: "a teacher was given but the run has no distillation options")
+        }
+        try teacher.check(student: model.config, seq: options.seq)
+        if let saved = kd.teacherHash, saved != teacher.hashString {
+            throw ConfigError(field: "distillation.teacher",
+                              message: "\(teacher.source) has parameters XXH64 \(teacher.hashString) but the run was started with a teacher of XXH64 \(saved)")
+        }
+        kd.teacherHash = teacher.hashString
+        options.distillation = kd
+        self.teacher = teacher
+        teacherCache = nil
+    }
+
+    /// Attaches a top-K teacher cache built for this run's train stream, sequence length and
+    /// vocabulary (GPT students: BERT masks change at every update).
+    public func attachTeacherCache(_ cache: TeacherCache) throws {
+        guard var kd = options.distillation else {
+            throw ConfigError(field: "distillation", message: "a teacher cache was given but the run has no distillation options")
+        }
+        guard model.config.architecture == .gpt else {
+            throw ConfigError(field: "distillation.cache", message: "a teacher cache fits a GPT only: BERT's masks are drawn anew at every update, so a BERT run uses the live teacher")
+        }
+        try cache.check(train: loader.tokens, seq: options.seq, vocab: model.config.vocab)
+        if let saved = kd.teacherHash, saved != cache.header.teacherXXH64 {
+            throw ConfigError(field: "distillation.cache",
+                              message: "\(cache.path) holds the teacher of XXH64 \(cache.header.teacherXXH64) but the run was started with \(saved)")
+        }
+        kd.teacherHash = cache.header.teacherXXH64
+        kd.topK = cache.header.topK
+        options.distillation = kd
+        teacherCache = cache
+        teacher = nil
+    }
+
+    /// Teacher FLOPs spent so far on all ranks: forward passes of the updates with a_t > 0 (or,
+    /// with a cache, the forward passes that built it). 0 without KI.
+    public var teacherFLOPs: Double {
+        guard let kd = options.distillation else { return 0 }
+        if let teacherCache { return teacherCache.header.teacherFLOPs }
+        guard let teacher else { return 0 }
+        let tokensPerUpdate = Double(options.batch * options.seq * options.accumulation * communicator.size)
+        return Double(kd.teacherUpdates(before: step)) * tokensPerUpdate * teacher.forwardFLOPsPerToken(seq: options.seq)
     }
 
     /// Switches to new options between updates (a lifelong run's next stage or warmup): batch
@@ -193,6 +322,7 @@ public final class Trainer {
         options = newOptions
         inputs = Buffer(count: options.batch * options.seq)
         targets = Buffer(count: options.batch * options.seq)
+        windows = Buffer(count: options.batch)
         gradientSum = options.accumulation > 1 ? FloatBuffer(count: model.parameterCount) : nil
         if freshOptimizer {
             optimizer = AdamW(tensors: model.tensors, count: model.parameterCount, settings: options.adam)
@@ -296,8 +426,10 @@ public final class Trainer {
         let loaders = communicator.isRoot
             ? (0..<communicator.size).map { LoaderPosition(epoch: Int(all[2 * $0]), cursor: Int(all[2 * $0 + 1])) }
             : [loader.position]
-        return TrainingState(step: step, options: options, loaders: loaders, optimizerStep: optimizer.step,
-                             tokensSeen: tokensSeen, worldSize: communicator.size)
+        var state = TrainingState(step: step, options: options, loaders: loaders, optimizerStep: optimizer.step,
+                                  tokensSeen: tokensSeen, worldSize: communicator.size)
+        state.flops = flops
+        return state
     }
 
     /// The run as a checkpoint (meaningful on rank 0). Checks first that all ranks hold the same

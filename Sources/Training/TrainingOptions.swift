@@ -44,6 +44,8 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
 
     /// How windows become masked-LM sequences: set for a BERT model, nil for GPT.
     public var maskedLM: MaskedLM?
+    /// Knowledge inheritance from a teacher (docs/KI.md), or nil.
+    public var distillation: DistillationOptions?
 
     public init(batch: Int, seq: Int, steps: Int, schedule: LearningRateSchedule, dataPath: String) {
         self.batch = batch
@@ -79,6 +81,11 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
             do { try maskedLM.validate(vocab: model.vocab) } catch let error as DataError {
                 throw ConfigError(field: "maskedLM", message: error.message)
             }
+        }
+        if let distillation {
+            try distillation.validate()
+            try check(distillation.cache == nil || model.architecture == .gpt, "distillation.cache",
+                      "fits a GPT only: BERT's masks are drawn anew at every update, so a BERT run uses the live teacher")
         }
         if let growth {
             try check(growth.step >= 0, "grow-at", "must not be negative (got \(growth.step))")
@@ -117,6 +124,8 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public var optimizerStep: Int
     /// Tokens consumed by all ranks so far.
     public var tokensSeen: Int
+    /// Training FLOPs of the model so far, all ranks (`FLOPCount`; nil in older checkpoints).
+    public var flops: Double?
     public var worldSize: Int
     /// A lifelong run's own state as JSON (`LifelongState` in the Lifelong module, which this
     /// module cannot name); nil for plain runs.

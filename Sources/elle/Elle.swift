@@ -6,7 +6,8 @@ struct Elle: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "elle",
         abstract: "Lifelong pre-training of growing transformer language models.",
-        subcommands: [Train.self, Sample.self, Eval.self, Bench.self, DataCommand.self, Grow.self, Export.self, Import.self, MPICheck.self])
+        subcommands: [Train.self, Sample.self, Eval.self, Bench.self, DataCommand.self, Grow.self, Export.self, Import.self,
+                      FinetuneCommand.self, TeacherCacheCommand.self, MPICheck.self])
 }
 
 /// Model shape options of `train`.

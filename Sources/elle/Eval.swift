@@ -18,7 +18,8 @@ struct Eval: ParsableCommand {
             it has seen.
 
             Tokens (--tokens or --text): runs the model on those sequences and prints each one's mean \
-            next-token loss; --logits writes a safetensors file with `tokens` (I32, [N, T]) and \
+            next-token loss (GPT; a BERT gives the logits of every position and no loss, and --text \
+            puts <|bos|> first as in its training sequences); --logits writes a safetensors file with `tokens` (I32, [N, T]) and \
             `logits` (F32, [N, T, V]), which scripts/check_hf_interop.py compares with transformers. \
             Dropout is off in both modes.
             """)
@@ -115,7 +116,9 @@ struct Eval: ParsableCommand {
         if let text {
             guard let content = try? String(contentsOfFile: text, encoding: .utf8) else { throw CommandError("--text \(text) cannot be read as UTF-8") }
             let tokenizer = try TrainingData.tokenizer(named: saved.state.options.tokenizer)
-            sequences = [Array(tokenizer.encode(content).prefix(c.context))]
+            var ids = tokenizer.encode(content)
+            if c.architecture == .bert, let bpe = tokenizer as? BPETokenizer { ids.insert(bpe.beginOfSequence, at: 0) }
+            sequences = [Array(ids.prefix(c.context))]
         } else {
             sequences = try Eval.readTokens(tokens!)
         }
@@ -130,16 +133,20 @@ struct Eval: ParsableCommand {
 
         var allLogits = [Float](repeating: 0, count: sequences.count * length * c.vocab)
         for (k, sequence) in sequences.enumerated() {
-            let targets = Array(sequence.dropFirst()) + [-1]
-            let loss = sequence.withUnsafeBufferPointer { x in
-                targets.withUnsafeBufferPointer { y in
-                    model.forward(tokens: x.baseAddress!, targets: y.baseAddress!, batch: 1, seq: length)
-                }
+            // GPT: next-token targets. BERT: no targets, so its head predicts every position.
+            let targets: [Int32]? = c.architecture == .gpt ? Array(sequence.dropFirst()) + [-1] : nil
+            let loss = sequence.withUnsafeBufferPointer { x -> Float in
+                guard let targets else { return model.forward(tokens: x.baseAddress!, targets: nil, batch: 1, seq: length) }
+                return targets.withUnsafeBufferPointer { model.forward(tokens: x.baseAddress!, targets: $0.baseAddress!, batch: 1, seq: length) }
             }
             allLogits.withUnsafeMutableBufferPointer { out in
                 (out.baseAddress! + k * length * c.vocab).update(from: model.logits, count: length * c.vocab)
             }
-            print(String(format: "sequence %d: %d tokens, loss %.6f", k + 1, length, loss))
+            if targets == nil {
+                print("sequence \(k + 1): \(length) tokens (masked LM: logits at every position, no loss)")
+            } else {
+                print(String(format: "sequence %d: %d tokens, loss %.6f", k + 1, length, loss))
+            }
         }
         if let logits {
             let flat = sequences.flatMap { $0 }

@@ -8,9 +8,9 @@ struct Export: ParsableCommand {
         abstract: "Write a checkpoint as a Hugging Face model folder.",
         discussion: """
             --format hf writes model.safetensors (float32), config.json, tokenizer.json and \
-            tokenizer_config.json, which transformers loads as GPT2LMHeadModel and AutoTokenizer \
-            with no elle code. The output layer is tied to the token embedding, so lm_head.weight \
-            is not stored. Special and domain-prompt tokens become added tokens. A byte-level \
+            tokenizer_config.json, which transformers loads as GPT2LMHeadModel (GPT) or BertForMaskedLM \
+            (BERT) and AutoTokenizer with no elle code. The output layer is tied to the token \
+            embedding, so lm_head.weight (cls.predictions.decoder.weight) is not stored. Special and domain-prompt tokens become added tokens. A byte-level \
             checkpoint (vocabulary 257) gets a tokenizer.json of the 256 bytes plus end-of-text \
             that gives the same ids as elle's byte tokenizer. See docs/INTEROP.md.
             """)

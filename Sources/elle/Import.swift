@@ -5,14 +5,15 @@ import Training
 
 struct Import: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Read a Hugging Face model folder (GPT-2 shaped, safetensors) into an elle checkpoint.",
+        abstract: "Read a Hugging Face model folder (GPT-2 or BERT shaped, safetensors) into an elle checkpoint.",
         discussion: """
             --from holds config.json, model.safetensors (or shards with model.safetensors.index.json; \
             F32, F16 or BF16) and tokenizer.json or GPT-2's vocab.json + merges.txt. The checkpoint \
             (step 0, no optimizer state) records its tokenizer, so `elle sample`, `elle grow` and \
             `elle train --init-from` use it. elle's tokenizer adds special tokens (<|pad|>, <|mask|>, \
             <|bos|>, domain prompts); their embedding rows start as the mean of the model's rows. \
-            See docs/INTEROP.md.
+            A BertForMaskedLM's token-type 0 embedding is added to its position embeddings (elle's \
+            BERT has no token types). See docs/INTEROP.md.
             """)
 
     @Option(help: "A Hugging Face model folder (save_pretrained layout).") var from: String
@@ -51,5 +52,6 @@ struct Import: ParsableCommand {
         if !model.addedTokenRows.isEmpty {
             print("  vocabulary \(model.sourceVocab) -> \(model.config.vocab): \(model.addedTokenRows.count) special token(s) the folder lacks start from the mean embedding row")
         }
+        for note in model.notes { print("  " + note) }
     }
 }

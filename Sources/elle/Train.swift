@@ -66,6 +66,7 @@ struct Train: ParsableCommand {
     @Option(help: "Compare a hash of the parameters across ranks every N updates (0: only at checkpoints).")
     var checkReplicasEvery: Int = 100
     @OptionGroup var growth: TrainGrowthOptions
+    @OptionGroup var ki: TrainKIOptions
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var parallel: ParallelOptions
 
@@ -73,10 +74,14 @@ struct Train: ParsableCommand {
         if config != nil {
             if data != nil { throw ValidationError("--config names the data in the plan; leave out --data") }
             if initFrom != nil || growth.isSet { throw ValidationError("--config: growth and initialization come from the plan") }
+            if ki.isSet { throw ValidationError("--config: knowledge inheritance comes from the plan (a stage's ki block)") }
             return
         }
         if !resume && data == nil { throw ValidationError("--data is required (a text file or a folder of .txt files)") }
         if resume && initFrom != nil { throw ValidationError("--init-from starts a new run; it cannot be combined with --resume") }
+        if resume && (ki.kdSteps != nil || ki.kdTopK != nil) {
+            throw ValidationError("--kd-* options set up a new run; a resumed run keeps its knowledge-inheritance settings (--teacher or --kd-cache only relocate its teacher)")
+        }
         if resume && growth.isSet {
             throw ValidationError("--grow-* options set up a new run; a resumed run keeps the growth it was started with (to grow a finished run, use elle grow)")
         }
@@ -160,6 +165,7 @@ struct Train: ParsableCommand {
             options.bucketMB = bucketMB
             options.growth = try growth.schedule(source: config, steps: total, seed: seed)
             options.maskedLM = maskedLM
+            options.distillation = ki.options(steps: total)
             let gpt = try initial.map { saved in
                 guard let parameters = saved.tensor("parameters") else {
                     throw CheckpointError(path: initFrom!, "holds no parameters tensor")
@@ -182,6 +188,10 @@ struct Train: ParsableCommand {
             if log { print("data \(data!): \(loaded.summary)") }
         }
         trainer.replicaCheckEvery = checkReplicasEvery
+        if resume && ki.isSet && trainer.options.distillation == nil {
+            throw ValidationError("--teacher/--kd-cache: the run in \(out) was started without knowledge inheritance")
+        }
+        try attachKnowledgeInheritance(trainer, teacher: ki.teacher, cache: ki.kdCache, communicator: communicator)
         let options = trainer.options
         if log {
             print("model \(trainer.model.config), \(formatCount(trainer.model.parameterCount)) parameters")
@@ -198,7 +208,12 @@ struct Train: ParsableCommand {
         let metrics = log ? try MetricsLog(folder: out, append: resume) : nil
 
         let stop = min(options.steps, stopAfter ?? options.steps)
-        var windowLoss = 0.0, windowTokens = 0, windowSeconds = 0.0, windowSteps = 0
+        var windowLoss = 0.0, windowTokens = 0, windowSeconds = 0.0, windowSteps = 0, windowCE = 0.0
+        // Student training FLOPs (saved in checkpoints) and, with KI, the teacher's forward FLOPs.
+        func flopFields() -> [String: Any] {
+            options.distillation == nil ? ["flops": trainer.flops]
+                : ["flops": trainer.flops, "teacher_flops": trainer.teacherFLOPs, "total_flops": trainer.flops + trainer.teacherFLOPs]
+        }
         while trainer.step < stop {
             let before = trainer.model.config
             if let grown = try trainer.growIfDue() {
@@ -209,27 +224,36 @@ struct Train: ParsableCommand {
                 // The loss is averaged over all ranks, so every rank stops here together.
                 throw JobError("loss became \(result.loss) at step \(result.step); lower --lr or raise --warmup")
             }
-            windowLoss += Double(result.loss); windowTokens += result.tokens
+            windowLoss += Double(result.loss); windowTokens += result.tokens; windowCE += Double(result.crossEntropy)
             windowSeconds += result.seconds; windowSteps += 1
             let last = result.step == stop
             if result.step % options.logEvery == 0 || last {
                 let loss = windowLoss / Double(windowSteps)
                 let rate = Double(windowTokens) / windowSeconds
+                let kd = options.distillation == nil ? "" : String(
+                    format: " | a_t %.3f ce %.4f | FLOPs student %.3e teacher %.3e", result.distillationWeight,
+                    windowCE / Double(windowSteps), trainer.flops, trainer.teacherFLOPs)
                 if log {
                     print(String(format: "step %6d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms/step | %.0f tok/s",
                                  result.step, options.steps, loss, result.learningRate, result.gradientNorm,
-                                 1000 * windowSeconds / Double(windowSteps), rate))
+                                 1000 * windowSeconds / Double(windowSteps), rate) + kd)
                     Runtime.flush()
                 }
-                metrics?.write(["step": result.step, "loss": loss, "lr": Double(result.learningRate),
-                                 "grad_norm": Double(result.gradientNorm), "tokens_per_second": rate,
-                                 "tokens": trainer.tokensSeen])
-                windowLoss = 0; windowTokens = 0; windowSeconds = 0; windowSteps = 0
+                var fields: [String: Any] = ["step": result.step, "loss": loss, "lr": Double(result.learningRate),
+                                             "grad_norm": Double(result.gradientNorm), "tokens_per_second": rate,
+                                             "tokens": trainer.tokensSeen]
+                if options.distillation != nil {
+                    fields["kd_weight"] = Double(result.distillationWeight)
+                    fields["cross_entropy"] = windowCE / Double(windowSteps)
+                }
+                metrics?.write(fields.merging(flopFields()) { a, _ in a })
+                windowLoss = 0; windowTokens = 0; windowSeconds = 0; windowSteps = 0; windowCE = 0
             }
             if (options.evalEvery > 0 && result.step % options.evalEvery == 0) || last {
                 if let valid = try trainer.evaluate() {
                     if log { print(String(format: "step %6d | valid loss %.4f | perplexity %.2f", result.step, valid, exp(Double(valid)))) }
-                    metrics?.write(["step": result.step, "valid_loss": Double(valid), "valid_perplexity": exp(Double(valid))])
+                    metrics?.write(["step": result.step, "valid_loss": Double(valid), "valid_perplexity": exp(Double(valid))]
+                                    .merging(flopFields()) { a, _ in a })
                 }
             }
             if (options.checkpointEvery > 0 && result.step % options.checkpointEvery == 0) || last {

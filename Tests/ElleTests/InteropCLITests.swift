@@ -67,6 +67,39 @@ final class InteropCLITests: XCTestCase {
         XCTAssertTrue(trained.contains("L3 D32"), trained)
     }
 
+    /// A trained BERT goes out as a BertForMaskedLM folder and comes back with bit-identical
+    /// logits at every position (padding included), and trains on from the import.
+    func testBertExportImportEvalTrain() throws {
+        let data = folder + "/prepared", run = folder + "/bert", hf = folder + "/bert-hf", imported = folder + "/bert-imported.ckpt"
+        _ = try elle(["data", "prepare", "--raw", (sampleDataPath() as NSString).deletingLastPathComponent, "--out", data,
+                      "--tokenizer", "train:500", "--domains", "literature,legal", "--threads", "2"])
+        _ = try elle(["train", "--model", "bert", "--data", data, "--domain", "literature", "--out", run, "--layers", "2",
+                      "--width", "32", "--heads", "2", "--seq", "16", "--batch", "4", "--steps", "3", "--eval-every", "0", "--threads", "2"])
+        let exported = try elle(["export", "--checkpoint", run, "--format", "hf", "--out", hf])
+        XCTAssertTrue(exported.contains("as BertForMaskedLM"), exported)
+        let importedOut = try elle(["import", "--from", hf, "--out", imported])
+        XCTAssertTrue(importedOut.contains("(BertForMaskedLM)") && importedOut.contains("bert L2 D32"), importedOut)
+        XCTAssertFalse(importedOut.contains("mean embedding row") || importedOut.contains("token type"), importedOut)
+
+        // The specials' ids, from the prepared tokenizer's added tokens.
+        let tokenizerJSON = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: data + "/tokenizer.json"))) as! [String: Any]
+        var id: [String: Int] = [:]
+        for entry in tokenizerJSON["added_tokens"] as! [[String: Any]] { id[entry["content"] as! String] = entry["id"] as? Int }
+        let (bos, mask, pad) = (id["<|bos|>"]!, id["<|mask|>"]!, id["<|pad|>"]!)
+        let tokens = folder + "/tokens.txt"
+        try "\(bos) 1 2 \(mask) 300 301 40 7\n\(bos) 10 \(mask) 30 40 \(pad) \(pad) \(pad)\n".write(toFile: tokens, atomically: true, encoding: .utf8)
+        let a = try elle(["eval", "--checkpoint", run, "--tokens", tokens, "--logits", folder + "/a.safetensors"])
+        _ = try elle(["eval", "--checkpoint", imported, "--tokens", tokens, "--logits", folder + "/b.safetensors"])
+        XCTAssertTrue(a.contains("sequence 2: 8 tokens (masked LM: logits at every position, no loss)"), a)
+        let logits = try logitsBytes(folder + "/a.safetensors")
+        XCTAssertEqual(logits.count, 2 * 8 * 500 * 4, "every position's logits over the model's vocabulary")
+        XCTAssertEqual(logits, try logitsBytes(folder + "/b.safetensors"))
+
+        let trained = try elle(["train", "--init-from", imported, "--data", data, "--domain", "legal", "--out", folder + "/further",
+                                "--seq", "16", "--batch", "4", "--steps", "2", "--threads", "2"])
+        XCTAssertTrue(trained.contains("bert L2 D32"), trained)
+    }
+
     /// A byte-level checkpoint exports (with a byte tokenizer.json) and imports as byte-level.
     func testByteLevelCheckpointRoundTrip() throws {
         let run = folder + "/run", hf = folder + "/hf"
