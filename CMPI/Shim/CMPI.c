@@ -1,6 +1,8 @@
 #include "CMPI.h"
 #include <limits.h>
 #include <mpi.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,6 +11,12 @@ struct cmpi_request {
     int count;
     MPI_Request parts[];  // one per chunk
 };
+
+// Every call that enters MPI holds this mutex (the public functions at the end of this file
+// wrap the unlocked ones), so the shim may be called from several threads, e.g. a training
+// thread starting collectives while a helper thread polls them, with MPI granting only
+// MPI_THREAD_SERIALIZED. cmpi_abort alone does not take it: it must work whatever else runs.
+static pthread_mutex_t mpi_mutex = PTHREAD_MUTEX_INITIALIZER;
 
 static int local_rank = 0;
 static int local_size = 1;
@@ -81,7 +89,7 @@ static int chunks(int64_t count) {
     return count <= 0 ? 1 : (int)((count + chunk_elements - 1) / chunk_elements);
 }
 
-int cmpi_init(cmpi_thread_level required, cmpi_thread_level *provided) {
+static int unlocked_init(cmpi_thread_level required, cmpi_thread_level *provided) {
     // Open MPI 4.1's non-blocking all-reduce (coll/libnbc) picks a binomial or recursive-doubling
     // algorithm by default, 2.5x slower than the blocking path on gradient-sized buffers; its ring
     // algorithm matches the blocking one (67 MB on 2 ranks here: 357 ms default, 158 ms ring,
@@ -101,17 +109,17 @@ int cmpi_init(cmpi_thread_level required, cmpi_thread_level *provided) {
     return MPI_Comm_free(&node);
 }
 
-int cmpi_finalize(void) { return MPI_Finalize(); }
+static int unlocked_finalize(void) { return MPI_Finalize(); }
 
-int cmpi_is_initialized(void) {
+static int unlocked_is_initialized(void) {
     int initialized = 0, finalized = 0;
     MPI_Initialized(&initialized);
     MPI_Finalized(&finalized);
     return initialized && !finalized;
 }
 
-int cmpi_rank(int *rank) { return MPI_Comm_rank(MPI_COMM_WORLD, rank); }
-int cmpi_size(int *size) { return MPI_Comm_size(MPI_COMM_WORLD, size); }
+static int unlocked_rank(int *rank) { return MPI_Comm_rank(MPI_COMM_WORLD, rank); }
+static int unlocked_size(int *size) { return MPI_Comm_size(MPI_COMM_WORLD, size); }
 
 int cmpi_local_rank(int *rank, int *size) {
     *rank = local_rank;
@@ -119,7 +127,7 @@ int cmpi_local_rank(int *rank, int *size) {
     return MPI_SUCCESS;
 }
 
-int cmpi_processor_name(char *buffer, int capacity) {
+static int unlocked_processor_name(char *buffer, int capacity) {
     if (capacity <= 0) return MPI_ERR_ARG;
     char name[MPI_MAX_PROCESSOR_NAME];
     int length = 0;
@@ -150,7 +158,7 @@ void cmpi_set_chunk_elements(int64_t elements) {
     chunk_elements = elements < 1 ? 1 : (elements > INT_MAX ? INT_MAX : elements);
 }
 
-int cmpi_iallreduce(void *buffer, int64_t count, cmpi_datatype type, cmpi_op op, cmpi_request **request) {
+static int unlocked_iallreduce(void *buffer, int64_t count, cmpi_datatype type, cmpi_op op, cmpi_request **request) {
     *request = NULL;
     if (count < 0) return MPI_ERR_COUNT;
     cmpi_request *r = new_request(chunks(count), 0);
@@ -169,7 +177,7 @@ int cmpi_iallreduce(void *buffer, int64_t count, cmpi_datatype type, cmpi_op op,
     return MPI_SUCCESS;
 }
 
-int cmpi_ibcast(void *buffer, int64_t count, cmpi_datatype type, int root, cmpi_request **request) {
+static int unlocked_ibcast(void *buffer, int64_t count, cmpi_datatype type, int root, cmpi_request **request) {
     *request = NULL;
     if (count < 0) return MPI_ERR_COUNT;
     cmpi_request *r = new_request(chunks(count), 0);
@@ -188,7 +196,7 @@ int cmpi_ibcast(void *buffer, int64_t count, cmpi_datatype type, int root, cmpi_
     return MPI_SUCCESS;
 }
 
-int cmpi_ibarrier(cmpi_request **request) {
+static int unlocked_ibarrier(cmpi_request **request) {
     *request = NULL;
     cmpi_request *r = new_request(1, 0);
     if (r == NULL) return MPI_ERR_NO_MEM;
@@ -199,7 +207,7 @@ int cmpi_ibarrier(cmpi_request **request) {
     return MPI_SUCCESS;
 }
 
-int cmpi_igather(const void *send, void *receive, int64_t count, cmpi_datatype type, int root,
+static int unlocked_igather(const void *send, void *receive, int64_t count, cmpi_datatype type, int root,
                  cmpi_request **request) {
     *request = NULL;
     if (count < 0 || count > INT_MAX) return MPI_ERR_COUNT;
@@ -213,7 +221,7 @@ int cmpi_igather(const void *send, void *receive, int64_t count, cmpi_datatype t
     return MPI_SUCCESS;
 }
 
-int cmpi_iallgather(const void *send, void *receive, int64_t count, cmpi_datatype type,
+static int unlocked_iallgather(const void *send, void *receive, int64_t count, cmpi_datatype type,
                     cmpi_request **request) {
     *request = NULL;
     if (count < 0 || count > INT_MAX) return MPI_ERR_COUNT;
@@ -227,7 +235,7 @@ int cmpi_iallgather(const void *send, void *receive, int64_t count, cmpi_datatyp
     return MPI_SUCCESS;
 }
 
-int cmpi_isend(const void *buffer, int64_t count, cmpi_datatype type, int destination, int tag,
+static int unlocked_isend(const void *buffer, int64_t count, cmpi_datatype type, int destination, int tag,
                cmpi_request **request) {
     *request = NULL;
     if (count < 0 || count > INT_MAX) return MPI_ERR_COUNT;
@@ -240,7 +248,7 @@ int cmpi_isend(const void *buffer, int64_t count, cmpi_datatype type, int destin
     return MPI_SUCCESS;
 }
 
-int cmpi_irecv(void *buffer, int64_t count, cmpi_datatype type, int source, int tag,
+static int unlocked_irecv(void *buffer, int64_t count, cmpi_datatype type, int source, int tag,
                cmpi_request **request) {
     *request = NULL;
     if (count < 0 || count > INT_MAX) return MPI_ERR_COUNT;
@@ -253,7 +261,7 @@ int cmpi_irecv(void *buffer, int64_t count, cmpi_datatype type, int source, int 
     return MPI_SUCCESS;
 }
 
-int cmpi_test(cmpi_request **request, int *done) {
+static int unlocked_test(cmpi_request **request, int *done) {
     *done = 1;
     cmpi_request *r = *request;
     if (r == NULL) return MPI_SUCCESS;
@@ -269,16 +277,7 @@ int cmpi_test(cmpi_request **request, int *done) {
     return MPI_SUCCESS;
 }
 
-int cmpi_wait(cmpi_request **request) {
-    cmpi_request *r = *request;
-    if (r == NULL) return MPI_SUCCESS;
-    int rc = MPI_Waitall(r->count, r->parts, MPI_STATUSES_IGNORE);
-    free(r);
-    *request = NULL;
-    return rc;
-}
-
-int cmpi_cancel(cmpi_request **request) {
+static int unlocked_cancel(cmpi_request **request) {
     cmpi_request *r = *request;
     if (r == NULL) return MPI_SUCCESS;
     int rc = MPI_SUCCESS;
@@ -294,4 +293,125 @@ int cmpi_cancel(cmpi_request **request) {
     free(r);
     *request = NULL;
     return rc;
+}
+
+// MARK: the public functions: each holds the MPI mutex for its call
+
+int cmpi_init(cmpi_thread_level required, cmpi_thread_level *provided) {
+    pthread_mutex_lock(&mpi_mutex);
+    int rc = unlocked_init(required, provided);
+    pthread_mutex_unlock(&mpi_mutex);
+    return rc;
+}
+
+int cmpi_finalize(void) {
+    pthread_mutex_lock(&mpi_mutex);
+    int rc = unlocked_finalize();
+    pthread_mutex_unlock(&mpi_mutex);
+    return rc;
+}
+
+int cmpi_is_initialized(void) {
+    pthread_mutex_lock(&mpi_mutex);
+    int rc = unlocked_is_initialized();
+    pthread_mutex_unlock(&mpi_mutex);
+    return rc;
+}
+
+int cmpi_rank(int *rank) {
+    pthread_mutex_lock(&mpi_mutex);
+    int rc = unlocked_rank(rank);
+    pthread_mutex_unlock(&mpi_mutex);
+    return rc;
+}
+
+int cmpi_size(int *size) {
+    pthread_mutex_lock(&mpi_mutex);
+    int rc = unlocked_size(size);
+    pthread_mutex_unlock(&mpi_mutex);
+    return rc;
+}
+
+int cmpi_processor_name(char *buffer, int capacity) {
+    pthread_mutex_lock(&mpi_mutex);
+    int rc = unlocked_processor_name(buffer, capacity);
+    pthread_mutex_unlock(&mpi_mutex);
+    return rc;
+}
+
+int cmpi_iallreduce(void *buffer, int64_t count, cmpi_datatype type, cmpi_op op, cmpi_request **request) {
+    pthread_mutex_lock(&mpi_mutex);
+    int rc = unlocked_iallreduce(buffer, count, type, op, request);
+    pthread_mutex_unlock(&mpi_mutex);
+    return rc;
+}
+
+int cmpi_ibcast(void *buffer, int64_t count, cmpi_datatype type, int root, cmpi_request **request) {
+    pthread_mutex_lock(&mpi_mutex);
+    int rc = unlocked_ibcast(buffer, count, type, root, request);
+    pthread_mutex_unlock(&mpi_mutex);
+    return rc;
+}
+
+int cmpi_ibarrier(cmpi_request **request) {
+    pthread_mutex_lock(&mpi_mutex);
+    int rc = unlocked_ibarrier(request);
+    pthread_mutex_unlock(&mpi_mutex);
+    return rc;
+}
+
+int cmpi_igather(const void *send, void *receive, int64_t count, cmpi_datatype type, int root,
+                 cmpi_request **request) {
+    pthread_mutex_lock(&mpi_mutex);
+    int rc = unlocked_igather(send, receive, count, type, root, request);
+    pthread_mutex_unlock(&mpi_mutex);
+    return rc;
+}
+
+int cmpi_iallgather(const void *send, void *receive, int64_t count, cmpi_datatype type,
+                    cmpi_request **request) {
+    pthread_mutex_lock(&mpi_mutex);
+    int rc = unlocked_iallgather(send, receive, count, type, request);
+    pthread_mutex_unlock(&mpi_mutex);
+    return rc;
+}
+
+int cmpi_isend(const void *buffer, int64_t count, cmpi_datatype type, int destination, int tag,
+               cmpi_request **request) {
+    pthread_mutex_lock(&mpi_mutex);
+    int rc = unlocked_isend(buffer, count, type, destination, tag, request);
+    pthread_mutex_unlock(&mpi_mutex);
+    return rc;
+}
+
+int cmpi_irecv(void *buffer, int64_t count, cmpi_datatype type, int source, int tag,
+               cmpi_request **request) {
+    pthread_mutex_lock(&mpi_mutex);
+    int rc = unlocked_irecv(buffer, count, type, source, tag, request);
+    pthread_mutex_unlock(&mpi_mutex);
+    return rc;
+}
+
+int cmpi_test(cmpi_request **request, int *done) {
+    pthread_mutex_lock(&mpi_mutex);
+    int rc = unlocked_test(request, done);
+    pthread_mutex_unlock(&mpi_mutex);
+    return rc;
+}
+
+int cmpi_cancel(cmpi_request **request) {
+    pthread_mutex_lock(&mpi_mutex);
+    int rc = unlocked_cancel(request);
+    pthread_mutex_unlock(&mpi_mutex);
+    return rc;
+}
+
+/// Polls rather than blocking inside MPI, so a helper thread polling other requests can go on.
+int cmpi_wait(cmpi_request **request) {
+    int done = 0;
+    while (1) {
+        int rc = cmpi_test(request, &done);
+        if (rc != MPI_SUCCESS || done) return rc;
+        sched_yield();
+    }
 }

@@ -71,6 +71,11 @@ public final class PendingCollective {
 
     public func test() throws -> Bool { try request?.test() ?? true }
 
+    /// Lets a helper thread test the collective until it completes, so it progresses while this
+    /// thread computes (MPI moves data only inside MPI calls). `wait()` is still needed; the
+    /// buffers must not be touched before it returns. No effect without MPI.
+    public func progressInBackground() { request?.progressInBackground() }
+
     /// Blocks, under the watchdog, until the collective completes.
     public func wait() throws { try request?.wait(label: label) }
 }

@@ -17,7 +17,10 @@ public struct MPIError: Error, CustomStringConvertible {
 }
 
 /// The world communicator of an MPI job (through the CMPI shim). Only the thread that created it
-/// calls MPI (MPI_THREAD_FUNNELED).
+/// starts and waits for collectives; a helper thread (`BackgroundProgress`) may test the ones
+/// handed to `PendingCollective.progressInBackground()`. The shim serializes the two, which needs
+/// MPI_THREAD_SERIALIZED; where MPI grants only MPI_THREAD_FUNNELED there is no helper thread
+/// and collectives progress only while waited for.
 public final class MPICommunicator: Communicator {
     public let rank: Int
     public let size: Int
@@ -25,12 +28,14 @@ public final class MPICommunicator: Communicator {
     public let localSize: Int
     public let hostName: String
     let watchdog: Watchdog
+    /// Nil when MPI granted less than MPI_THREAD_SERIALIZED.
+    let progress: BackgroundProgress?
     private var finalized = false
 
     /// Initializes MPI (once per process). `watchdogSeconds` bounds every collective's wait.
     public init(watchdogSeconds: Double = Watchdog.defaultTimeout) throws {
         var provided = CMPI_THREAD_SINGLE
-        try MPIError.check(cmpi_init(CMPI_THREAD_FUNNELED, &provided), "MPI_Init_thread")
+        try MPIError.check(cmpi_init(CMPI_THREAD_SERIALIZED, &provided), "MPI_Init_thread")
         guard provided.rawValue >= CMPI_THREAD_FUNNELED.rawValue else {
             throw MPIError(call: "MPI_Init_thread", code: -1,
                            message: "the MPI library granted thread level \(provided.rawValue); elle needs MPI_THREAD_FUNNELED")
@@ -47,6 +52,7 @@ public final class MPICommunicator: Communicator {
         localSize = Int(ls)
         hostName = String(cString: name)
         watchdog = try Watchdog(rank: rank, size: size, timeout: watchdogSeconds)
+        progress = provided.rawValue >= CMPI_THREAD_SERIALIZED.rawValue ? BackgroundProgress() : nil
     }
 
     /// True when this process was started by an MPI launcher (mpirun, srun): Open MPI, PMIx and
@@ -68,7 +74,8 @@ public final class MPICommunicator: Communicator {
         let sequence = watchdog.begin()
         var handle: OpaquePointer?
         try MPIError.check(body(&handle), "\(call) (\(label))")
-        return PendingCollective(request: MPIRequest(handle: handle, watchdog: watchdog, sequence: sequence), label: label)
+        return PendingCollective(request: MPIRequest(handle: handle, watchdog: watchdog, sequence: sequence, progress: progress),
+                                 label: label)
     }
 
     public func startAllReduce<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, _ op: ReduceOp,
@@ -104,30 +111,40 @@ public final class MPICommunicator: Communicator {
     public func finalize() {
         if finalized { return }
         finalized = true
+        progress?.stop()
         watchdog.close()
         _ = cmpi_finalize()
     }
 }
 
-/// One started MPI operation and the watchdog that waits for it.
-final class MPIRequest {
-    var handle: OpaquePointer?
+/// One started MPI operation and the watchdog that waits for it. The shim's handle lives at a
+/// fixed address that only shim calls (serialized by its mutex) read and write, since the
+/// training thread and the progress thread may both test it.
+final class MPIRequest: @unchecked Sendable {
+    private let handle: UnsafeMutablePointer<OpaquePointer?>
     let watchdog: Watchdog
     let sequence: Int64
+    let progress: BackgroundProgress?
 
-    init(handle: OpaquePointer?, watchdog: Watchdog, sequence: Int64) {
-        self.handle = handle
+    init(handle: OpaquePointer?, watchdog: Watchdog, sequence: Int64, progress: BackgroundProgress?) {
+        self.handle = .allocate(capacity: 1)
+        self.handle.initialize(to: handle)
         self.watchdog = watchdog
         self.sequence = sequence
+        self.progress = progress
     }
+
+    deinit { handle.deallocate() }
 
     func test() throws -> Bool {
         var done: Int32 = 0
-        try MPIError.check(cmpi_test(&handle, &done), "MPI_Test")
+        try MPIError.check(cmpi_test(handle, &done), "MPI_Test")
         return done != 0
     }
 
     func wait(label: String) throws { try watchdog.wait(for: self, label: label) }
+
+    func progressInBackground() { progress?.add(self) }
 }
 
 extension ElementKind {

@@ -255,8 +255,11 @@ public final class BERT: LanguageModel {
 
     /// Adds d(loss)/d(parameters) into `gradients`: the last forward's mean loss over the
     /// predicted positions, or the loss whose logit gradient `headGradient` writes
-    /// (`LanguageModel.backward(headGradient:)`).
-    public func backward(headGradient: ((UnsafeMutablePointer<Float>) -> Void)?) {
+    /// (`LanguageModel.backward(headGradient:)`). Tells `observer` which gradients are final as
+    /// it goes: the MLM head (except the tied projection) after the head, block l after block l's
+    /// backward, L-1 first. The embeddings (the tied `wte` among them) are final only at the end
+    /// and not reported.
+    public func backward(headGradient: ((UnsafeMutablePointer<Float>) -> Void)?, observer: GradientObserver?) {
         guard let acts, lastHadTargets else { preconditionFailure("backward without a forward pass with targets") }
         let c = config, m = predictedCount, d = c.width, v = c.vocab
         let P = parameters.pointer, G = gradients.pointer, A = actBuffer.pointer
@@ -282,13 +285,14 @@ public final class BERT: LanguageModel {
         Linear.backward(dx: dOutput, dweight: G + layout.headDenseWeight, dbias: G + layout.headDenseBias,
                         dout: branch, x: A + acts.output[c.layers], weight: P + layout.headDenseWeight,
                         rows: m, inFeatures: d, outFeatures: d)
-        backwardEncoder()
+        observer?.gradientsFinal(layout.headDenseWeight..<layout.parameterCount)  // [gradient observer]
+        backwardEncoder(observer: observer)
         lastHadTargets = false  // the logits now hold gradients
     }
 
     /// The blocks and embeddings in reverse; `dOutput` holds the gradient of the last block's
     /// output rows (the predicted rows when the last block was pruned, else every position).
-    private func backwardEncoder() {
+    private func backwardEncoder(observer: GradientObserver? = nil) {
         guard let acts else { return }
         let c = config, b = lastBatch, t = lastSeq, n = b * t
         let d = c.width, a = c.attentionWidth, f = c.ffn
@@ -337,6 +341,8 @@ public final class BERT: LanguageModel {
             Linear.backward(dx: dOutput, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.dQKV,
                             x: A + acts.output[l], weight: P + w.qkvWeight, rows: n, inFeatures: d, outFeatures: 3 * a,
                             accumulateInput: true)
+            // [gradient observer] block l's parameters end where block l + 1's (or the head's) begin.
+            observer?.gradientsFinal(w.qkvWeight..<(l + 1 < c.layers ? layout.blocks[l + 1].qkvWeight : layout.headDenseWeight))
         }
         let dNormOut = branchGradient(dOutput, count: n * d, site: 0)
         dResidual.update(repeating: 0, count: n * d)

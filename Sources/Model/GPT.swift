@@ -165,7 +165,10 @@ public final class GPT: LanguageModel {
 
     /// Adds d(loss)/d(parameters) into `gradients`: the last forward's mean loss, or the loss
     /// whose logit gradient `headGradient` writes (`LanguageModel.backward(headGradient:)`).
-    public func backward(headGradient: ((UnsafeMutablePointer<Float>) -> Void)?) {
+    /// Tells `observer` which parameters' gradients are final as it goes: the token embedding
+    /// after the head (when the observer takes the lookup's gradient), the final norm, each block
+    /// from the last to the first, then the embeddings.
+    public func backward(headGradient: ((UnsafeMutablePointer<Float>) -> Void)?, observer: GradientObserver?) {
         guard let acts, lastHadTargets else { preconditionFailure("backward without a forward pass with targets") }
         let c = config, b = lastBatch, t = lastSeq, n = b * t
         let d = c.width, a = c.attentionWidth, f = c.ffn, v = c.vocab
@@ -174,6 +177,9 @@ public final class GPT: LanguageModel {
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
         let scratch = A + acts.attentionScratch
         let dResidual = A + acts.dResidual, dNorm = A + acts.dNorm
+        // [gradient observer] The observer may take the token lookup's gradient (tied embedding).
+        let tokenGradient = observer?.takeTokenEmbeddingGradient(
+            tokens: tokens.pointer, count: n, rows: v, width: d, offset: layout.tokenEmbedding)
 
         // Head: logits = lnf wte^T.
         if let headGradient {
@@ -187,10 +193,12 @@ public final class GPT: LanguageModel {
              P + layout.tokenEmbedding, ldb: d, beta: 0, dNorm, ldc: d)
         gemm(transA: true, transB: false, m: v, n: d, k: n, A + acts.logits, lda: v,
              A + acts.lnf, ldb: d, beta: 1, G + layout.tokenEmbedding, ldc: d)
+        if tokenGradient != nil { observer?.gradientsFinal(layout.tokenEmbedding..<layout.positionEmbedding) }  // [gradient observer]
         dResidual.update(repeating: 0, count: n * d)
         LayerNorm.backward(dx: dResidual, dweight: G + layout.finalNormWeight, dbias: G + layout.finalNormBias,
                            dout: dNorm, x: A + acts.residual[c.layers], weight: P + layout.finalNormWeight,
                            mean: A + acts.lnfMean, rstd: A + acts.lnfRstd, rows: n, width: d, affine: affine)
+        observer?.gradientsFinal(layout.finalNormWeight..<layout.parameterCount)  // [gradient observer]
 
         for l in stride(from: c.layers - 1, through: 0, by: -1) {
             let w = layout.blocks[l], s = acts.layers[l]
@@ -217,10 +225,14 @@ public final class GPT: LanguageModel {
             LayerNorm.backward(dx: dResidual, dweight: G + w.ln1Weight, dbias: G + w.ln1Bias, dout: dNorm,
                                x: A + acts.residual[l], weight: P + w.ln1Weight, mean: A + s.ln1Mean,
                                rstd: A + s.ln1Rstd, rows: n, width: d, affine: affine)
+            // [gradient observer] block l's parameters end where block l + 1's (or the final norm's) begin.
+            observer?.gradientsFinal(w.ln1Weight..<(l + 1 < c.layers ? layout.blocks[l + 1].ln1Weight : layout.finalNormWeight))
         }
         let dEmbedding = branchGradient(dResidual, count: n * d, site: 0)
-        Embedding.backward(dwte: G + layout.tokenEmbedding, dwpe: G + layout.positionEmbedding,
-                           dout: dEmbedding, tokens: tokens.pointer, batch: b, seq: t, width: d)
+        Embedding.backward(dwte: tokenGradient?.gradient ?? G + layout.tokenEmbedding, dwpe: G + layout.positionEmbedding,
+                           dout: dEmbedding, tokens: tokenGradient?.rows ?? UnsafePointer(tokens.pointer), batch: b, seq: t, width: d)
+        // [gradient observer]
+        observer?.gradientsFinal((tokenGradient == nil ? layout.tokenEmbedding : layout.positionEmbedding)..<layout.blocks[0].ln1Weight)
         lastHadTargets = false  // the logits now hold gradients
     }
 

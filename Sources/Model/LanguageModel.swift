@@ -29,8 +29,10 @@ public protocol LanguageModel: AnyObject {
     /// the logits is written by `headGradient` (in place: it receives `logits`, rows
     /// `logitRowCount` x `config.vocab`, and leaves d(loss)/d(logits) there); nil means the
     /// forward pass's own mean cross-entropy (`backward()`). Knowledge inheritance mixes in a
-    /// distillation term this way.
-    func backward(headGradient: ((UnsafeMutablePointer<Float>) -> Void)?)
+    /// distillation term this way. `observer` is told as parts of `gradients` become final
+    /// (data-parallel overlap, docs/SCALING.md); a model without finer reports tells it nothing,
+    /// and its gradient is then final when `backward` returns.
+    func backward(headGradient: ((UnsafeMutablePointer<Float>) -> Void)?, observer: GradientObserver?)
     /// Rows of `logits` in the last forward pass, and each row's target (negative: no loss).
     var logitRowCount: Int { get }
     var logitRowTargets: UnsafePointer<Int32> { get }
@@ -42,7 +44,13 @@ extension LanguageModel {
     public var parameterCount: Int { parameters.count }
 
     /// Adds d(mean loss of the last forward)/d(parameters) into `gradients`.
-    public func backward() { backward(headGradient: nil) }
+    public func backward() { backward(headGradient: nil, observer: nil) }
+
+    public func backward(headGradient: ((UnsafeMutablePointer<Float>) -> Void)?) {
+        backward(headGradient: headGradient, observer: nil)
+    }
+
+    public func backward(observer: GradientObserver?) { backward(headGradient: nil, observer: observer) }
 
     @discardableResult
     public func forward(tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>?, batch: Int, seq: Int) -> Float {
@@ -63,5 +71,35 @@ public func makeModel(config: ModelConfig, seed: UInt64) throws -> LanguageModel
     switch config.architecture {
     case .gpt: return try GPT(config: config, seed: seed)
     case .bert: return try BERT(config: config, seed: seed)
+    }
+}
+
+/// Told by `backward(observer:)` as parts of the gradient become final, so a data-parallel trainer
+/// can sum them across ranks while the rest of backward runs (docs/SCALING.md).
+public protocol GradientObserver: AnyObject {
+    /// `gradients[range]` will not be written again in this backward pass. A pass reports disjoint
+    /// ranges; whatever it does not report is final when it returns.
+    func gradientsFinal(_ range: Range<Int>)
+
+    /// Asked at the start of backward by a model whose token embedding (`rows` x `width` floats at
+    /// `offset` in `gradients`) is also its output projection. The lookup's gradient arrives only
+    /// at the very end of backward; by returning a destination the observer takes it (the model
+    /// adds the gradient of position i into row `rows[i]` of `gradient` instead of `gradients`),
+    /// so the embedding's range is final as soon as the output projection's backward is done.
+    /// `tokens` are the `count` input token ids. Return nil to leave it in `gradients`.
+    func takeTokenEmbeddingGradient(tokens: UnsafePointer<Int32>, count: Int, rows: Int, width: Int,
+                                    offset: Int) -> TokenEmbeddingGradient?
+}
+
+/// Where a model adds its token-embedding lookup's gradient when an observer takes it.
+public struct TokenEmbeddingGradient {
+    /// Rows of `width` floats, zeroed by the observer.
+    public var gradient: UnsafeMutablePointer<Float>
+    /// Per input position, the row of `gradient` it adds into.
+    public var rows: UnsafePointer<Int32>
+
+    public init(gradient: UnsafeMutablePointer<Float>, rows: UnsafePointer<Int32>) {
+        self.gradient = gradient
+        self.rows = rows
     }
 }

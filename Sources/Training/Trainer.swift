@@ -12,6 +12,8 @@ public struct StepResult: Sendable {
     public var gradientNorm: Float
     public var tokens: Int
     public var seconds: Double
+    /// Time spent after backward waiting for the gradient all-reduces (what overlap did not hide).
+    public var communicationWaitSeconds: Double = 0
     /// The knowledge-inheritance weight a_t of this update (0 without KI) and the mean
     /// cross-entropy (equal to `loss` when a_t = 0).
     public var distillationWeight: Float = 0
@@ -24,6 +26,8 @@ public struct StepResult: Sendable {
 /// Each micro-batch's gradient is computed on its own and then added to the update's sum; the
 /// sum is all-reduced across ranks and scaled once by 1 / (micro-batches * ranks): so 1 rank x 2
 /// micro-batches and 2 ranks x 1 give the same bits. Every rank then applies the same AdamW step.
+/// The all-reduce runs in buckets during the last micro-batch's backward (`GradientSynchronizer`,
+/// `options.bucketMB`).
 ///
 /// Every method that talks to other ranks (`init`, `trainStep`, `evaluate`, `verifyReplicas`,
 /// `checkpoint`, `saveCheckpoint`, `grow`, `growIfDue`) is collective: all ranks call it at the
@@ -47,6 +51,8 @@ public final class Trainer {
     private var targets: Buffer<Int32>
     /// Sum of micro-batch gradients when accumulating (nil with one micro-batch per update).
     private var gradientSum: FloatBuffer?
+    /// Sums the gradient across ranks, overlapped with backward.
+    private let synchronizer: GradientSynchronizer
     /// The step of the last growth, so a scheduled growth is applied once.
     private var grownAtStep: Int?
     /// Knowledge inheritance (`options.distillation`): the live teacher or its top-K cache
@@ -112,6 +118,7 @@ public final class Trainer {
         targets = Buffer(count: options.batch * options.seq)
         windows = Buffer(count: options.batch)
         gradientSum = options.accumulation > 1 ? FloatBuffer(count: model.parameterCount) : nil
+        synchronizer = GradientSynchronizer(communicator: communicator, bucketElements: options.bucketElements)
         try synchronizeReplicas(train: train, resuming: moments != nil)
     }
 
@@ -159,6 +166,8 @@ public final class Trainer {
         let b = options.batch, t = options.seq, accumulation = options.accumulation
         var lossSum = 0.0, crossEntropySum = 0.0
         let kdWeight = options.distillation?.weight(atStep: step) ?? 0
+        let gradients = gradientSum ?? model.gradients
+        synchronizer.beginUpdate(target: gradients.pointer, count: gradients.count, label: "gradient all-reduce of update \(step + 1)")
         for micro in 0..<accumulation {
             try fill(micro, inputs.pointer, targets.pointer)
             let globalMicro = communicator.rank * accumulation + micro
@@ -172,6 +181,10 @@ public final class Trainer {
             }
             let dropoutSeed = SplitMix64.mix(options.seed, 0xD50_0000, UInt64(step), UInt64(globalMicro))
             model.zeroGradients()
+            // The last micro-batch's gradient is added into the sum and all-reduced range by
+            // range as backward finishes them; earlier ones are added whole.
+            let last = micro == accumulation - 1
+            synchronizer.beginMicroBatch(last: last, gradient: model.gradients.pointer)
             if kdWeight > 0 {
                 let value = try distill(weight: kdWeight, batch: b, seq: t, dropoutSeed: dropoutSeed)
                 lossSum += value.loss
@@ -179,9 +192,10 @@ public final class Trainer {
             } else {
                 lossSum += Double(model.forward(tokens: inputs.pointer, targets: targets.pointer,
                                                 batch: b, seq: t, dropoutSeed: dropoutSeed))
-                model.backward()
+                model.backward(observer: synchronizer)
             }
-            if let gradientSum {
+            synchronizer.endMicroBatch()
+            if let gradientSum, !last {
                 if micro == 0 {
                     gradientSum.copy(from: model.gradients)
                 } else {
@@ -189,10 +203,9 @@ public final class Trainer {
                 }
             }
         }
-        let gradients = gradientSum ?? model.gradients
+        try synchronizer.finish()
         let contributions = accumulation * communicator.size
         if communicator.size > 1 {
-            try communicator.allReduce(gradients, .sum, label: "gradient all-reduce of update \(step + 1)")
             lossSum = try communicator.allReduce(lossSum, .sum, label: "loss all-reduce of update \(step + 1)")
             if kdWeight > 0 {
                 crossEntropySum = try communicator.allReduce(crossEntropySum, .sum, label: "cross-entropy all-reduce of update \(step + 1)")
@@ -211,7 +224,8 @@ public final class Trainer {
         if communicator.size > 1 && replicaCheckEvery > 0 && step % replicaCheckEvery == 0 { try verifyReplicas() }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         return StepResult(step: step, loss: Float(lossSum / Double(contributions)), learningRate: lr,
-                          gradientNorm: norm, tokens: tokens, seconds: seconds, distillationWeight: kdWeight,
+                          gradientNorm: norm, tokens: tokens, seconds: seconds,
+                          communicationWaitSeconds: synchronizer.lastWaitSeconds, distillationWeight: kdWeight,
                           crossEntropy: Float(crossEntropySum / Double(contributions)))
     }
 
@@ -247,7 +261,7 @@ public final class Trainer {
             value = distillationLoss.apply(logits: logits, targets: student.logitRowTargets, rows: student.logitRowCount,
                                            vocab: student.config.vocab, teacher: rows, temperature: kd.temperature,
                                            weight: weight, writeGradient: true)
-        })
+        }, observer: synchronizer)
         return value!
     }
 
@@ -335,6 +349,10 @@ public final class Trainer {
         grownAtStep = step
         return grown
     }
+
+    /// Element counts of the collectives the last update's gradient synchronization started, in
+    /// order (empty on one rank), for `elle bench comm` to time them alone.
+    public var lastGradientCollectives: [Int] { synchronizer.lastCollectives }
 
     /// Applies the run's scheduled growth (`options.growth`) if the run stands at its step
     /// (between update `growth.step` and the next) and it has not been applied; else returns nil.

@@ -33,6 +33,15 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     public var validFraction: Double = 0.05
     /// A growth event inside the run (`elle train --grow-at`), or nil.
     public var growth: ScheduledGrowth?
+    /// Gradient all-reduce bucket size in MiB (2^20 bytes; nil: `defaultBucketMB`): on several
+    /// ranks, buckets of about this size are all-reduced while backward still runs (docs/SCALING.md).
+    /// 0: one all-reduce after backward. Results do not depend on it.
+    public var bucketMB: Double?
+    public static let defaultBucketMB = 25.0
+
+    /// The bucket size in floats.
+    public var bucketElements: Int { Int(((bucketMB ?? TrainingOptions.defaultBucketMB) * 1_048_576 / 4).rounded()) }
+
     /// How windows become masked-LM sequences: set for a BERT model, nil for GPT.
     public var maskedLM: MaskedLM?
     /// Knowledge inheritance from a teacher (docs/KI.md), or nil.
@@ -59,6 +68,9 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
         try check(clip == nil || clip! > 0, "clip", "must be positive")
         try check(logEvery >= 1, "log-every", "must be at least 1")
         try check(validFraction >= 0 && validFraction < 1, "valid-fraction", "must be in [0, 1)")
+        if let bucketMB {
+            try check(bucketMB >= 0 && bucketMB.isFinite, "bucket-mb", "must be 0 or a positive number of MiB (got \(bucketMB))")
+        }
         switch model.architecture {
         case .gpt:
             try check(maskedLM == nil, "maskedLM", "is for BERT; a GPT trains on next-token targets")

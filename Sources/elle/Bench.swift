@@ -13,9 +13,10 @@ struct Bench: ParsableCommand {
             6 * parameters * tokens + 12 * L * D * T * tokens per step. The report splits the step \
             into GEMM, attention, optimizer and elementwise time, and measures SGEMM in the same \
             run at the step's own GEMM shapes (each shape timed alone) and at 1024^3. \
-            `elle bench grow` times model growth; `elle bench tokenizer` the BPE tokenizer.
+            `elle bench grow` times model growth; `elle bench comm` all-reduces and overlap under mpirun; \
+            `elle bench tokenizer` the BPE tokenizer.
             """,
-        subcommands: [BenchGrow.self, TokenizerBench.self])
+        subcommands: [BenchGrow.self, BenchComm.self, TokenizerBench.self])
 
     @Option(name: .customLong("model"), help: "Architecture: gpt (next-token loss at every position) or bert (masked LM, 15% of positions predicted).")
     var architecture: Architecture = .gpt

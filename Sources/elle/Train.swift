@@ -61,6 +61,8 @@ struct Train: ParsableCommand {
     @Option(help: "Stop (with a checkpoint) after this update, though the schedule spans --steps; continue later with --resume.")
     var stopAfter: Int?
     @Option(help: "Print a sample of this many tokens when training ends (0: none).") var sampleTokens: Int = 0
+    @Option(help: "MiB per gradient all-reduce bucket on several ranks, started while backward runs (0: one all-reduce after backward; default \(TrainingOptions.defaultBucketMB)). May change on --resume.")
+    var bucketMB: Double?
     @Option(help: "Compare a hash of the parameters across ranks every N updates (0: only at checkpoints).")
     var checkReplicasEvery: Int = 100
     @OptionGroup var growth: TrainGrowthOptions
@@ -115,6 +117,7 @@ struct Train: ParsableCommand {
             var options = saved.state.options
             if let steps { options.steps = steps }
             if let data { options.dataPath = data }  // e.g. another node's copy (contents are compared)
+            if let bucketMB { options.bucketMB = bucketMB }
             let loaded = try TrainingData(path: options.dataPath, domain: options.domain, validFraction: options.validFraction)
             tokenizer = loaded.tokenizer
             trainer = try Trainer.resume(from: saved, path: path, train: loaded.train, valid: loaded.valid,
@@ -159,6 +162,7 @@ struct Train: ParsableCommand {
             options.evalEvery = evalEvery
             options.evalBatches = evalBatches
             options.checkpointEvery = checkpointEvery
+            options.bucketMB = bucketMB
             options.growth = try growth.schedule(source: config, steps: total, seed: seed)
             options.maskedLM = maskedLM
             options.distillation = ki.options(steps: total)

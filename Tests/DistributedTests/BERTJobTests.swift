@@ -4,7 +4,8 @@ import Training
 import XCTest
 
 /// BERT under `mpirun` (a subprocess on the built `elle`): masks are keyed by (seed, update,
-/// global micro-batch), so 2 ranks x 1 micro-batch mask, drop and update exactly like 1 rank x 2.
+/// global micro-batch), so 2 ranks x 1 micro-batch (gradients all-reduced in small buckets during
+/// backward) mask, drop and update exactly like 1 rank x 2.
 final class BERTJobTests: XCTestCase {
     func testTwoRanksMatchOneRankWithTwoMicroBatchesBitForBit() throws {
         let folder = temporaryFolder("elle-bert-mpi")
@@ -22,8 +23,9 @@ final class BERTJobTests: XCTestCase {
         let single = folder + "/single", multi = folder + "/multi"
         let a = try runProcess(elleExecutable, run(single, accumulation: 2))
         XCTAssertEqual(a.status, 0, a.stderr)
+        // Small buckets: the head's and every block's all-reduce starts during backward (overlap).
         let b = try runProcess("/usr/bin/env", ["mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "2", elleExecutable]
-                                   + run(multi, accumulation: 1))
+                                   + run(multi, accumulation: 1) + ["--bucket-mb", "0.002"])
         XCTAssertEqual(b.status, 0, b.stdout + b.stderr)
         XCTAssertTrue(b.stdout.contains("x 2 rank(s)") && b.stdout.contains("model bert"), b.stdout)
 

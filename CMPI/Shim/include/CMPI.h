@@ -8,6 +8,10 @@
 // Collectives are non-blocking only: each `cmpi_i*` call starts one and hands back a request that
 // `cmpi_test` polls and `cmpi_wait` blocks on. A blocking collective is start + wait; elle's Swift
 // side waits by polling so its watchdog can end a job whose rank stopped responding.
+//
+// Every function that enters MPI holds one mutex for its call (cmpi_abort excepted), so several
+// threads may call the shim when MPI granted MPI_THREAD_SERIALIZED: elle's training thread starts
+// gradient all-reduces while a helper thread polls them.
 #ifndef CMPI_H
 #define CMPI_H
 
@@ -89,7 +93,7 @@ int cmpi_irecv(void *buffer, int64_t count, cmpi_datatype type, int source, int 
 /// Sets `*done` to 1 (and frees the request, setting `*request` to NULL) once every part of it
 /// has completed; otherwise `*done` is 0. Drives MPI's progress engine.
 int cmpi_test(cmpi_request **request, int *done);
-/// Blocks until the request completes, then frees it.
+/// Blocks (polling, releasing the mutex between polls) until the request completes, then frees it.
 int cmpi_wait(cmpi_request **request);
 /// Cancels a pending receive (or lets a pending send finish on its own) and frees the request.
 int cmpi_cancel(cmpi_request **request);

@@ -1,0 +1,343 @@
+import Distributed
+import Foundation
+import Model
+import Tensors
+
+/// Sums an update's gradient across ranks in buckets started while the last micro-batch's
+/// backward still runs (docs/SCALING.md).
+///
+/// The model reports ranges as they become final (`GradientObserver`): for GPT the token
+/// embedding after the head, then the final norm and the blocks from the last to the first, which
+/// lie at the end of the buffer and move towards its start. Adjacent reports grow an open bucket;
+/// once it holds `bucketElements` or more, or a report is not adjacent to it, it is all-reduced
+/// (split in equal pieces of at most `bucketElements`), and a helper thread keeps the collectives
+/// moving (`PendingCollective.progressInBackground`). `finish` starts what is left and waits for
+/// everything, so the bucket plan follows the reports alone: every rank runs the same backward
+/// and starts the same collectives in the same order. `bucketElements == 0` starts nothing during
+/// backward: one all-reduce of the whole gradient afterwards.
+///
+/// Only the last micro-batch overlaps: each earlier micro-batch's gradient is added to the sum
+/// first (so 1 rank x N micro-batches and N ranks x 1 sum the same terms in the same order).
+///
+/// The tied token embedding: its lookup's gradient would arrive at the very end of backward, so
+/// this observer takes it (`takeTokenEmbeddingGradient`) into a compact buffer of the rows the
+/// update's tokens touch, one row slot per distinct token. The rows of all ranks are merged
+/// (an all-reduce of a presence vector over the vocabulary, started at the beginning of the last
+/// backward), the touched rows are all-reduced in the union's order after backward, and added to
+/// the summed head gradient. The embedding's range itself is then final after the head, the first
+/// thing backward does. Every rank count, 1 included, computes the embedding gradient this way,
+/// so the exactness of 1 rank x N micro-batches against N ranks holds.
+final class GradientSynchronizer: GradientObserver {
+    let communicator: Communicator
+    /// Largest all-reduce started during backward, in floats (0: none during backward).
+    let bucketElements: Int
+    /// What one update sent: element counts of its collectives, in start order, and how long
+    /// `finish` waited for them (the communication backward did not hide).
+    private(set) var lastCollectives: [Int] = []
+    private(set) var lastWaitSeconds = 0.0
+
+    // One update's state.
+    private var label = ""
+    private var target: UnsafeMutablePointer<Float>?
+    private var count = 0
+    /// Added into `target` range by range as they become final (the last micro-batch's gradient
+    /// when accumulating); nil when `target` is the model's own gradient buffer.
+    private var source: UnsafePointer<Float>?
+    private var overlapping = false
+    /// Ranges reported final (and summed into `target`) in this update.
+    private var reported: [Range<Int>] = []
+    /// Reported ranges not yet all-reduced, adjacent to each other.
+    private var open: Range<Int>?
+    /// A collective that failed to start inside a report, thrown by `finish`.
+    private var deferredError: Error?
+    private var pending: [(collective: PendingCollective, range: Range<Int>)] = []
+
+    // The tied token embedding's lookup gradient, by row slot (one slot per distinct token).
+    private let embeddingRows = TokenRowGradients()
+
+    init(communicator: Communicator, bucketElements: Int) {
+        self.communicator = communicator
+        self.bucketElements = bucketElements
+    }
+
+    /// Begins an update whose summed gradient ends in `target` (`count` floats).
+    func beginUpdate(target: UnsafeMutablePointer<Float>, count: Int, label: String) {
+        self.target = target
+        self.count = count
+        self.label = label
+        source = nil
+        overlapping = false
+        open = nil
+        reported = []
+        pending = []
+        deferredError = nil
+        lastCollectives = []
+        embeddingRows.beginUpdate()
+    }
+
+    /// Before each micro-batch's backward. On the last one, collectives start as ranges become
+    /// final; `gradient` (the model's buffer) is added into the target first when it is not the
+    /// target itself.
+    func beginMicroBatch(last: Bool, gradient: UnsafePointer<Float>) {
+        overlapping = last
+        source = last && gradient != UnsafePointer(target!) ? gradient : nil
+        embeddingRows.beginMicroBatch(last: last)
+    }
+
+    /// After each micro-batch's backward.
+    func endMicroBatch() {
+        embeddingRows.endMicroBatch()
+    }
+
+    // MARK: GradientObserver
+
+    func gradientsFinal(_ range: Range<Int>) {
+        guard overlapping, !range.isEmpty, let target else { return }
+        if let source { addInPlace(target + range.lowerBound, source + range.lowerBound, count: range.count) }
+        reported.append(range)
+        guard bucketElements > 0 else { return }  // everything is sent after backward
+        do {
+            if let current = open, current.lowerBound == range.upperBound {
+                open = range.lowerBound..<current.upperBound
+            } else {
+                if let current = open { try startBucket(current) }
+                open = range
+            }
+            if let current = open, current.count >= bucketElements {
+                open = nil
+                try startBucket(current)
+            }
+        } catch {
+            deferredError = deferredError ?? error
+        }
+    }
+
+    func takeTokenEmbeddingGradient(tokens: UnsafePointer<Int32>, count: Int, rows: Int, width: Int,
+                                    offset: Int) -> TokenEmbeddingGradient? {
+        let destination = embeddingRows.take(tokens: tokens, count: count, vocab: rows, width: width, offset: offset)
+        if overlapping && communicator.size > 1 {
+            // Every token of the update is known now: merge the touched rows across ranks while backward runs.
+            lastCollectives.append(rows)
+            do {
+                try embeddingRows.startMerge(communicator, label: "\(label): token rows")
+            } catch {
+                deferredError = deferredError ?? error
+            }
+        }
+        return destination
+    }
+
+    // MARK: finishing
+
+    /// Starts what backward left (the open bucket, unreported ranges, the embedding rows), waits
+    /// for every collective and adds the embedding rows in. Afterwards `target` holds the sum
+    /// over all ranks and micro-batches.
+    func finish() throws {
+        guard let target else { preconditionFailure("finish without beginUpdate") }
+        let waitStart = DispatchTime.now().uptimeNanoseconds
+        if let deferredError { throw deferredError }
+        // What the model did not report is final now.
+        let gaps = unreported()
+        if let source {
+            for gap in gaps { addInPlace(target + gap.lowerBound, source + gap.lowerBound, count: gap.count) }
+        }
+        if bucketElements == 0 {
+            try start(0..<count)
+        } else {
+            if let current = open { try startBucket(current) }
+            open = nil
+            for gap in gaps { try startBucket(gap) }
+        }
+        let rows = try embeddingRows.startRowSum(communicator, label: "\(label): token-embedding rows")
+        if rows > 0 && communicator.size > 1 { lastCollectives.append(rows) }
+        for (collective, _) in pending { try collective.wait() }
+        pending = []
+        try embeddingRows.finish(into: target)
+        lastWaitSeconds = Double(DispatchTime.now().uptimeNanoseconds - waitStart) / 1e9
+        self.target = nil
+        source = nil
+    }
+
+    /// All-reduces `range` in equal pieces of at most `bucketElements`.
+    private func startBucket(_ range: Range<Int>) throws {
+        let pieces = (range.count + bucketElements - 1) / bucketElements
+        for k in 0..<pieces {
+            let lower = range.lowerBound + range.count * k / pieces
+            let upper = range.lowerBound + range.count * (k + 1) / pieces
+            try start(lower..<upper)
+        }
+    }
+
+    private func start(_ range: Range<Int>) throws {
+        guard communicator.size > 1, !range.isEmpty, let target else { return }
+        let collective = try communicator.startAllReduce(
+            target + range.lowerBound, count: range.count, .sum,
+            label: "\(label) (gradient elements \(range.lowerBound)..<\(range.upperBound))")
+        collective.progressInBackground()
+        pending.append((collective, range))
+        lastCollectives.append(range.count)
+    }
+
+    /// Parts of the buffer the model did not report, from the end of the buffer to its start.
+    private func unreported() -> [Range<Int>] {
+        var gaps: [Range<Int>] = []
+        var end = count
+        for range in reported.sorted(by: { $0.lowerBound > $1.lowerBound }) {
+            if range.upperBound < end { gaps.append(range.upperBound..<end) }
+            end = min(end, range.lowerBound)
+        }
+        if end > 0 { gaps.append(0..<end) }
+        return gaps
+    }
+}
+
+/// The token-embedding lookup's gradient of one update, kept by row slot: each distinct token
+/// gets the next slot, each micro-batch scatters into zeroed slots (`scratch`) and is then added
+/// into the update's sum (`sum`), as micro-batch gradients are. Buffers grow to the largest
+/// update seen and are reused.
+final class TokenRowGradients {
+    private var vocab = 0, width = 0, offset = 0
+    /// Per vocabulary row, its slot in this update, or -1.
+    private var slotOfRow: [Int32] = []
+    /// Rows in slot order.
+    private var rows: [Int32] = []
+    /// Per position of the current micro-batch, its slot.
+    private var positionSlots = Buffer<Int32>(count: 0)
+    private var scratch = FloatBuffer(count: 0)
+    private var sum = FloatBuffer(count: 0)
+    /// Slots of the current micro-batch, each once (`slotStamp` marks those listed), and the
+    /// number of positions it has.
+    private var microSlots: [Int32] = []
+    private var slotStamp: [Int32] = []
+    private var stamp: Int32 = 0
+    private var positions = 0
+    private var active = false
+    /// After the merge: rows present on any rank (count per row, summed across ranks).
+    private var presence = FloatBuffer(count: 0)
+    private var merge: PendingCollective?
+    private var merged: [Int32] = []
+    private var rowSum = FloatBuffer(count: 0)
+    private var rowCollective: PendingCollective?
+
+    func beginUpdate() {
+        for row in rows { slotOfRow[Int(row)] = -1 }
+        rows = []
+        active = false
+        merge = nil
+        rowCollective = nil
+        merged = []
+    }
+
+    func beginMicroBatch(last: Bool) { positions = 0 }
+
+    /// Assigns slots to `tokens` and returns a zeroed destination for this micro-batch.
+    func take(tokens: UnsafePointer<Int32>, count: Int, vocab: Int, width: Int, offset: Int) -> TokenEmbeddingGradient {
+        if slotOfRow.count != vocab {
+            slotOfRow = [Int32](repeating: -1, count: vocab)
+            slotStamp = [Int32](repeating: 0, count: vocab)
+            stamp = 0
+        }
+        precondition(rows.isEmpty || (width == self.width && offset == self.offset), "token embedding changed within an update")
+        self.vocab = vocab
+        self.width = width
+        self.offset = offset
+        active = true
+        if positionSlots.count < count { positionSlots = Buffer<Int32>(count: count) }
+        microSlots.removeAll(keepingCapacity: true)
+        let firstNew = rows.count
+        for i in 0..<count {
+            let row = Int(tokens[i])
+            var slot = slotOfRow[row]
+            if slot < 0 {
+                slot = Int32(rows.count)
+                slotOfRow[row] = slot
+                rows.append(Int32(row))
+            }
+            positionSlots[i] = slot
+        }
+        positions = count
+        let slots = rows.count
+        grow(&scratch, to: slots * width, keeping: 0)
+        grow(&sum, to: slots * width, keeping: firstNew * width)
+        // New slots start at zero in the sum; every slot this micro-batch touches starts at zero
+        // in the scratch (whole rows: a slot may be touched many times).
+        (sum.pointer + firstNew * width).update(repeating: 0, count: (slots - firstNew) * width)
+        stamp &+= 1
+        for i in 0..<count {
+            let slot = positionSlots[i]
+            if slotStamp[Int(slot)] != stamp {
+                slotStamp[Int(slot)] = stamp
+                microSlots.append(slot)
+            }
+        }
+        for slot in microSlots { (scratch.pointer + Int(slot) * width).update(repeating: 0, count: width) }
+        return TokenEmbeddingGradient(gradient: scratch.pointer, rows: UnsafePointer(positionSlots.pointer))
+    }
+
+    /// Adds the micro-batch's rows into the update's sum.
+    func endMicroBatch() {
+        guard positions > 0 else { return }
+        for slot in microSlots {
+            let at = Int(slot) * width
+            addInPlace(sum.pointer + at, scratch.pointer + at, count: width)
+        }
+        positions = 0
+    }
+
+    /// Starts merging the touched rows across ranks (a presence count per vocabulary row).
+    func startMerge(_ communicator: Communicator, label: String) throws {
+        grow(&presence, to: vocab, keeping: 0)
+        presence.pointer.update(repeating: 0, count: vocab)
+        for row in rows { presence[Int(row)] = 1 }
+        merge = try communicator.startAllReduce(presence.pointer, count: vocab, .sum, label: label)
+        merge?.progressInBackground()
+    }
+
+    /// Packs the sum in the merged rows' order (rows present on any rank, ascending) and starts
+    /// its all-reduce. Returns the number of floats sent.
+    func startRowSum(_ communicator: Communicator, label: String) throws -> Int {
+        guard active else { return 0 }
+        if communicator.size > 1 {
+            guard let merge else { preconditionFailure("\(label): the rows of the last micro-batch were not merged") }
+            try merge.wait()
+            merged = (0..<vocab).compactMap { presence[$0] > 0 ? Int32($0) : nil }
+        } else {
+            merged = rows.sorted()
+        }
+        grow(&rowSum, to: merged.count * width, keeping: 0)
+        for (i, row) in merged.enumerated() {
+            let out = rowSum.pointer + i * width
+            let slot = slotOfRow[Int(row)]
+            if slot >= 0 {
+                out.update(from: sum.pointer + Int(slot) * width, count: width)
+            } else {
+                out.update(repeating: 0, count: width)
+            }
+        }
+        guard communicator.size > 1 else { return 0 }
+        rowCollective = try communicator.startAllReduce(rowSum.pointer, count: merged.count * width, .sum, label: label)
+        rowCollective?.progressInBackground()
+        return merged.count * width
+    }
+
+    /// Adds the summed rows into the token embedding's gradient (in `gradients`, at `offset`).
+    func finish(into gradients: UnsafeMutablePointer<Float>) throws {
+        guard active else { return }
+        try rowCollective?.wait()
+        for (i, row) in merged.enumerated() {
+            addInPlace(gradients + offset + Int(row) * width, rowSum.pointer + i * width, count: width)
+        }
+        active = false
+    }
+
+    /// Makes `buffer` hold at least `count` floats, keeping its first `keeping`.
+    private func grow(_ buffer: inout FloatBuffer, to count: Int, keeping: Int) {
+        guard buffer.count < count else { return }
+        let larger = FloatBuffer(count: max(count, buffer.count * 2))
+        let old = buffer
+        withExtendedLifetime(old) {
+            if keeping > 0 { larger.pointer.update(from: old.pointer, count: keeping) }
+        }
+        buffer = larger
+    }
+}
