@@ -216,7 +216,7 @@ public final class BERT: LanguageModel {
         LayerNorm.forward(out: A + acts.output[0], mean: A + acts.embeddingMean, rstd: A + acts.embeddingRstd,
                           x: A + acts.embeddingSum, weight: P + layout.embeddingNormWeight,
                           bias: P + layout.embeddingNormBias, rows: n, width: d, epsilon: eps, affine: affine)
-        if let drop = dropout(site: 0) { drop.apply(out: A + acts.output[0], x: A + acts.output[0], count: n * d) }
+        if let drop = dropouts.at(site: 0) { drop.apply(out: A + acts.output[0], x: A + acts.output[0], count: n * d) }
 
         for (l, w) in layout.blocks.enumerated() {
             let s = acts.layers[l], x = A + acts.output[l]
@@ -225,7 +225,7 @@ public final class BERT: LanguageModel {
                            rows: n, inFeatures: d, outFeatures: 3 * a)
             BidirectionalAttention.forward(out: A + s.atty, att: A + s.att, qkv: A + s.qkv,
                                            keyMask: hasPadding ? keyMask : nil, shape: shape,
-                                           dropout: dropout(site: 1 + 3 * l), scratch: scratch)
+                                           dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
             // The rest of the block is per position: the last block runs it only at the rows the
             // head reads.
             let r = rows(ofBlock: l)
@@ -236,7 +236,7 @@ public final class BERT: LanguageModel {
             let branch = A + acts.branch, k = r.count
             Linear.forward(out: branch, x: r.atty, weight: P + w.attnProjWeight, bias: P + w.attnProjBias,
                            rows: k, inFeatures: a, outFeatures: d)
-            addResidual(out: A + s.residual1, x: r.input, branch: branch, count: k * d, site: 2 + 3 * l)
+            dropouts.addResidual(out: A + s.residual1, x: r.input, branch: branch, count: k * d, site: 2 + 3 * l)
             LayerNorm.forward(out: A + s.hidden, mean: A + s.ln1Mean, rstd: A + s.ln1Rstd, x: A + s.residual1,
                               weight: P + w.ln1Weight, bias: P + w.ln1Bias, rows: k, width: d, epsilon: eps, affine: affine)
             Linear.forward(out: A + s.fcPre, x: A + s.hidden, weight: P + w.fcWeight, bias: P + w.fcBias,
@@ -244,7 +244,7 @@ public final class BERT: LanguageModel {
             ErfGELU.forward(out: A + s.fcPost, x: A + s.fcPre, count: k * f)
             Linear.forward(out: branch, x: A + s.fcPost, weight: P + w.fcProjWeight, bias: P + w.fcProjBias,
                            rows: k, inFeatures: f, outFeatures: d)
-            addResidual(out: A + s.residual2, x: A + s.hidden, branch: branch, count: k * d, site: 3 + 3 * l)
+            dropouts.addResidual(out: A + s.residual2, x: A + s.hidden, branch: branch, count: k * d, site: 3 + 3 * l)
             LayerNorm.forward(out: A + acts.output[l + 1], mean: A + s.ln2Mean, rstd: A + s.ln2Rstd, x: A + s.residual2,
                               weight: P + w.ln2Weight, bias: P + w.ln2Bias, rows: k, width: d, epsilon: eps, affine: affine)
         }
@@ -309,7 +309,7 @@ public final class BERT: LanguageModel {
             LayerNorm.backward(dx: dResidual, dweight: G + w.ln2Weight, dbias: G + w.ln2Bias, dout: dOutput,
                                x: A + s.residual2, weight: P + w.ln2Weight, mean: A + s.ln2Mean, rstd: A + s.ln2Rstd,
                                rows: k, width: d, affine: affine)
-            var dBranch = branchGradient(dResidual, count: k * d, site: 3 + 3 * l)
+            var dBranch = dropouts.branchGradient(dResidual, count: k * d, site: 3 + 3 * l)
             Linear.backward(dx: A + acts.dFC, dweight: G + w.fcProjWeight, dbias: G + w.fcProjBias, dout: dBranch,
                             x: A + s.fcPost, weight: P + w.fcProjWeight, rows: k, inFeatures: f, outFeatures: d)
             ErfGELU.backward(dx: A + acts.dFC, dout: A + acts.dFC, x: A + s.fcPre, count: k * f)
@@ -322,7 +322,7 @@ public final class BERT: LanguageModel {
             LayerNorm.backward(dx: dOutput, dweight: G + w.ln1Weight, dbias: G + w.ln1Bias, dout: dResidual,
                                x: A + s.residual1, weight: P + w.ln1Weight, mean: A + s.ln1Mean, rstd: A + s.ln1Rstd,
                                rows: k, width: d, affine: affine)
-            dBranch = branchGradient(dOutput, count: k * d, site: 2 + 3 * l)
+            dBranch = dropouts.branchGradient(dOutput, count: k * d, site: 2 + 3 * l)
             // A pruned block's row gradients go back to every position: d(atty) through the
             // (free) dQKV scratch, d(x) through dResidual; both are zero at the other rows.
             let dAttyRows = k < n ? A + acts.dQKV : A + acts.dAtty
@@ -336,7 +336,7 @@ public final class BERT: LanguageModel {
                 RowGather.backward(dx: dOutput, dout: dResidual, rows: predicted.pointer, count: k, width: d)
             }
             BidirectionalAttention.backward(dqkv: A + acts.dQKV, dout: A + acts.dAtty, qkv: A + s.qkv, att: A + s.att,
-                                            shape: shape, dropout: dropout(site: 1 + 3 * l), scratch: scratch)
+                                            shape: shape, dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
             // dOutput becomes d(x), the gradient of the previous block's output.
             Linear.backward(dx: dOutput, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.dQKV,
                             x: A + acts.output[l], weight: P + w.qkvWeight, rows: n, inFeatures: d, outFeatures: 3 * a,
@@ -344,7 +344,7 @@ public final class BERT: LanguageModel {
             // [gradient observer] block l's parameters end where block l + 1's (or the head's) begin.
             observer?.gradientsFinal(w.qkvWeight..<(l + 1 < c.layers ? layout.blocks[l + 1].qkvWeight : layout.headDenseWeight))
         }
-        let dNormOut = branchGradient(dOutput, count: n * d, site: 0)
+        let dNormOut = dropouts.branchGradient(dOutput, count: n * d, site: 0)
         dResidual.update(repeating: 0, count: n * d)
         LayerNorm.backward(dx: dResidual, dweight: G + layout.embeddingNormWeight, dbias: G + layout.embeddingNormBias,
                            dout: dNormOut, x: A + acts.embeddingSum, weight: P + layout.embeddingNormWeight,
@@ -377,30 +377,10 @@ public final class BERT: LanguageModel {
         acts = fresh
     }
 
-    /// The dropout of one site in this pass (0: the embedding norm's output; 1 + 3l: attention
-    /// probabilities of block l; 2 + 3l and 3 + 3l: its two branches), or nil when dropout is off.
-    private func dropout(site: Int) -> Dropout? {
-        guard let seed = lastDropoutSeed else { return nil }
-        let key = UInt32(truncatingIfNeeded: SplitMix64.mix(seed, UInt64(site)))
-        return Dropout(probability: config.dropout, key: key)
-    }
-
-    /// out = x + dropout(branch)
-    private func addResidual(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
-                             branch: UnsafePointer<Float>, count: Int, site: Int) {
-        if let drop = dropout(site: site) {
-            drop.addApplied(out: out, a: x, x: branch, count: count)
-        } else {
-            residualAdd(out: out, a: x, b: branch, count: count)
-        }
-    }
-
-    /// The gradient reaching a dropped-out branch: dropout(gradient) in the branch scratch, or
-    /// the gradient itself when dropout is off.
-    private func branchGradient(_ gradient: UnsafeMutablePointer<Float>, count: Int, site: Int) -> UnsafeMutablePointer<Float> {
-        guard let drop = dropout(site: site), let acts else { return gradient }
-        let out = actBuffer.pointer + acts.branch
-        drop.apply(out: out, x: gradient, count: count)
-        return out
+    /// This pass's dropout sites (0: the embedding output; 1 + 3l: attention probabilities of
+    /// block l; 2 + 3l and 3 + 3l: its two residual branches); dropped gradients go to the branch
+    /// scratch.
+    private var dropouts: DropoutSites {
+        DropoutSites(seed: lastDropoutSeed, probability: config.dropout, scratch: actBuffer.pointer + (acts?.branch ?? 0))
     }
 }

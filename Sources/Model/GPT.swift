@@ -118,7 +118,7 @@ public final class GPT: LanguageModel {
 
         Embedding.forward(out: A + acts.residual[0], tokens: tokens.pointer, wte: P + layout.tokenEmbedding,
                           wpe: P + layout.positionEmbedding, batch: b, seq: t, width: d)
-        if let drop = dropout(site: 0) { drop.apply(out: A + acts.residual[0], x: A + acts.residual[0], count: n * d) }
+        if let drop = dropouts.at(site: 0) { drop.apply(out: A + acts.residual[0], x: A + acts.residual[0], count: n * d) }
 
         for (l, w) in layout.blocks.enumerated() {
             let s = acts.layers[l]
@@ -129,10 +129,10 @@ public final class GPT: LanguageModel {
             Linear.forward(out: A + s.qkv, x: A + s.ln1, weight: P + w.qkvWeight, bias: P + w.qkvBias,
                            rows: n, inFeatures: d, outFeatures: 3 * a)
             Attention.forward(out: A + s.atty, att: A + s.att, qkv: A + s.qkv, shape: shape,
-                              dropout: dropout(site: 1 + 3 * l), scratch: scratch)
+                              dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
             Linear.forward(out: branch, x: A + s.atty, weight: P + w.attnProjWeight,
                            bias: P + w.attnProjBias, rows: n, inFeatures: a, outFeatures: d)
-            addResidual(out: A + s.residual2, x: x, branch: branch, count: n * d, site: 2 + 3 * l)
+            dropouts.addResidual(out: A + s.residual2, x: x, branch: branch, count: n * d, site: 2 + 3 * l)
             LayerNorm.forward(out: A + s.ln2, mean: A + s.ln2Mean, rstd: A + s.ln2Rstd,
                               x: A + s.residual2, weight: P + w.ln2Weight, bias: P + w.ln2Bias,
                               rows: n, width: d, epsilon: c.layerNormEpsilon, affine: affine)
@@ -141,7 +141,7 @@ public final class GPT: LanguageModel {
             GELU.forward(out: A + s.fcPost, x: A + s.fcPre, count: n * f)
             Linear.forward(out: branch, x: A + s.fcPost, weight: P + w.fcProjWeight,
                            bias: P + w.fcProjBias, rows: n, inFeatures: f, outFeatures: d)
-            addResidual(out: A + acts.residual[l + 1], x: A + s.residual2, branch: branch,
+            dropouts.addResidual(out: A + acts.residual[l + 1], x: A + s.residual2, branch: branch,
                         count: n * d, site: 3 + 3 * l)
         }
 
@@ -203,7 +203,7 @@ public final class GPT: LanguageModel {
         for l in stride(from: c.layers - 1, through: 0, by: -1) {
             let w = layout.blocks[l], s = acts.layers[l]
             // MLP branch: residual[l+1] = residual2 + dropout(fcProj(gelu(fc(ln2(residual2)))))
-            var dBranch = branchGradient(dResidual, count: n * d, site: 3 + 3 * l)
+            var dBranch = dropouts.branchGradient(dResidual, count: n * d, site: 3 + 3 * l)
             Linear.backward(dx: A + acts.dFC, dweight: G + w.fcProjWeight, dbias: G + w.fcProjBias,
                             dout: dBranch, x: A + s.fcPost, weight: P + w.fcProjWeight,
                             rows: n, inFeatures: f, outFeatures: d)
@@ -214,12 +214,12 @@ public final class GPT: LanguageModel {
                                x: A + s.residual2, weight: P + w.ln2Weight, mean: A + s.ln2Mean,
                                rstd: A + s.ln2Rstd, rows: n, width: d, affine: affine)
             // Attention branch: residual2 = residual[l] + dropout(proj(attention(qkv(ln1(residual[l])))))
-            dBranch = branchGradient(dResidual, count: n * d, site: 2 + 3 * l)
+            dBranch = dropouts.branchGradient(dResidual, count: n * d, site: 2 + 3 * l)
             Linear.backward(dx: A + acts.dAtty, dweight: G + w.attnProjWeight, dbias: G + w.attnProjBias,
                             dout: dBranch, x: A + s.atty, weight: P + w.attnProjWeight,
                             rows: n, inFeatures: a, outFeatures: d)
             Attention.backward(dqkv: A + acts.dQKV, dout: A + acts.dAtty, qkv: A + s.qkv, att: A + s.att,
-                               shape: shape, dropout: dropout(site: 1 + 3 * l), scratch: scratch)
+                               shape: shape, dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
             Linear.backward(dx: dNorm, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.dQKV,
                             x: A + s.ln1, weight: P + w.qkvWeight, rows: n, inFeatures: d, outFeatures: 3 * a)
             LayerNorm.backward(dx: dResidual, dweight: G + w.ln1Weight, dbias: G + w.ln1Bias, dout: dNorm,
@@ -228,7 +228,7 @@ public final class GPT: LanguageModel {
             // [gradient observer] block l's parameters end where block l + 1's (or the final norm's) begin.
             observer?.gradientsFinal(w.ln1Weight..<(l + 1 < c.layers ? layout.blocks[l + 1].ln1Weight : layout.finalNormWeight))
         }
-        let dEmbedding = branchGradient(dResidual, count: n * d, site: 0)
+        let dEmbedding = dropouts.branchGradient(dResidual, count: n * d, site: 0)
         Embedding.backward(dwte: tokenGradient?.gradient ?? G + layout.tokenEmbedding, dwpe: G + layout.positionEmbedding,
                            dout: dEmbedding, tokens: tokenGradient?.rows ?? UnsafePointer(tokens.pointer), batch: b, seq: t, width: d)
         // [gradient observer]
@@ -248,30 +248,10 @@ public final class GPT: LanguageModel {
         acts = fresh
     }
 
-    /// The dropout of one site in this pass (0: embeddings; 1 + 3l: attention probabilities of
-    /// block l; 2 + 3l and 3 + 3l: its two residual branches), or nil when dropout is off.
-    private func dropout(site: Int) -> Dropout? {
-        guard let seed = lastDropoutSeed else { return nil }
-        let key = UInt32(truncatingIfNeeded: SplitMix64.mix(seed, UInt64(site)))
-        return Dropout(probability: config.dropout, key: key)
-    }
-
-    /// out = x + dropout(branch)
-    private func addResidual(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
-                             branch: UnsafePointer<Float>, count: Int, site: Int) {
-        if let drop = dropout(site: site) {
-            drop.addApplied(out: out, a: x, x: branch, count: count)
-        } else {
-            residualAdd(out: out, a: x, b: branch, count: count)
-        }
-    }
-
-    /// The gradient reaching a dropped-out branch: dropout(dResidual) in the branch scratch, or
-    /// dResidual itself when dropout is off.
-    private func branchGradient(_ dResidual: UnsafeMutablePointer<Float>, count: Int, site: Int) -> UnsafeMutablePointer<Float> {
-        guard let drop = dropout(site: site), let acts else { return dResidual }
-        let out = actBuffer.pointer + acts.branch
-        drop.apply(out: out, x: dResidual, count: count)
-        return out
+    /// This pass's dropout sites (0: the embedding output; 1 + 3l: attention probabilities of
+    /// block l; 2 + 3l and 3 + 3l: its two residual branches); dropped gradients go to the branch
+    /// scratch.
+    private var dropouts: DropoutSites {
+        DropoutSites(seed: lastDropoutSeed, probability: config.dropout, scratch: actBuffer.pointer + (acts?.branch ?? 0))
     }
 }

@@ -70,3 +70,36 @@ public func residualAdd(out: UnsafeMutablePointer<Float>, a: UnsafePointer<Float
         while i < r.upperBound { out[i] = a[i] + b[i]; i += 1 }
     }
 }
+
+/// The dropout sites of one forward/backward pass, shared by GPT and BERT: site s's mask is keyed
+/// by (the pass's seed, s), so backward recomputes exactly forward's masks. No seed: dropout off.
+struct DropoutSites {
+    let seed: UInt64?
+    let probability: Float
+    /// Where `branchGradient` writes a dropped-out gradient (the model's branch scratch).
+    let scratch: UnsafeMutablePointer<Float>
+
+    /// The dropout of `site` in this pass, or nil when dropout is off.
+    func at(site: Int) -> Dropout? {
+        guard let seed else { return nil }
+        return Dropout(probability: probability, key: UInt32(truncatingIfNeeded: SplitMix64.mix(seed, UInt64(site))))
+    }
+
+    /// out = x + dropout(branch)
+    func addResidual(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
+                     branch: UnsafePointer<Float>, count: Int, site: Int) {
+        if let drop = at(site: site) {
+            drop.addApplied(out: out, a: x, x: branch, count: count)
+        } else {
+            residualAdd(out: out, a: x, b: branch, count: count)
+        }
+    }
+
+    /// The gradient reaching a dropped-out branch: dropout(gradient) in `scratch`, or the
+    /// gradient itself when dropout is off.
+    func branchGradient(_ gradient: UnsafeMutablePointer<Float>, count: Int, site: Int) -> UnsafeMutablePointer<Float> {
+        guard let drop = at(site: site) else { return gradient }
+        drop.apply(out: scratch, x: gradient, count: count)
+        return scratch
+    }
+}
