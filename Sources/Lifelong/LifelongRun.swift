@@ -119,8 +119,8 @@ public final class LifelongRun {
                 let received = try trainer.grow(grow)
                 let after = try perplexities(upTo: i - 1)
                 state.growthEffects.append(.init(stage: i, before: before, afterGrowth: after, afterWarmup: nil))
-                output.log(String(format: "stage %d: grew to %@ in %.2f s (rank 0 grew, %d rank(s) verified XXH64 %016llx)",
-                                  i, "\(received.config)", (received.growSeconds + received.broadcastSeconds + received.verifySeconds), communicator.size, received.hash))
+                output.log(String(format: "stage %d/%d: grew to %@ in %.2f s (rank 0 grew, %d rank(s) verified XXH64 %016llx)",
+                                  i + 1, plan.stages.count, "\(received.config)", (received.growSeconds + received.broadcastSeconds + received.verifySeconds), communicator.size, received.hash))
                 output.log("  perplexity of seen domains before -> after growth: " + zip(before, after).enumerated()
                     .map { String(format: "%@ %.2f -> %.2f", domains[$0.offset].name, $0.element.0, $0.element.1) }.joined(separator: ", "))
                 output.metric(["event": "growth", "stage": i, "config": "\(received.config)", "before": before, "after": after,
@@ -150,7 +150,7 @@ public final class LifelongRun {
         try runPhase(stage: i, phase: .main, steps: stage.steps, peak: nil)
         let row = try perplexities(upTo: i)
         state.matrix.record(stage: i, perplexities: row)
-        output.log(String(format: "stage %d (%@) done: ", i, domains[i].name)
+        output.log(String(format: "stage %d/%d (%@) done: ", i + 1, plan.stages.count, domains[i].name)
                    + zip(domains, row).map { String(format: "%@ %.2f", $0.0.name, $0.1) }.joined(separator: ", ")
                    + String(format: " | AP %.2f | AP+ %.2f", state.matrix.averagePerplexity(after: i), state.matrix.averageIncrease(after: i)))
         output.metric(["event": "stage_end", "stage": i, "domain": domains[i].name, "perplexities": row,
@@ -203,11 +203,14 @@ public final class LifelongRun {
         if state.adaptive == nil && replaySettings.weighting == .adaptive { state.adaptive = AdaptiveReplayWeights(domains: replay.count) }
         let prompts = settings.prompts!
         let config = trainer.model.config
-        let flopsPerToken = 6 * Double(trainer.model.parameterCount) + 12 * Double(config.layers * config.width * t)
-        output.log(String(format: "stage %d %@ on %@: %d updates of %dx%d x %d micro-batch(es) x %d rank(s), lr %@, replay %.0f%% %@ of %@",
-                          i, phase == .frw ? "warmup" : "training", phase == .frw ? "\(domains[current].name) memory" : domains[current].name,
-                          steps, b, t, options.accumulation, communicator.size, "\(options.schedule)", 100 * replaySettings.ratio,
-                          replaySettings.weighting.rawValue, replay.isEmpty ? "nothing" : replay.map { domains[$0].name }.joined(separator: ", ")))
+        let flopsPerToken = FLOPCount.trainingPerToken(config, parameters: trainer.model.parameterCount, seq: t)
+        let replayText = replay.isEmpty ? "no replay (no earlier domain)"
+            : String(format: "replay %.0f%% %@ of %@", 100 * replaySettings.ratio, replaySettings.weighting.rawValue,
+                     replay.map { domains[$0].name }.joined(separator: ", "))
+        output.log(String(format: "stage %d/%d %@ on %@: %d updates of %dx%d x %d micro-batch(es) x %d rank(s), lr %@, %@",
+                          i + 1, plan.stages.count, phase == .frw ? "warmup" : "training",
+                          phase == .frw ? "\(domains[current].name) memory" : domains[current].name,
+                          steps, b, t, options.accumulation, communicator.size, "\(options.schedule)", replayText))
         var window = Window()
         let phaseIndex = phase == .frw ? 2 * i : 2 * i + 1
         while state.stepInPhase < steps {

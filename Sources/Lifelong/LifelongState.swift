@@ -20,7 +20,7 @@ public struct LifelongState: Codable, Equatable, Sendable {
     public var loaders: [LoaderPosition]
     public var adaptive: AdaptiveReplayWeights?
     public var matrix: PerplexityMatrix
-    /// Training FLOPs so far (6 N tokens + attention, as `elle bench` counts them; warmups
+    /// Training FLOPs so far (`FLOPCount`, as `elle bench` counts them; warmups
     /// included, evaluation not).
     public var flops: Double
     /// Validation perplexity of the seen domains around each growth, by stage: before growing,

@@ -42,7 +42,7 @@ public final class Trainer {
     public let communicator: Communicator
     public private(set) var step: Int
     public private(set) var tokensSeen: Int
-    /// Training FLOPs of the student so far on all ranks (6 N + 12 L D T per token, `FLOPCount`),
+    /// Training FLOPs of the student so far on all ranks (6 N + 12 L D T per token, BERT's head at its predicted share: `FLOPCount`),
     /// at the model's size when each update ran (so growth is counted right); saved in checkpoints.
     public private(set) var flops: Double
     let loader: SequenceLoader

@@ -81,7 +81,7 @@ struct Bench: ParsableCommand {
         let peakMB = Double(peakResidentBytes()) / 1e6  // before the SGEMM measurements allocate
 
         let params = model.parameterCount
-        let flops = 6.0 * Double(params) * Double(n) + 12.0 * Double(layers * width * seq) * Double(n)
+        let flops = FLOPCount.trainingPerToken(config, parameters: params, seq: seq) * Double(n)
         let gflops = flops / stepSeconds / 1e9
         let shapesRate = Bench.measureShapes(Array(gemmShapes))
         let square = Bench.measureShapes([Profiler.GemmShape(transA: false, transB: false, m: 1024, n: 1024, k: 1024)])

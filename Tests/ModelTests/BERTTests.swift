@@ -349,3 +349,23 @@ extension BERTTests {
         XCTAssertTrue((0..<model.parameterCount).allSatisfy { model.gradients[$0] == 0 })
     }
 }
+
+extension BERTTests {
+    /// FLOPs per token: GPT 6 N + 12 L D T; BERT the same with its masked-LM head (the tensors
+    /// `BERTLayout` puts in the head, plus the tied token embedding) counted at 15%.
+    func testFLOPCountChargesTheHeadAtThePredictedShare() throws {
+        let gpt = Tiny.config()
+        let gptN = GPTLayout(config: gpt).parameterCount
+        XCTAssertEqual(FLOPCount.trainingPerToken(gpt, parameters: gptN, seq: 8),
+                       6 * Double(gptN) + 12 * Double(gpt.layers * gpt.width * 8))
+        let bert = Self.tinyConfig()
+        let layout = BERTLayout(config: bert)
+        let head = layout.tensors.filter { $0.name == "wte" || $0.name.hasPrefix("head.") }.reduce(0) { $0 + $1.count }
+        XCTAssertEqual(head, bert.vocab * bert.width + bert.width * bert.width + 3 * bert.width + bert.vocab)
+        let expected = 6 * (Double(layout.parameterCount - head) + 0.15 * Double(head)) + 12 * Double(bert.layers * bert.width * 8)
+        XCTAssertEqual(FLOPCount.trainingPerToken(bert, parameters: layout.parameterCount, seq: 8), expected,
+                       accuracy: 1e-9 * expected)
+        XCTAssertEqual(FLOPCount.forwardPerToken(bert, parameters: layout.parameterCount, seq: 8), expected / 3,
+                       accuracy: 1e-9 * expected)
+    }
+}

@@ -3,19 +3,6 @@ import Foundation
 import Model
 import Tensors
 
-/// FLOPs as `elle bench` counts them (../shared/anchors/torch_gpt_bench.py): per token, a
-/// forward pass costs 2 N + 4 L D T and a training step (forward and backward) three times that,
-/// 6 N + 12 L D T, for N parameters, L layers, width D and sequence length T.
-public enum FLOPCount {
-    public static func forwardPerToken(_ config: ModelConfig, parameters: Int, seq: Int) -> Double {
-        2 * Double(parameters) + 4 * Double(config.layers * config.width * seq)
-    }
-
-    public static func trainingPerToken(_ config: ModelConfig, parameters: Int, seq: Int) -> Double {
-        3 * forwardPerToken(config, parameters: parameters, seq: seq)
-    }
-}
-
 /// A trained model run forward only on the student's batches (knowledge inheritance). Its
 /// parameters are never changed; dropout is off.
 public final class Teacher {
