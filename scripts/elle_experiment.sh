@@ -5,6 +5,8 @@
 # equal training FLOPs, for each budget, then the plots and tables.
 #
 #   scripts/elle_experiment.sh [BUDGET...]        # default: short long
+#   scripts/elle_experiment.sh bert-short bert-long   # the BERT half (plans: make_experiment_plans.py 4096 --architecture bert)
+#   scripts/elle_experiment.sh payoff             # where growth pays off (two domains, stage budgets x1..x64)
 #
 # Resumable: a run whose report.md exists is skipped; a run stopped part way continues from its
 # newest checkpoint (`elle train --resume`). Runs go JOBS (default 2) at a time with THREADS
@@ -14,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
-elle=.build/release/elle
+elle=${ELLE:-.build/release/elle}   # ELLE=path runs a copy while the tree is rebuilt
 jobs=${JOBS:-2}
 threads=${THREADS:-1}
 budgets=("$@")
@@ -56,7 +58,9 @@ for budget in "${budgets[@]}"; do
     ls plans/experiment/"$budget"/*.yaml >/dev/null || { echo "elle_experiment: no plans in plans/experiment/$budget" >&2; exit 1; }
     # the ELLE variants and the baselines they must beat first, then the rest (any other plan last)
     { for m in $order; do [ -f "plans/experiment/$budget/$m.yaml" ] && echo "plans/experiment/$budget/$m.yaml"; done
-      for p in plans/experiment/"$budget"/*.yaml; do case " $order " in *" $(basename "$p" .yaml) "*) ;; *) echo "$p";; esac; done
+      # any other plan, cheapest first when the names end in -xN (payoff: stage budget N)
+      for p in plans/experiment/"$budget"/*.yaml; do case " $order " in *" $(basename "$p" .yaml) "*) ;; *) echo "$p";; esac; done |
+          awk '{ n = $0; sub(/\.yaml$/, "", n); sub(/.*-x/, "", n); print (n ~ /^[0-9]+$/ ? n : 0) "\t" $0 }' | sort -s -n -k1,1 | cut -f2
     } | xargs -P "$jobs" -I{} bash -c 'run_one "$@"' _ {} || status=1
 done
 ~/torch-venv/bin/python scripts/plot_elle_experiment.py "${budgets[@]}" || status=1

@@ -2,16 +2,21 @@
 """Writes the stage plans of the ELLE experiment (issue 12) to plans/experiment/BUDGET/METHOD.yaml.
 
 Every method gets the same training FLOPs in every stage, counted the way elle counts them
-(Sources/Lifelong/LifelongRun.swift: per update, (6 x parameters + 12 x L x D x seq) x tokens;
+(Sources/Model/FLOPCount.swift: per update, (6 x parameters + 12 x L x D x seq) x tokens, BERT's
+masked-LM head at the 15% of positions it runs on;
 warmups included, evaluation not). A stage's budget is `base` updates of the initial model
 (2/128); a larger model gets proportionally fewer updates, and a growing method spends part of
 its stage budget on the function recovering warmup (FRW). The run's metrics.jsonl and report.md
 state the FLOPs elle actually counted; docs/RESULTS.md lists them.
 
-Usage: python3 scripts/make_experiment_plans.py VOCAB   (the prepared tokenizer's vocabulary size)
+Usage: python3 scripts/make_experiment_plans.py VOCAB [--architecture bert]
+VOCAB is the prepared tokenizer's vocabulary size. GPT plans go to plans/experiment/{short,long},
+BERT plans (the same stream, shapes and FLOP budgets; masked-LM, AdamW eps 1e-6, linear
+schedule with 8% warmup as the reference BERT) to plans/experiment/{bert-short,bert-long}. With GPT
+it also writes the payoff plans (plans/experiment/payoff: where growth starts to pay off).
 """
+import argparse
 import os
-import sys
 
 DOMAINS = ["encyclopedic", "literature", "legal", "biomedical", "technical"]
 DATA = "runs/experiment-data"
@@ -23,13 +28,21 @@ SHAPES = [(2, 128), (2, 192), (3, 192), (3, 256), (4, 256)]
 SMALL, FINAL = SHAPES[0], SHAPES[-1]
 
 
-def params(layers, width, vocab):
-    return vocab * width + CONTEXT * width + layers * (12 * width * width + 13 * width) + 2 * width
+def params(layers, width, vocab, architecture="gpt"):
+    """Parameter count as GPTLayout / BERTLayout carve it."""
+    gpt = vocab * width + CONTEXT * width + layers * (12 * width * width + 13 * width) + 2 * width
+    # BERT: embedding norm instead of the final norm, plus the MLM head's dense (D, D) + bias, its
+    # norm and the output bias (V).
+    return gpt if architecture == "gpt" else gpt + width * width + 3 * width + vocab
 
 
-def flops_per_update(shape, vocab):
+def flops_per_update(shape, vocab, architecture="gpt"):
+    """As Sources/Model/FLOPCount.swift counts it: BERT's masked-LM head at 15% of the tokens."""
     layers, width = shape
-    return (6 * params(layers, width, vocab) + 12 * layers * width * CONTEXT) * BATCH * ACCUM * CONTEXT
+    counted = params(layers, width, vocab, architecture)
+    if architecture == "bert":
+        counted -= 0.85 * (width * width + 3 * width + vocab * width + vocab)
+    return (6 * counted + 12 * layers * width * CONTEXT) * BATCH * ACCUM * CONTEXT
 
 
 
@@ -72,16 +85,17 @@ def stage_yaml(i, domain, steps, grow, frw, eval_every, shape):
     return lines
 
 
-def write(budget, base, method, vocab, lr):
+def write(budget, base, method, vocab, lr, architecture):
     description, m = METHODS[method]
-    budget_flops = base * flops_per_update(SMALL, vocab)
+    fpu = lambda shape: flops_per_update(shape, vocab, architecture)
+    budget_flops = base * fpu(SMALL)
     growing = m.get("grow") is not None
     first = m.get("shape", SMALL)
     out = [f"# ELLE experiment (issue 12), budget {budget}: {description}.",
            f"# Written by scripts/make_experiment_plans.py: every stage costs the FLOPs of {base} updates of the",
            f"# 2/128 model ({budget_flops:.4e}), counted as elle counts them; data: elle data prepare, see docs/RESULTS.md.",
            f"name: {budget}-{method}",
-           f"model: {{architecture: gpt, layers: {first[0]}, width: {first[1]}, heads: {first[1] // 64}, context: {CONTEXT}, dropout: 0.0}}",
+           f"model: {{architecture: {architecture}, layers: {first[0]}, width: {first[1]}, heads: {first[1] // 64}, context: {CONTEXT}, dropout: 0.0}}",
            f"data: {DATA}",
            "seed: 1",
            "keepCheckpoints: 1",
@@ -90,8 +104,8 @@ def write(budget, base, method, vocab, lr):
            f"  seq: {CONTEXT}",
            f"  accumulation: {ACCUM}",
            f"  lr: {lr:.1e}",
-           "  schedule: inverse-sqrt",
-           "  warmup: 0.1",
+           *(["  schedule: inverse-sqrt", "  warmup: 0.1"] if architecture == "gpt"
+             else ["  schedule: linear", "  warmup: 0.08", "  epsilon: 1.0e-6"]),
            "  weightDecay: 0.01",
            "  clip: 1.0",
            f"  replay: {{ratio: {m['replay']}, weighting: uniform}}",
@@ -103,7 +117,7 @@ def write(budget, base, method, vocab, lr):
     shapes = m.get("shapes", SHAPES)
     for i, domain in enumerate(DOMAINS):
         shape = shapes[i] if growing else first
-        per = flops_per_update(shape, vocab)
+        per = fpu(shape)
         updates = int(round(budget_flops / per))
         frw = None
         if growing and i > 0 and m.get("frw"):
@@ -122,14 +136,68 @@ def write(budget, base, method, vocab, lr):
     return total
 
 
+# Where growth pays off: a two-domain stream (literature, then encyclopedic, the largest domain, so
+# long stages repeat little data), the first stage at 2/128 for every run, the second at equal
+# FLOPs either on the same model or after one function-preserving growth, with stage 2 budgets
+# of 1, 4, 16 and 64 times the `long` stage. Plans go to plans/experiment/payoff/.
+PAYOFF_FACTORS = [1, 4, 16, 64]
+PAYOFF_SHAPES = {"small": SMALL, "grown-3x192": (3, 192), "grown-4x256": FINAL}
+
+
+def write_payoff(vocab, lr):
+    base = BUDGETS["long"]
+    stage_flops = base * flops_per_update(SMALL, vocab)
+    for factor in PAYOFF_FACTORS:
+        for name, shape in PAYOFF_SHAPES.items():
+            updates = int(round(factor * stage_flops / flops_per_update(shape, vocab)))
+            grow = "" if shape == SMALL else (f"\n    grow: {{layers: {shape[0]}, width: {shape[1]}, heads: {shape[1] // 64}, "
+                                              "depthMode: identity, noise: 0.001, moments: carry}")
+            text = f"""# Where growth pays off (issue 12), written by scripts/make_experiment_plans.py: stage 2 costs
+# {factor} x {base} updates of the 2/128 model ({factor * stage_flops:.4e} FLOPs), spent on {shape[0]}/{shape[1]}.
+name: payoff-{name}-x{factor}
+model: {{architecture: gpt, layers: {SMALL[0]}, width: {SMALL[1]}, heads: {SMALL[1] // 64}, context: {CONTEXT}, dropout: 0.0}}
+data: {DATA}
+seed: 1
+keepCheckpoints: 1
+defaults:
+  batch: {BATCH}
+  seq: {CONTEXT}
+  accumulation: {ACCUM}
+  lr: {lr:.1e}
+  schedule: inverse-sqrt
+  warmup: 0.1
+  weightDecay: 0.01
+  clip: 1.0
+  replay: {{ratio: 0.1, weighting: uniform}}
+  prompts: true
+  evalBatches: 6
+  logEvery: 50
+stages:
+  - domain: literature
+    steps: {base}
+  - domain: encyclopedic
+    steps: {updates}
+    evalEvery: {max(1, updates // 4)}{grow}
+"""
+            path = f"plans/experiment/payoff/{name}-x{factor}.yaml"
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+            print(f"payoff     {name}-x{factor:<5} stage 2: {updates} updates")
+
+
 def main():
-    if len(sys.argv) != 2:
-        sys.exit(__doc__)
-    vocab = int(sys.argv[1])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("vocab", type=int)
+    p.add_argument("--architecture", choices=["gpt", "bert"], default="gpt")
+    args = p.parse_args()
+    prefix, lr = ("", 2e-3) if args.architecture == "gpt" else ("bert-", 1e-3)
     for budget, base in BUDGETS.items():
         for method in METHODS:
-            total = write(budget, base, method, vocab, lr=2e-3)
-            print(f"{budget:6} {method:15} {total:.4e}")
+            total = write(prefix + budget, base, method, args.vocab, lr, args.architecture)
+            print(f"{prefix + budget:10} {method:15} {total:.4e}")
+    if args.architecture == "gpt":
+        write_payoff(args.vocab, 2e-3)
 
 
 if __name__ == "__main__":

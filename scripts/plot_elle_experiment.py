@@ -4,9 +4,12 @@
     ~/torch-venv/bin/python scripts/plot_elle_experiment.py [BUDGET...]      # default: short long
 
 Writes docs/results/elle-BUDGET-domains.png (perplexity of every domain over training FLOPs),
-docs/results/elle-ap-flops.png (AP after each stage against cumulative training FLOPs, every
-budget) and docs/results/elle-tables.md (AP/AP+ per budget, perplexity matrices, growth effects),
-which docs/RESULTS.md quotes.
+docs/results/NAME-ap-flops.png (AP after each stage against cumulative training FLOPs, every
+budget), NAME-diagonal.png and NAME-tables.md (AP/AP+ per budget, perplexity matrices, growth
+effects), which docs/RESULTS.md quotes. NAME is `elle` for the GPT budgets and `elle-bert` when
+every budget given is a BERT one (bert-short, bert-long), so one family never overwrites the
+other. The budget `payoff` (two-domain runs at growing stage budgets) gets its own table and
+figure: docs/results/elle-payoff.{md,png}.
 """
 import json
 import math
@@ -103,9 +106,9 @@ def plot_domains(budget, runs, domain_names):
     return path
 
 
-def plot_ap(all_runs):
+def plot_ap(all_runs, name):
     fig, ax = plt.subplots(figsize=(8, 5))
-    styles = {"short": "-o", "long": "--s"}
+    styles = {"short": "-o", "long": "--s", "bert-short": "-o", "bert-long": "--s"}
     colors = {}
     for budget, runs in all_runs.items():
         for m, run in runs.items():
@@ -122,7 +125,7 @@ def plot_ap(all_runs):
     ax.legend(fontsize=7, ncol=2)
     ax.set_title("AP against training FLOPs; points are stage ends (equal FLOPs per stage across methods)")
     fig.tight_layout()
-    path = os.path.join(OUT, "elle-ap-flops.png")
+    path = os.path.join(OUT, f"{name}-ap-flops.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     # How well each method learns the new domain with the same FLOPs: P[i][i] per stage.
@@ -140,7 +143,7 @@ def plot_ap(all_runs):
     ax.set_title("Each new domain at the end of its stage (same FLOPs per stage for every method)")
     fig.tight_layout()
     print(path)
-    path = os.path.join(OUT, "elle-diagonal.png")
+    path = os.path.join(OUT, f"{name}-diagonal.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -192,9 +195,53 @@ def tables(budget, runs, domain_names):
     return out
 
 
+def payoff(folder="payoff"):
+    """Stage 2 of the two-domain runs: each shape's end-of-stream perplexities per stage budget."""
+    runs = {}
+    for m in methods(folder):
+        shape, factor = m.rsplit("-x", 1)
+        run = load(folder, m)
+        if len(run["ends"]) == 2:
+            runs.setdefault(shape, {})[int(factor)] = run
+    if not runs:
+        return
+    lines = ["<!-- written by scripts/plot_elle_experiment.py from runs/experiment/payoff/*/metrics.jsonl -->", "",
+             "| stage-2 budget (x long stage) | run | stage-2 FLOPs | literature | encyclopedic (new) | AP | AP+ |",
+             "|---|---|---|---|---|---|---|"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for shape, by_factor in sorted(runs.items()):
+        xs, new, ap = [], [], []
+        for factor, run in sorted(by_factor.items()):
+            first, last = run["ends"]
+            stage_flops = last["flops"] - first["flops"]
+            lit, enc = last["perplexities"]
+            lines.append(f"| {factor} | {shape} | {stage_flops:.3e} | {fmt(lit)} | {fmt(enc)} | {fmt(last['ap'])} | {fmt(last['ap_plus'])} |")
+            xs.append(stage_flops); new.append(enc); ap.append(last["ap"])
+        axes[0].plot(xs, new, "-o", ms=4, label=shape)
+        axes[1].plot(xs, ap, "-o", ms=4, label=shape)
+    for ax, title in zip(axes, ["encyclopedic (the new domain) at the end", "AP (literature, encyclopedic) at the end"]):
+        ax.set_xscale("log"); ax.set_yscale("log"); ax.grid(alpha=0.3, which="both"); ax.legend(fontsize=8)
+        ax.set_xlabel("FLOPs of the second stage (equal for every run at one budget)")
+        ax.set_title(title, fontsize=10)
+    axes[0].set_ylabel("validation perplexity")
+    fig.suptitle("Where growth pays off: 2/128 kept, or grown before the second domain, at equal FLOPs")
+    fig.tight_layout()
+    fig.savefig(os.path.join(OUT, "elle-payoff.png"), dpi=100)
+    plt.close(fig)
+    with open(os.path.join(OUT, "elle-payoff.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(os.path.join(OUT, "elle-payoff.png"))
+
+
 def main():
     budgets = sys.argv[1:] or ["short", "long"]
     os.makedirs(OUT, exist_ok=True)
+    if "payoff" in budgets:
+        budgets.remove("payoff")
+        payoff()
+    if not budgets:
+        return
+    name = "elle-bert" if all(b.startswith("bert-") for b in budgets) else "elle"
     all_runs, lines = {}, ["<!-- written by scripts/plot_elle_experiment.py from runs/experiment/*/*/metrics.jsonl -->", ""]
     for budget in budgets:
         runs = {m: load(budget, m) for m in methods(budget)}
@@ -206,10 +253,10 @@ def main():
         print(plot_domains(budget, runs, names))
         lines += tables(budget, runs, names)
     if all_runs:
-        print(plot_ap(all_runs))
-    with open(os.path.join(OUT, "elle-tables.md"), "w") as f:
+        print(plot_ap(all_runs, name))
+    with open(os.path.join(OUT, f"{name}-tables.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    print(os.path.join(OUT, "elle-tables.md"))
+    print(os.path.join(OUT, f"{name}-tables.md"))
 
 
 if __name__ == "__main__":
