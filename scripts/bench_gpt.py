@@ -5,7 +5,7 @@ Run by hand on a quiet machine (needs torch + transformers for the anchor):
     python3 scripts/bench_gpt.py [--torch ~/torch-venv/bin/python] [--threads 2] [--steps 5] [--rounds 3]
 
 For each shape (L/D/H/V/T/B) it runs `elle bench --json` with OpenBLAS's default kernel (the
-environment as it is), then with the AVX-512 kernel (OPENBLAS_CORETYPE=SkylakeX and
+environment as it is), then with the AVX-512 kernel OpenBLAS picks for the host (OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE unset, in that command only), then ../shared/anchors/torch_gpt_bench.py, and
 repeats that --rounds times (PyTorch's step time moves by up to 1.6x between identical
 runs on a shared machine) and prints a markdown table of medians: tokens/s of each, their ratio, elle's GFLOP/s as a share of the SGEMM
@@ -22,13 +22,21 @@ def elle(shape, threads, steps, avx512):
     L, D, H, V, T, B = shape
     env = dict(os.environ)
     if avx512:
-        env["OPENBLAS_CORETYPE"] = "SkylakeX"
+        # As the issue says: unset both, so OpenBLAS picks the host's own kernel (SkylakeX on
+        # the Intel hosts, Cooperlake on the AMD EPYC one); the table names the kernel that ran.
+        env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
     cmd = [os.path.join(ROOT, ".build", "release", "elle"), "bench", "--layers", str(L), "--width", str(D),
            "--heads", str(H), "--vocab", str(V), "--seq", str(T), "--batch", str(B),
            "--threads", str(threads), "--steps", str(steps), "--json"]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    r = json.loads(out.strip().splitlines()[-1])
+    if avx512 and r["blas_kernel"] in ("Prescott", "Core2", "Nehalem"):
+        # OpenBLAS did not recognize the CPU (new Xeons under some hypervisors): name the kernel.
+        env["OPENBLAS_CORETYPE"] = "SkylakeX"
+        out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+    return r
 
 
 def torch(python, shape, threads, steps):
