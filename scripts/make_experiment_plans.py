@@ -137,25 +137,31 @@ def write(budget, base, method, vocab, lr, architecture):
 
 
 # Where growth pays off: a two-domain stream (literature, then encyclopedic, the largest domain, so
-# long stages repeat little data), the first stage at 2/128 for every run, the second at equal
-# FLOPs either on the same model or after one function-preserving growth, with stage 2 budgets
-# of 1, 4, 16 and 64 times the `long` stage. Plans go to plans/experiment/payoff/.
+# long stages repeat little data), the first stage at the small size for every run, the second at
+# equal FLOPs either on the same model or after one function-preserving growth, with stage 2
+# budgets of 1, 4, 16 and 64 times the `long` stage (240 updates of the small model). Two
+# families: `payoff` starts from the experiment's 2/128, `payoff-tiny` from 1/64, whose few block
+# parameters run out of capacity within these budgets. Plans go to plans/experiment/FAMILY/.
 PAYOFF_FACTORS = [1, 4, 16, 64]
-PAYOFF_SHAPES = {"small": SMALL, "grown-3x192": (3, 192), "grown-4x256": FINAL}
+PAYOFF_FAMILIES = {
+    "payoff": (SMALL, {"grown-3x192": (3, 192), "grown-4x256": FINAL}),
+    "payoff-tiny": ((1, 64), {"grown-2x64": (2, 64), "grown-2x128": (2, 128)}),
+}
 
 
 def write_payoff(vocab, lr):
     base = BUDGETS["long"]
-    stage_flops = base * flops_per_update(SMALL, vocab)
-    for factor in PAYOFF_FACTORS:
-        for name, shape in PAYOFF_SHAPES.items():
-            updates = int(round(factor * stage_flops / flops_per_update(shape, vocab)))
-            grow = "" if shape == SMALL else (f"\n    grow: {{layers: {shape[0]}, width: {shape[1]}, heads: {shape[1] // 64}, "
-                                              "depthMode: identity, noise: 0.001, moments: carry}")
-            text = f"""# Where growth pays off (issue 12), written by scripts/make_experiment_plans.py: stage 2 costs
-# {factor} x {base} updates of the 2/128 model ({factor * stage_flops:.4e} FLOPs), spent on {shape[0]}/{shape[1]}.
-name: payoff-{name}-x{factor}
-model: {{architecture: gpt, layers: {SMALL[0]}, width: {SMALL[1]}, heads: {SMALL[1] // 64}, context: {CONTEXT}, dropout: 0.0}}
+    for family, (small, grown) in PAYOFF_FAMILIES.items():
+        stage_flops = base * flops_per_update(small, vocab)
+        for factor in PAYOFF_FACTORS:
+            for name, shape in {"small": small, **grown}.items():
+                updates = int(round(factor * stage_flops / flops_per_update(shape, vocab)))
+                grow = "" if shape == small else (f"\n    grow: {{layers: {shape[0]}, width: {shape[1]}, heads: {shape[1] // 64}, "
+                                                  "depthMode: identity, noise: 0.001, moments: carry}")
+                text = f"""# Where growth pays off (issue 12), written by scripts/make_experiment_plans.py: stage 2 costs
+# {factor} x {base} updates of the {small[0]}/{small[1]} model ({factor * stage_flops:.4e} FLOPs), spent on {shape[0]}/{shape[1]}.
+name: {family}-{name}-x{factor}
+model: {{architecture: gpt, layers: {small[0]}, width: {small[1]}, heads: {small[1] // 64}, context: {CONTEXT}, dropout: 0.0}}
 data: {DATA}
 seed: 1
 keepCheckpoints: 1
@@ -179,11 +185,11 @@ stages:
     steps: {updates}
     evalEvery: {max(1, updates // 4)}{grow}
 """
-            path = f"plans/experiment/payoff/{name}-x{factor}.yaml"
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w") as f:
-                f.write(text)
-            print(f"payoff     {name}-x{factor:<5} stage 2: {updates} updates")
+                path = f"plans/experiment/{family}/{name}-x{factor}.yaml"
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "w") as f:
+                    f.write(text)
+                print(f"{family:11} {name}-x{factor:<5} stage 2: {updates} updates")
 
 
 def main():

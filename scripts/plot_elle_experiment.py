@@ -8,8 +8,8 @@ docs/results/NAME-ap-flops.png (AP after each stage against cumulative training 
 budget), NAME-diagonal.png and NAME-tables.md (AP/AP+ per budget, perplexity matrices, growth
 effects), which docs/RESULTS.md quotes. NAME is `elle` for the GPT budgets and `elle-bert` when
 every budget given is a BERT one (bert-short, bert-long), so one family never overwrites the
-other. The budget `payoff` (two-domain runs at growing stage budgets) gets its own table and
-figure: docs/results/elle-payoff.{md,png}.
+other. The families `payoff` and `payoff-tiny` (two-domain runs at growing stage budgets) get
+their own table and figure: docs/results/elle-FAMILY.{md,png}.
 """
 import json
 import math
@@ -205,7 +205,7 @@ def payoff(folder="payoff"):
             runs.setdefault(shape, {})[int(factor)] = run
     if not runs:
         return
-    lines = ["<!-- written by scripts/plot_elle_experiment.py from runs/experiment/payoff/*/metrics.jsonl -->", "",
+    lines = [f"<!-- written by scripts/plot_elle_experiment.py from runs/experiment/{folder}/*/metrics.jsonl -->", "",
              "| stage-2 budget (x long stage) | run | stage-2 FLOPs | literature | encyclopedic (new) | AP | AP+ |",
              "|---|---|---|---|---|---|---|"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -224,21 +224,21 @@ def payoff(folder="payoff"):
         ax.set_xlabel("FLOPs of the second stage (equal for every run at one budget)")
         ax.set_title(title, fontsize=10)
     axes[0].set_ylabel("validation perplexity")
-    fig.suptitle("Where growth pays off: 2/128 kept, or grown before the second domain, at equal FLOPs")
+    fig.suptitle(f"Where growth pays off ({folder}): the small model kept, or grown before the second domain, at equal FLOPs")
     fig.tight_layout()
-    fig.savefig(os.path.join(OUT, "elle-payoff.png"), dpi=100)
+    fig.savefig(os.path.join(OUT, f"elle-{folder}.png"), dpi=100)
     plt.close(fig)
-    with open(os.path.join(OUT, "elle-payoff.md"), "w") as f:
+    with open(os.path.join(OUT, f"elle-{folder}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    print(os.path.join(OUT, "elle-payoff.png"))
+    print(os.path.join(OUT, f"elle-{folder}.png"))
 
 
 def main():
     budgets = sys.argv[1:] or ["short", "long"]
     os.makedirs(OUT, exist_ok=True)
-    if "payoff" in budgets:
-        budgets.remove("payoff")
-        payoff()
+    for family in [b for b in budgets if b.startswith("payoff")]:
+        budgets.remove(family)
+        payoff(family)
     if not budgets:
         return
     name = "elle-bert" if all(b.startswith("bert-") for b in budgets) else "elle"
