@@ -19,6 +19,7 @@ import sys
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 ROOT = "runs/experiment"
 OUT = "docs/results"
@@ -221,6 +222,7 @@ def payoff(folder="payoff"):
         axes[1].plot(xs, ap, "-o", ms=4, label=shape)
     for ax, title in zip(axes, ["encyclopedic (the new domain) at the end", "AP (literature, encyclopedic) at the end"]):
         ax.set_xscale("log"); ax.set_yscale("log"); ax.grid(alpha=0.3, which="both"); ax.legend(fontsize=8)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("FLOPs of the second stage (equal for every run at one budget)")
         ax.set_title(title, fontsize=10)
     axes[0].set_ylabel("validation perplexity")
