@@ -6,7 +6,7 @@ import COpenBLAS
 /// Large products are split into `Parallel.threads` blocks of rows of C (or of columns, when C is
 /// wider than tall), each computed by single-threaded OpenBLAS. Block boundaries are multiples of
 /// 64 so OpenBLAS's micro-kernel tiles, and hence the rounding of every element, do not depend on
-/// the thread count.
+/// the thread count; products whose blocks would be small (`smallMatrixLimit`) are not split.
 public func gemm(
     transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
     alpha: Float = 1, _ a: UnsafePointer<Float>, lda: Int,
@@ -25,8 +25,11 @@ private func splitGemm(
     _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
     _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int
 ) {
-    let flops = m * n * k
-    if Parallel.threads == 1 || flops < (1 << 20) {
+    // Split the longer side of C into blocks of 64; keep the product whole unless every block
+    // stays above OpenBLAS's small-matrix limit, so whole and pieces take the same kernel.
+    let (step, parts) = Parallel.split(max(m, n), grain: 64)
+    let smallest = max(m, n) - (parts - 1) * step
+    if parts < 2 || smallest * min(m, n) * k <= smallMatrixLimit {
         sgemmSerial(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
         return
     }
@@ -44,6 +47,11 @@ private func splitGemm(
         }
     }
 }
+
+/// OpenBLAS's SkylakeX-family kernels (also picked on AMD Zen 4) send products with
+/// m * n * k <= 100^3 to separate small-matrix kernels that round differently from the blocked
+/// one; a split that crossed this line would make results depend on the thread count.
+let smallMatrixLimit = 1_000_000
 
 /// One OpenBLAS call on the calling thread (OpenBLAS is kept at one thread by `Parallel`).
 @inline(__always)

@@ -42,19 +42,29 @@ public enum Parallel {
         _ body: (_ worker: Int, _ range: Range<Int>) -> Void
     ) {
         if count <= 0 { return }
-        let units = (count + grain - 1) / grain
-        let parts = min(threads, units, max(1, count / max(minimum, 1)))
-        guard parts > 1, let pool else {
+        let (step, used) = split(count, grain: grain, minimum: minimum)
+        guard used > 1, let pool else {
             body(0, 0..<count)
             return
         }
-        let unitsPerPart = (units + parts - 1) / parts
-        let step = unitsPerPart * grain
-        let used = (count + step - 1) / step
         pool.run(parts: used) { part in
             let start = part * step
             body(part, start..<min(start + step, count))
         }
+    }
+}
+
+extension Parallel {
+    /// How `forRanges` cuts `0..<count`: pieces of `step` items (the last one shorter), `parts`
+    /// of them; 1 part means it runs inline.
+    @inline(__always)
+    public static func split(_ count: Int, grain: Int = 1, minimum: Int = 1) -> (step: Int, parts: Int) {
+        if count <= 0 { return (0, 0) }
+        let units = (count + grain - 1) / grain
+        let parts = min(threads, units, max(1, count / max(minimum, 1)))
+        if parts <= 1 || pool == nil { return (count, 1) }
+        let step = ((units + parts - 1) / parts) * grain
+        return (step, (count + step - 1) / step)
     }
 }
 
