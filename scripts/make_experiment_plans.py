@@ -32,8 +32,13 @@ def params(layers, width, vocab, architecture="gpt"):
     """Parameter count as GPTLayout / BERTLayout carve it."""
     gpt = vocab * width + CONTEXT * width + layers * (12 * width * width + 13 * width) + 2 * width
     # BERT: embedding norm instead of the final norm, plus the MLM head's dense (D, D) + bias, its
-    # norm and the output bias (V).
-    return gpt if architecture == "gpt" else gpt + width * width + 3 * width + vocab
+    # norm and the output bias (V); the tied projection is the token embedding, counted above.
+    return gpt if architecture == "gpt" else gpt + bert_head(width, vocab) - vocab * width
+
+
+def bert_head(width, vocab):
+    """Parameters of BERT's masked-LM head, tied projection included (dense, bias, norm, V x D, bias)."""
+    return width * width + 3 * width + vocab * width + vocab
 
 
 def flops_per_update(shape, vocab, architecture="gpt"):
@@ -41,7 +46,7 @@ def flops_per_update(shape, vocab, architecture="gpt"):
     layers, width = shape
     counted = params(layers, width, vocab, architecture)
     if architecture == "bert":
-        counted -= 0.85 * (width * width + 3 * width + vocab * width + vocab)
+        counted -= 0.85 * bert_head(width, vocab)
     return (6 * counted + 12 * layers * width * CONTEXT) * BATCH * ACCUM * CONTEXT
 
 
@@ -85,6 +90,29 @@ def stage_yaml(i, domain, steps, grow, frw, eval_every, shape):
     return lines
 
 
+def plan_head(name, architecture, shape, lr, replay, prompts, log_every):
+    """A plan's lines from `name:` to `stages:`: the model at `shape` and the shared defaults."""
+    return [f"name: {name}",
+            f"model: {{architecture: {architecture}, layers: {shape[0]}, width: {shape[1]}, heads: {shape[1] // 64}, context: {CONTEXT}, dropout: 0.0}}",
+            f"data: {DATA}",
+            "seed: 1",
+            "keepCheckpoints: 1",
+            "defaults:",
+            f"  batch: {BATCH}",
+            f"  seq: {CONTEXT}",
+            f"  accumulation: {ACCUM}",
+            f"  lr: {lr:.1e}",
+            *(["  schedule: inverse-sqrt", "  warmup: 0.1"] if architecture == "gpt"
+              else ["  schedule: linear", "  warmup: 0.08", "  epsilon: 1.0e-6"]),
+            "  weightDecay: 0.01",
+            "  clip: 1.0",
+            f"  replay: {{ratio: {replay}, weighting: uniform}}",
+            f"  prompts: {'true' if prompts else 'false'}",
+            "  evalBatches: 6",
+            f"  logEvery: {log_every}",
+            "stages:"]
+
+
 def write(budget, base, method, vocab, lr, architecture):
     description, m = METHODS[method]
     fpu = lambda shape: flops_per_update(shape, vocab, architecture)
@@ -94,25 +122,7 @@ def write(budget, base, method, vocab, lr, architecture):
     out = [f"# ELLE experiment (issue 12), budget {budget}: {description}.",
            f"# Written by scripts/make_experiment_plans.py: every stage costs the FLOPs of {base} updates of the",
            f"# 2/128 model ({budget_flops:.4e}), counted as elle counts them; data: elle data prepare, see docs/RESULTS.md.",
-           f"name: {budget}-{method}",
-           f"model: {{architecture: {architecture}, layers: {first[0]}, width: {first[1]}, heads: {first[1] // 64}, context: {CONTEXT}, dropout: 0.0}}",
-           f"data: {DATA}",
-           "seed: 1",
-           "keepCheckpoints: 1",
-           "defaults:",
-           f"  batch: {BATCH}",
-           f"  seq: {CONTEXT}",
-           f"  accumulation: {ACCUM}",
-           f"  lr: {lr:.1e}",
-           *(["  schedule: inverse-sqrt", "  warmup: 0.1"] if architecture == "gpt"
-             else ["  schedule: linear", "  warmup: 0.08", "  epsilon: 1.0e-6"]),
-           "  weightDecay: 0.01",
-           "  clip: 1.0",
-           f"  replay: {{ratio: {m['replay']}, weighting: uniform}}",
-           f"  prompts: {'true' if m['prompts'] else 'false'}",
-           "  evalBatches: 6",
-           "  logEvery: 10",
-           "stages:"]
+           *plan_head(f"{budget}-{method}", architecture, first, lr, m["replay"], m["prompts"], log_every=10)]
     total = 0.0
     shapes = m.get("shapes", SHAPES)
     for i, domain in enumerate(DOMAINS):
@@ -156,39 +166,16 @@ def write_payoff(vocab, lr):
         for factor in PAYOFF_FACTORS:
             for name, shape in {"small": small, **grown}.items():
                 updates = int(round(factor * stage_flops / flops_per_update(shape, vocab)))
-                grow = "" if shape == small else (f"\n    grow: {{layers: {shape[0]}, width: {shape[1]}, heads: {shape[1] // 64}, "
-                                                  "depthMode: identity, noise: 0.001, moments: carry}")
-                text = f"""# Where growth pays off (issue 12), written by scripts/make_experiment_plans.py: stage 2 costs
-# {factor} x {base} updates of the {small[0]}/{small[1]} model ({factor * stage_flops:.4e} FLOPs), spent on {shape[0]}/{shape[1]}.
-name: {family}-{name}-x{factor}
-model: {{architecture: gpt, layers: {small[0]}, width: {small[1]}, heads: {small[1] // 64}, context: {CONTEXT}, dropout: 0.0}}
-data: {DATA}
-seed: 1
-keepCheckpoints: 1
-defaults:
-  batch: {BATCH}
-  seq: {CONTEXT}
-  accumulation: {ACCUM}
-  lr: {lr:.1e}
-  schedule: inverse-sqrt
-  warmup: 0.1
-  weightDecay: 0.01
-  clip: 1.0
-  replay: {{ratio: 0.1, weighting: uniform}}
-  prompts: true
-  evalBatches: 6
-  logEvery: 50
-stages:
-  - domain: literature
-    steps: {base}
-  - domain: encyclopedic
-    steps: {updates}
-    evalEvery: {max(1, updates // 4)}{grow}
-"""
+                grow = None if shape == small else dict(depthMode="identity", noise=0.001, moments="carry")
+                lines = [f"# Where growth pays off (issue 12), written by scripts/make_experiment_plans.py: stage 2 costs",
+                         f"# {factor} x {base} updates of the {small[0]}/{small[1]} model ({factor * stage_flops:.4e} FLOPs), spent on {shape[0]}/{shape[1]}.",
+                         *plan_head(f"{family}-{name}-x{factor}", "gpt", small, lr, 0.1, True, log_every=50),
+                         "  - domain: literature", f"    steps: {base}",
+                         *stage_yaml(1, "encyclopedic", updates, grow, None, max(1, updates // 4), shape)]
                 path = f"plans/experiment/{family}/{name}-x{factor}.yaml"
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 with open(path, "w") as f:
-                    f.write(text)
+                    f.write("\n".join(lines) + "\n")
                 print(f"{family:11} {name}-x{factor:<5} stage 2: {updates} updates")
 
 
