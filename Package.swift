@@ -35,23 +35,23 @@ let package = Package(
         // MARK: Swift modules (each depends only on those above it)
         .target(name: "Tensors", dependencies: ["COpenBLAS"], swiftSettings: kernelSettings),
         .target(name: "Model", dependencies: ["Tensors"], swiftSettings: kernelSettings),
-        .target(name: "Data", dependencies: ["Tensors"], swiftSettings: kernelSettings),
-        .target(name: "Distributed", dependencies: ["CMPI", "Tensors"], swiftSettings: kernelSettings),
+        .target(name: "Corpus", dependencies: ["Tensors"], swiftSettings: kernelSettings),
+        .target(name: "Communication", dependencies: ["CMPI", "Tensors"], swiftSettings: kernelSettings),
         .target(
-            name: "Training", dependencies: ["Tensors", "Model", "Data", "Distributed"],
+            name: "Training", dependencies: ["Tensors", "Model", "Corpus", "Communication"],
             swiftSettings: kernelSettings),
         .target(
             name: "Lifelong",
-            dependencies: ["Tensors", "Model", "Data", "Distributed", "Training", .product(name: "Yams", package: "Yams")],
+            dependencies: ["Tensors", "Model", "Corpus", "Communication", "Training", .product(name: "Yams", package: "Yams")],
             swiftSettings: kernelSettings),
-        .target(name: "Interop", dependencies: ["Tensors", "Model", "Data", "Training"], swiftSettings: kernelSettings),
-        .target(name: "Finetune", dependencies: ["Tensors", "Model", "Data", "Distributed", "Training"], swiftSettings: kernelSettings),
+        .target(name: "Interop", dependencies: ["Tensors", "Model", "Corpus", "Training"], swiftSettings: kernelSettings),
+        .target(name: "Finetune", dependencies: ["Tensors", "Model", "Corpus", "Communication", "Training"], swiftSettings: kernelSettings),
 
         // MARK: executable
         .executableTarget(
             name: "elle",
             dependencies: [
-                "Tensors", "Model", "Data", "Distributed", "Training", "Lifelong", "Interop", "Finetune",
+                "Tensors", "Model", "Corpus", "Communication", "Training", "Lifelong", "Interop", "Finetune",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: kernelSettings),
@@ -60,14 +60,14 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Tensors", "Model"], path: "Tests/TestSupport"),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport"]),
-        .testTarget(name: "DistributedTests", dependencies: ["Distributed", "Training", "TestSupport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Data", "TestSupport"]),
-        .testTarget(name: "DataTests", dependencies: ["Data", "TestSupport"]),
-        .testTarget(name: "GrowthTests", dependencies: ["Model", "Training", "Data", "TestSupport"]),
+        .testTarget(name: "CommunicationTests", dependencies: ["Communication", "Training", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Corpus", "TestSupport"]),
+        .testTarget(name: "CorpusTests", dependencies: ["Corpus", "TestSupport"]),
+        .testTarget(name: "GrowthTests", dependencies: ["Model", "Training", "Corpus", "TestSupport"]),
         .testTarget(name: "ElleTests", dependencies: ["TestSupport"]),
-        .testTarget(name: "LifelongTests", dependencies: ["Lifelong", "Model", "Data", "Distributed", "Training", "TestSupport"]),
-        .testTarget(name: "FinetuneTests", dependencies: ["Finetune", "Model", "Data", "Distributed", "Training", "TestSupport"]),
-        .testTarget(name: "InteropTests", dependencies: ["Interop", "Model", "Data", "Training", "TestSupport"]),
+        .testTarget(name: "LifelongTests", dependencies: ["Lifelong", "Model", "Corpus", "Communication", "Training", "TestSupport"]),
+        .testTarget(name: "FinetuneTests", dependencies: ["Finetune", "Model", "Corpus", "Communication", "Training", "TestSupport"]),
+        .testTarget(name: "InteropTests", dependencies: ["Interop", "Model", "Corpus", "Training", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,7 +1,7 @@
 """Writes Tests/Fixtures/gpt2-tiktoken.json: tiktoken `gpt2` encodings (encode_ordinary) of
 Tests/Fixtures/bpe-edge-cases.txt (whole and line by line) and of excerpts of the bundled sample
 (data/sample: public domain and CC-BY text only). elle's BPE with GPT-2's files must reproduce
-every one exactly (Tests/DataTests/BPETests.swift).
+every one exactly (Tests/CorpusTests/BPETests.swift).
 
     scripts/fetch-gpt2.sh && ~/torch-venv/bin/python scripts/make_tokenizer_fixture.py
 """

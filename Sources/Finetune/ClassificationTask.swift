@@ -1,4 +1,4 @@
-import Data
+import Corpus
 import Foundation
 
 /// A bad task file: names the file, the line (1-based, 0 for the file as a whole) and the field.

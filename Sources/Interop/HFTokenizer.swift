@@ -1,4 +1,4 @@
-import Data
+import Corpus
 import Foundation
 
 /// The tokenizer a checkpoint was trained with: elle's byte tokenizer (ids 0-255 the bytes, 256

@@ -1,4 +1,4 @@
-import Data
+import Corpus
 import Foundation
 
 /// Where a lifelong run stands and what it has measured: saved in every checkpoint (inside

@@ -1,4 +1,4 @@
-import Distributed
+import Communication
 import Foundation
 
 #if canImport(Glibc)

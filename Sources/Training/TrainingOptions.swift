@@ -1,4 +1,4 @@
-import Data
+import Corpus
 import Model
 
 /// How a plain training run proceeds. Saved in every checkpoint so `--resume` continues with

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Data
+import Corpus
 import Foundation
 import Model
 import Tensors

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Distributed
+import Communication
 import Foundation
 import Model
 import Tensors

@@ -1,6 +1,6 @@
 import ArgumentParser
-import Data
-import Distributed
+import Corpus
+import Communication
 import Finetune
 import Foundation
 import Model

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Distributed
+import Communication
 import Foundation
 
 /// Options of a data-parallel job (used when launched by mpirun or srun).

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Data
+import Corpus
 import Dispatch
 import Foundation
 import Tensors

@@ -1,6 +1,6 @@
 import ArgumentParser
-import Data
-import Distributed
+import Corpus
+import Communication
 import Foundation
 import Model
 import Tensors

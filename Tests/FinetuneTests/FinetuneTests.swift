@@ -1,5 +1,5 @@
-import Data
-import Distributed
+import Corpus
+import Communication
 import Finetune
 import Foundation
 import Model

@@ -1,4 +1,4 @@
-import Data
+import Corpus
 import Foundation
 import Model
 import Tensors
@@ -7,7 +7,7 @@ import Training
 import XCTest
 
 /// `Trainer.grow` in one process: what it replaces, what it keeps, and that training goes on.
-/// (Several ranks: Tests/DistributedTests/GrowthJobTests.swift.)
+/// (Several ranks: Tests/CommunicationTests/GrowthJobTests.swift.)
 final class TrainerGrowthTests: XCTestCase {
     override func setUp() { Parallel.configure(threads: 2) }
 

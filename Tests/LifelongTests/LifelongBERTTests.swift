@@ -1,5 +1,5 @@
-import Data
-import Distributed
+import Corpus
+import Communication
 import Foundation
 import Lifelong
 import Model

@@ -1,4 +1,4 @@
-import Distributed
+import Communication
 import Foundation
 import Lifelong
 import Tensors

@@ -1,4 +1,4 @@
-import Data
+import Corpus
 import Foundation
 import Model
 import Tensors
