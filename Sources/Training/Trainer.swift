@@ -18,6 +18,19 @@ public struct StepResult: Sendable {
     /// cross-entropy (equal to `loss` when a_t = 0).
     public var distillationWeight: Float = 0
     public var crossEntropy: Float = 0
+
+    public init(step: Int, loss: Float, learningRate: Float, gradientNorm: Float, tokens: Int, seconds: Double,
+                communicationWaitSeconds: Double = 0, distillationWeight: Float = 0, crossEntropy: Float? = nil) {
+        self.step = step
+        self.loss = loss
+        self.learningRate = learningRate
+        self.gradientNorm = gradientNorm
+        self.tokens = tokens
+        self.seconds = seconds
+        self.communicationWaitSeconds = communicationWaitSeconds
+        self.distillationWeight = distillationWeight
+        self.crossEntropy = crossEntropy ?? loss
+    }
 }
 
 /// Plain single-domain training: micro-batches from a `SequenceLoader`, gradient accumulation,
@@ -175,11 +188,11 @@ public final class Trainer {
             if var masked = options.maskedLM {
                 if let domainPrompt { masked.prompt = domainPrompt }
                 masked.makeSequences(tokens: inputs.pointer, targets: targets.pointer, batch: b, seq: t,
-                                     key: SplitMix64.mix(options.seed, 0x4D41_534B, UInt64(step), UInt64(globalMicro)))
+                                     key: SeedStream.trainingMasks(seed: options.seed, step: step, microBatch: globalMicro))
             } else if let domainPrompt {
                 PromptedBatch.apply(prompt: domainPrompt, inputs: inputs.pointer, targets: targets.pointer, rows: b, seq: t)
             }
-            let dropoutSeed = SplitMix64.mix(options.seed, 0xD50_0000, UInt64(step), UInt64(globalMicro))
+            let dropoutSeed = SeedStream.dropout(seed: options.seed, step: step, microBatch: globalMicro)
             model.zeroGradients()
             // The last micro-batch's gradient is added into the sum and all-reduced range by
             // range as backward finishes them; earlier ones are added whole.
@@ -399,7 +412,7 @@ public final class Trainer {
                 // the prompt goes after the begin token.
                 if let prompt { masked.prompt = prompt }
                 masked.makeSequences(tokens: inputs.pointer, targets: targets.pointer, batch: rows, seq: t,
-                                     key: SplitMix64.mix(options.seed, 0x5641_4C44, UInt64(batch)))
+                                     key: SeedStream.validationMasks(seed: options.seed, batch: batch))
             } else if let prompt {
                 PromptedBatch.apply(prompt: prompt, inputs: inputs.pointer, targets: targets.pointer, rows: rows, seq: t)
             }
@@ -440,26 +453,14 @@ public final class Trainer {
                           tensors: [("parameters", model.parameters), ("adam.m", optimizer.m), ("adam.v", optimizer.v)])
     }
 
-    /// Writes `step-NNNNNNNN.ckpt` in `folder` on rank 0 and points `folder/latest` at it.
-    /// Returns its path on rank 0, nil on the other ranks (which write nothing).
+    /// Writes `step-NNNNNNNN.ckpt` in `folder` on rank 0 and points `folder/latest` at it
+    /// (`RunFolder.write`). Returns its path on rank 0, nil on the other ranks (which write nothing).
+    /// Collective.
     @discardableResult
-    public func saveCheckpoint(in folder: String) throws -> String? {
+    public func saveCheckpoint(in folder: String, keepSteps: Int? = nil) throws -> String? {
         let checkpoint = try checkpoint()
         guard communicator.isRoot else { return nil }
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        let name = String(format: "step-%08d.ckpt", step)
-        let path = (folder as NSString).appendingPathComponent(name)
-        try checkpoint.write(to: path)
-        try writeFileAtomically(name + "\n", to: (folder as NSString).appendingPathComponent("latest"))
-        return path
-    }
-
-    /// The checkpoint `folder/latest` names, or nil when there is none.
-    public static func latestCheckpoint(in folder: String) -> String? {
-        let pointer = (folder as NSString).appendingPathComponent("latest")
-        guard let text = try? String(contentsOfFile: pointer, encoding: .utf8) else { return nil }
-        let name = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        return name.isEmpty ? nil : (folder as NSString).appendingPathComponent(name)
+        return try RunFolder(folder).write(checkpoint, name: RunFolder.stepCheckpointName(step), keepSteps: keepSteps)
     }
 
     /// Rebuilds a trainer from a checkpoint file: model, moments, step and data position.
@@ -478,22 +479,11 @@ public final class Trainer {
     }
 
     /// Rebuilds a trainer from a checkpoint read from `path` (on ranks other than 0, one from
-    /// `Checkpoint.readOnRoot`, whose tensors the trainer then receives from rank 0).
+    /// `RunFolder.readOnRoot`, whose tensors the trainer then receives from rank 0).
     public static func resume(from checkpoint: Checkpoint, path: String, train: TokenStream, valid: TokenStream,
                               communicator: Communicator, options override: TrainingOptions? = nil) throws -> Trainer {
-        guard let parameters = checkpoint.tensor("parameters") else {
-            throw CheckpointError(path: path, "holds no parameters tensor")
-        }
-        let model = try makeModel(config: checkpoint.config, parameters: parameters)
-        var moments: (FloatBuffer, FloatBuffer)?
-        if let m = checkpoint.tensor("adam.m"), let v = checkpoint.tensor("adam.v") {
-            guard m.count == parameters.count, v.count == parameters.count else {
-                throw CheckpointError(path: path, "has Adam moments of a different size than its parameters")
-            }
-            moments = (m, v)
-        }
-        return try Trainer(model: model, options: override ?? checkpoint.state.options, train: train,
-                           valid: valid, communicator: communicator, state: checkpoint.state,
-                           moments: moments)
+        try Trainer(model: try checkpoint.model(path: path), options: override ?? checkpoint.state.options, train: train,
+                    valid: valid, communicator: communicator, state: checkpoint.state,
+                    moments: try checkpoint.moments(path: path))
     }
 }

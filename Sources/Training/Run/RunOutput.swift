@@ -5,35 +5,70 @@ import Foundation
 import Glibc
 #endif
 
-/// What a lifelong run shows and writes (rank 0 only): log lines; a progress line that redraws
-/// in place on a terminal and becomes plain lines in a file or pipe; metrics.jsonl; and at the end
-/// report.md (perplexity matrix, AP, AP+, growth effects) and perplexity.json.
-final class RunOutput {
-    let folder: String
-    let enabled: Bool
+/// Receives a run's metrics as they are written (metrics.jsonl is one sink; a TensorBoard
+/// writer can be another). Called on rank 0 only.
+public protocol MetricsSink: AnyObject {
+    /// One record as metrics.jsonl gets it: every record has "step" (updates so far).
+    func record(_ fields: [String: Any])
+    /// A line worth keeping beside the curves (a growth, a stage boundary) at update `step`.
+    func note(_ text: String, step: Int)
+    /// The run continued from a checkpoint of update `step`: records after it are stale.
+    func restarted(atStep step: Int)
+}
+
+extension MetricsSink {
+    public func note(_ text: String, step: Int) {}
+    public func restarted(atStep step: Int) {}
+}
+
+/// Appends JSON lines (keys sorted) to a run folder's metrics.jsonl.
+public final class MetricsFile: MetricsSink {
+    private let handle: FileHandle
+
+    public init(folder: RunFolder, append: Bool) throws {
+        try FileManager.default.createDirectory(atPath: folder.path, withIntermediateDirectories: true)
+        let path = folder.metricsPath
+        if !append || !FileManager.default.fileExists(atPath: path) {
+            _ = FileManager.default.createFile(atPath: path, contents: nil)
+        }
+        guard let handle = FileHandle(forWritingAtPath: path) else { throw CheckpointError(path: path, "cannot be written") }
+        handle.seekToEndOfFile()
+        self.handle = handle
+    }
+
+    public func record(_ fields: [String: Any]) {
+        guard let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]) else { return }
+        handle.write(data + Data("\n".utf8))
+    }
+}
+
+/// What a run shows and writes (rank 0 only; on other ranks every call does nothing): log
+/// lines; a progress line that redraws in place on a terminal and becomes plain lines in a file
+/// or pipe; metrics records for every sink (metrics.jsonl first).
+public final class RunOutput {
+    public let enabled: Bool
+    public private(set) var sinks: [MetricsSink] = []
     private let print: (String) -> Void
     private let terminal: Bool
-    private var metrics: FileHandle?
     private var progressShown = false
 
-    init(folder: String, enabled: Bool, append: Bool, print: @escaping (String) -> Void) {
-        self.folder = folder
+    /// Output of a run in `folder` (metrics.jsonl appended to when `append`, e.g. on resume; no
+    /// metrics file without a folder).
+    public init(folder: RunFolder?, enabled: Bool, append: Bool, print: @escaping (String) -> Void = { Swift.print($0) }) throws {
         self.enabled = enabled
         self.print = print
         // Under mpirun a rank's stdout is a pseudo-terminal even when mpirun's own output goes to
         // a file, so redrawing is only for a plain run on a terminal.
         terminal = isatty(STDOUT_FILENO) != 0 && !MPICommunicator.launchedByMPI
-        guard enabled else { return }
-        try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        let path = (folder as NSString).appendingPathComponent("metrics.jsonl")
-        if !append || !FileManager.default.fileExists(atPath: path) {
-            _ = FileManager.default.createFile(atPath: path, contents: nil)
-        }
-        metrics = FileHandle(forWritingAtPath: path)
-        metrics?.seekToEndOfFile()
+        if enabled, let folder { sinks.append(try MetricsFile(folder: folder, append: append)) }
     }
 
-    func log(_ line: String) {
+    /// Adds a sink (rank 0's; ignored elsewhere).
+    public func add(_ sink: MetricsSink) {
+        if enabled { sinks.append(sink) }
+    }
+
+    public func log(_ line: String) {
         guard enabled else { return }
         if progressShown { fputs("\n", stdout); progressShown = false }
         print(line)
@@ -41,7 +76,7 @@ final class RunOutput {
     }
 
     /// A progress line: redrawn in place on a terminal (kept when `final`), printed otherwise.
-    func progress(_ line: String, final: Bool) {
+    public func progress(_ line: String, final: Bool) {
         guard enabled else { return }
         if terminal {
             fputs("\r\u{1B}[2K" + line, stdout)
@@ -54,39 +89,22 @@ final class RunOutput {
         }
     }
 
-    func metric(_ fields: [String: Any]) {
-        guard enabled, let metrics,
-              let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]) else { return }
-        metrics.write(data + Data("\n".utf8))
+    /// A metrics record for every sink.
+    public func metric(_ fields: [String: Any]) {
+        guard enabled else { return }
+        for sink in sinks { sink.record(fields) }
     }
 
-    func writeReport(matrix: PerplexityMatrix, effects: [LifelongState.GrowthEffect], flops: Double, plan: StagePlan) {
-        guard enabled, !matrix.values.isEmpty else { return }
-        let last = matrix.values.count - 1
-        var lines = ["# \(plan.name): validation perplexity", "",
-                     "Rows: after each stage; columns: every domain seen so far. AP = mean perplexity over seen",
-                     "domains; AP+ = mean increase on earlier domains since each was learned (forgetting).", "",
-                     matrix.markdown, "",
-                     String(format: "Final: AP %.2f, AP+ %.2f; training FLOPs %.3e.", matrix.averagePerplexity(after: last),
-                            matrix.averageIncrease(after: last), flops)]
-        if !effects.isEmpty {
-            lines += ["", "## Growth", "", "Perplexity of the domains seen before each growth: before it, right after it, and after the warmup.", ""]
-            for e in effects {
-                let names = matrix.domains.prefix(e.before.count)
-                for (k, name) in names.enumerated() {
-                    let warm = e.afterWarmup.map { String(format: "%.2f", $0[k]) } ?? "-"
-                    lines.append(String(format: "- stage %d, %@: %.2f -> %.2f -> %@", e.stage, name, e.before[k], e.afterGrowth[k], warm))
-                }
-            }
-        }
-        let report = lines.joined(separator: "\n") + "\n"
-        try? report.write(toFile: (folder as NSString).appendingPathComponent("report.md"), atomically: true, encoding: .utf8)
-        if let data = try? JSONEncoder().encode(matrix) {
-            try? data.write(to: URL(fileURLWithPath: (folder as NSString).appendingPathComponent("perplexity.json")))
-        }
-        log("")
-        log(matrix.markdown)
-        log(String(format: "AP %.2f | AP+ %.2f | training FLOPs %.3e | report %@", matrix.averagePerplexity(after: last),
-                   matrix.averageIncrease(after: last), flops, (folder as NSString).appendingPathComponent("report.md")))
+    /// A log line that every sink also keeps as a note at update `step`.
+    public func note(_ line: String, step: Int) {
+        log(line)
+        guard enabled else { return }
+        for sink in sinks { sink.note(line, step: step) }
+    }
+
+    /// Tells every sink that the run continued from update `step`.
+    public func restarted(atStep step: Int) {
+        guard enabled else { return }
+        for sink in sinks { sink.restarted(atStep: step) }
     }
 }
