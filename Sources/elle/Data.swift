@@ -40,7 +40,7 @@ struct DataCommand: ParsableCommand {
                 return .train(vocabularySize: size)
             }
             guard FileManager.default.fileExists(atPath: tokenizer) else {
-                throw ValidationError("--tokenizer \(tokenizer): no such tokenizer.json (or use gpt2, train:SIZE)")
+                throw CommandError("--tokenizer \(tokenizer): no such tokenizer.json (or use gpt2, train:SIZE)")
             }
             return .file(tokenizer)
         }

@@ -65,6 +65,7 @@ struct FinetuneCommand: ParsableCommand {
     func finetune(_ communicator: Communicator) throws {
         let threads = Runtime.configureThreads(compute.threads, ranksOnThisHost: communicator.localSize, quiet: !communicator.isRoot)
         let log = communicator.isRoot
+        StopSignal.install()
         let (saved, path) = try RunFolder.readOnRoot(checkpoint, communicator: communicator)
         guard saved.config.architecture == .bert else {
             throw JobError("\(path) holds a \(saved.config.architecture) model; elle finetune classifies with a BERT")

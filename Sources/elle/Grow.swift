@@ -84,12 +84,6 @@ struct Grow: ParsableCommand {
     }
 }
 
-/// A failure found while running a command (printed as "Error: ...", without the usage text).
-struct CommandError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
-
 extension GrowthPlan.DepthMode: ExpressibleByArgument {}
 extension GrowthPlan.Source: ExpressibleByArgument {}
 extension GrowthPlan.NoiseScope: ExpressibleByArgument {}

@@ -97,6 +97,8 @@ public final class TrainingLoop {
     /// This rank's GEMM rate (GFLOP/s) at start-up, the peak for MFU.
     public let peakGFLOPS: Double
     private var lastCheckpoint = DispatchTime.now().uptimeNanoseconds
+    /// The run step of the last checkpoint this loop wrote (a stop right after it needs no other).
+    private var lastCheckpointStep: Int?
 
     public init(communicator: Communicator, output: RunOutput, stopAfter: Int? = nil, checkpointMinutes: Double = 0) {
         self.communicator = communicator
@@ -109,14 +111,14 @@ public final class TrainingLoop {
     /// Runs `phase` to its end, or until the ranks agree to stop (after writing a checkpoint).
     public func run(_ phase: TrainingPhase) throws -> Outcome {
         var window = RunWindow()
+        lastCheckpointStep = nil
         while phase.completed < phase.updates && !phase.finishedEarly {
             switch try agreement(phase) {
             case .stop:
-                try phase.checkpoint()
+                if lastCheckpointStep != phase.runStep { try checkpoint(phase) }
                 return .stopped
             case .checkpoint:
-                try phase.checkpoint()
-                lastCheckpoint = DispatchTime.now().uptimeNanoseconds
+                try checkpoint(phase)
             case .proceed:
                 break
             }
@@ -139,11 +141,16 @@ public final class TrainingLoop {
                 try phase.evaluate(last: last)
             }
             if last ? cadence.checkpointAtEnd : cadence.checkpointEvery > 0 && done % cadence.checkpointEvery == 0 {
-                try phase.checkpoint()
-                lastCheckpoint = DispatchTime.now().uptimeNanoseconds
+                try checkpoint(phase)
             }
         }
         return .finished
+    }
+
+    private func checkpoint(_ phase: TrainingPhase) throws {
+        try phase.checkpoint()
+        lastCheckpoint = DispatchTime.now().uptimeNanoseconds
+        lastCheckpointStep = phase.runStep
     }
 
     /// Whether `stopAfter` ends the run before the next update (so the window is logged now).

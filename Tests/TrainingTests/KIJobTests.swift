@@ -14,7 +14,7 @@ final class KIJobTests: XCTestCase {
     }
 
     func runMPI(_ ranks: Int, _ arguments: [String]) throws -> String {
-        let result = try runProcess("/usr/bin/env", ["mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "\(ranks)", elleExecutable] + arguments)
+        let result = try MPIJob.run(ranks: ranks, elleExecutable, arguments)
         XCTAssertEqual(result.status, 0, result.stdout + result.stderr)
         return result.stdout
     }

@@ -24,8 +24,7 @@ final class BERTJobTests: XCTestCase {
         let a = try runProcess(elleExecutable, run(single, accumulation: 2))
         XCTAssertEqual(a.status, 0, a.stderr)
         // Small buckets: the head's and every block's all-reduce starts during backward (overlap).
-        let b = try runProcess("/usr/bin/env", ["mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "2", elleExecutable]
-                                   + run(multi, accumulation: 1) + ["--bucket-mb", "0.002"])
+        let b = try MPIJob.run(ranks: 2, elleExecutable, run(multi, accumulation: 1) + ["--bucket-mb", "0.002"])
         XCTAssertEqual(b.status, 0, b.stdout + b.stderr)
         XCTAssertTrue(b.stdout.contains("x 2 rank(s)") && b.stdout.contains("model bert"), b.stdout)
 
