@@ -2,7 +2,7 @@
 """Writes PyTorch reference fixtures for elle's BERT (Tests/Fixtures/bert-*.json).
 
 Run by hand (needs torch and transformers):
-    ~/torch-venv/bin/python scripts/make_bert_fixture.py
+    .venv/bin/python scripts/make_bert_fixture.py
 
 The reference is Hugging Face's BertForMaskedLM in float32 without dropout: post-LN blocks,
 exact (erf) GELU, MLM head (dense, GELU, LayerNorm, decoder tied to the word embeddings, plus a

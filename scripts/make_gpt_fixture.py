@@ -2,8 +2,8 @@
 """Writes PyTorch reference fixtures for elle's GPT (Tests/Fixtures/gpt-*.json).
 
 Run by hand (needs torch and transformers):
-    python3 -m venv ~/torch-venv && ~/torch-venv/bin/pip install torch transformers
-    ~/torch-venv/bin/python scripts/make_gpt_fixture.py
+    scripts/setup.sh --python-heavy     # .venv with torch and transformers
+    .venv/bin/python scripts/make_gpt_fixture.py
 
 The reference is Hugging Face's GPT2LMHeadModel (pre-LN blocks, gelu_new, tied output
 embedding), run in float32 without dropout. Parameters are drawn at a larger scale than a real
