@@ -36,7 +36,8 @@ public final class LifelongRun {
 
     /// Prepares a run: reads the data, checks it against the plan, and builds (or, with
     /// `resume`, reloads from `out`'s newest valid checkpoint) the model. Collective.
-    public init(plan: StagePlan, out: String, communicator: Communicator, resume: Bool,
+    /// `tensorboard` (default: the plan's) is the folder for TensorBoard event files.
+    public init(plan: StagePlan, out: String, communicator: Communicator, resume: Bool, tensorboard: String? = nil,
                 print: @escaping (String) -> Void = { Swift.print($0) }) throws {
         self.plan = plan
         self.out = out
@@ -61,7 +62,8 @@ public final class LifelongRun {
         }
         self.domains = domains
         try LifelongRun.checkData(plan: plan, domains: domains, ranks: communicator.size)
-        output = try RunOutput(folder: RunFolder(out), enabled: communicator.isRoot, append: resume, print: print)
+        output = try RunOutput(folder: RunFolder(out), enabled: communicator.isRoot, append: resume,
+                               tensorboard: tensorboard ?? plan.tensorboard, print: print)
 
         if resume {
             let (saved, path) = try RunFolder.readOnRoot(out, communicator: communicator)
@@ -123,7 +125,8 @@ public final class LifelongRun {
                 effect.afterWarmup = after
                 state.growthEffects[state.growthEffects.count - 1] = effect
             }
-            output.metric(["event": "warmup_end", "stage": i, "step": trainer.step, "perplexities": after, "flops": state.flops])
+            output.metric(["event": "warmup_end", "stage": i, "step": trainer.step, "domains": names(upTo: i - 1), "perplexities": after,
+                           "flops": state.flops])
             output.log("  perplexity of seen domains after warmup: " + zip(domains, after)
                 .map { String(format: "%@ %.2f", $0.0.name, $0.1) }.joined(separator: ", "))
             startPhase(.main)
@@ -135,7 +138,8 @@ public final class LifelongRun {
         output.note(String(format: "stage %d/%d (%@) done: ", i + 1, plan.stages.count, domains[i].name)
                     + zip(domains, row).map { String(format: "%@ %.2f", $0.0.name, $0.1) }.joined(separator: ", ")
                     + String(format: " | AP %.2f | AP+ %.2f", ap, apPlus), step: trainer.step)
-        output.metric(["event": "stage_end", "stage": i, "step": trainer.step, "domain": domains[i].name, "perplexities": row,
+        output.metric(["event": "stage_end", "stage": i, "step": trainer.step, "domain": domains[i].name,
+                       "domains": names(upTo: i), "perplexities": row,
                        "ap": ap, "ap_plus": apPlus, "flops": state.flops])
         state.stage = i + 1
         state.phase = nil
@@ -154,7 +158,8 @@ public final class LifelongRun {
                            i + 1, plan.stages.count, "\(received.config)", seconds, communicator.size, received.hash), step: trainer.step)
         output.log("  perplexity of seen domains before -> after growth: " + zip(before, after).enumerated()
             .map { String(format: "%@ %.2f -> %.2f", domains[$0.offset].name, $0.element.0, $0.element.1) }.joined(separator: ", "))
-        output.metric(["event": "growth", "stage": i, "step": trainer.step, "config": "\(received.config)", "before": before,
+        output.metric(["event": "growth", "stage": i, "step": trainer.step, "config": "\(received.config)",
+                       "domains": names(upTo: i - 1), "before": before,
                        "after": after, "seconds": seconds, "flops": state.flops])
     }
 
@@ -196,6 +201,9 @@ public final class LifelongRun {
     }
 
     // MARK: measuring
+
+    /// Names of domains 0...last: the labels of a record's per-domain lists.
+    func names(upTo last: Int) -> [String] { domains.prefix(max(0, last + 1)).map(\.name) }
 
     /// Validation perplexity of domains 0...last (with their prompts when the stage uses them).
     public func perplexities(upTo last: Int) throws -> [Double] {

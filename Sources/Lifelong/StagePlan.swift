@@ -21,6 +21,8 @@ public struct StagePlan: Decodable, Sendable {
     /// Also checkpoint when this many minutes have passed since the last checkpoint (0: never by
     /// time); rank 0's clock decides for every rank.
     public var checkpointMinutes: Double
+    /// A folder for the run's TensorBoard event files (one run per folder), or nil.
+    public var tensorboard: String?
     public var stages: [Stage]
 
     /// The initial model (the vocabulary comes from the data's tokenizer).
@@ -81,7 +83,7 @@ public struct StagePlan: Decodable, Sendable {
         }
     }
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case name, model, data, seed, keepCheckpoints, checkpointMinutes, defaults, stages }
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, model, data, seed, keepCheckpoints, checkpointMinutes, tensorboard, defaults, stages }
 
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -92,6 +94,7 @@ public struct StagePlan: Decodable, Sendable {
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? 1
         keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? 3
         checkpointMinutes = try c.decodeIfPresent(Double.self, forKey: .checkpointMinutes) ?? TrainingOptions.defaultCheckpointMinutes
+        tensorboard = try c.decodeIfPresent(String.self, forKey: .tensorboard)
         var defaults = Settings(context: model.context)
         if c.contains(.defaults) {
             let d = try c.superDecoder(forKey: .defaults)

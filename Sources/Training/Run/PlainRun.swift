@@ -20,7 +20,8 @@ public final class PlainRun: TrainingPhase {
         self.trainer = trainer
         self.data = data
         self.folder = folder
-        output = try RunOutput(folder: folder, enabled: trainer.communicator.isRoot, append: resumed, print: print)
+        output = try RunOutput(folder: folder, enabled: trainer.communicator.isRoot, append: resumed,
+                               tensorboard: trainer.options.tensorboard, print: print)
     }
 
     /// A new run on `options.dataPath`. `shape` gives the model's architecture and sizes (its
@@ -147,11 +148,11 @@ public final class PlainRun: TrainingPhase {
         if let growth = grown.growth, let plan = trainer.options.growth?.plan {
             for line in growth.describe(from: before, plan: plan) { output.log("  " + line) }
         }
-        output.metric(["step": trainer.step, "grown_to": "\(grown.config)", "parameters": grown.config.parameterCount,
+        output.metric(["event": "growth", "step": trainer.step, "grown_to": "\(grown.config)", "parameters": grown.config.parameterCount,
                        "parameters_xxh64": String(format: "%016llx", grown.hash)])
         if trainer.options.evalEvery > 0, let valid = try trainer.evaluate() {
             output.log(String(format: "step %6d | valid loss after growth %.4f | perplexity %.2f", trainer.step, valid, exp(Double(valid))))
-            output.metric(["step": trainer.step, "valid_loss_after_growth": Double(valid)])
+            output.metric(["event": "eval", "step": trainer.step, "valid_loss_after_growth": Double(valid)])
         }
     }
 
@@ -178,7 +179,7 @@ public final class PlainRun: TrainingPhase {
     public func evaluate(last: Bool) throws {
         guard let valid = try trainer.evaluate() else { return }
         output.log(String(format: "step %6d | valid loss %.4f | perplexity %.2f", trainer.step, valid, exp(Double(valid))))
-        output.metric(["step": trainer.step, "valid_loss": Double(valid), "valid_perplexity": exp(Double(valid))]
+        output.metric(["event": "eval", "step": trainer.step, "valid_loss": Double(valid), "valid_perplexity": exp(Double(valid))]
                         .merging(flopFields) { a, _ in a })
     }
 
