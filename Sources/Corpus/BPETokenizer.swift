@@ -18,7 +18,7 @@ import Dispatch
 ///
 /// Special tokens are only ever inserted by id: text that spells `<|endoftext|>` is encoded as
 /// ordinary text (like tiktoken's `encode_ordinary`).
-public final class BPETokenizer: Tokenizer, @unchecked Sendable {
+public final class BPETokenizer: SubwordTokenizer, @unchecked Sendable {
     public static let endOfTextName = "<|endoftext|>"
     public static let requiredSpecials = ["<|endoftext|>", "<|pad|>", "<|mask|>", "<|bos|>"]
     public static let sparePrompts = 16
@@ -122,6 +122,10 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
         specials[spare] = BPETokenizer.promptName(domain)
         return Int32(tokenBytes.count + spare)
     }
+
+    public var specialTokens: [(id: Int, name: String)] { specials.enumerated().map { (tokenBytes.count + $0, $1) } }
+
+    public func makeEncoder() -> PieceEncoder { BPEEncoder(self) }
 
     /// Printable text of any id (special names for specials).
     public func tokenText(_ id: Int32) -> String {

@@ -25,7 +25,7 @@ public final class LifelongRun {
     public let out: String
     public let communicator: Communicator
     public let domains: [Domain]
-    public let tokenizer: BPETokenizer
+    public let tokenizer: SubwordTokenizer
     public private(set) var trainer: Trainer
     /// Where the run stands; its phases advance it.
     public internal(set) var state: LifelongState
@@ -232,7 +232,7 @@ public final class LifelongRun {
     // MARK: set-up helpers
 
     /// A BERT plan's masked-LM settings (the prompt is set per micro-batch), nil for GPT.
-    static func maskedLM(plan: StagePlan, tokenizer: BPETokenizer) -> MaskedLM? {
+    static func maskedLM(plan: StagePlan, tokenizer: SubwordTokenizer) -> MaskedLM? {
         plan.model.architecture == .bert ? MaskedLM(tokenizer: tokenizer) : nil
     }
 

@@ -46,8 +46,8 @@ public final class PlainRun: TrainingPhase {
         options.tokenizer = data.tokenizerName
         options.domain = data.domain
         if config.architecture == .bert {
-            guard let bpe = data.tokenizer as? BPETokenizer else {
-                throw JobError("\(initial == nil ? "--model bert" : "the --init-from model is a BERT, which") needs a prepared data folder (elle data prepare): its BPE tokenizer has the <|bos|>, <|mask|> and <|pad|> tokens BERT uses, and \(options.dataPath) is raw text, read as byte tokens without them")
+            guard let bpe = data.tokenizer as? SubwordTokenizer else {
+                throw JobError("\(initial == nil ? "--model bert" : "the --init-from model is a BERT, which") needs a prepared data folder (elle data prepare): its tokenizer (BPE or WordPiece) has the begin, mask and pad tokens BERT uses, and \(options.dataPath) is raw text, read as byte tokens without them")
             }
             config.padToken = bpe.pad
             options.maskedLM = MaskedLM(tokenizer: bpe)
