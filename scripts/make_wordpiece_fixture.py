@@ -16,10 +16,13 @@ BertNormalizer) and cased (lowercase and accent stripping off), go into mixed.ha
 of 16 lines the XXH64 of the ids (little-endian int32, -1 after each line) and the token counts.
 WordPieceTests encodes the same lines in Swift and compares.
 
-model: a small BertForMaskedLM with a WordPiece vocabulary (the first 2,000 tokens of the same
-vocab.txt, its specials included), saved by transformers' save_pretrained as it ships (vocab.txt,
-tokenizer.json, tokenizer_config.json, model.safetensors), and its logits on three tokenized
-texts (bert-wordpiece-reference.safetensors).
+model: hf-bert-wordpiece/, a small random BertForMaskedLM (2 layers, width 32, 4 heads, FFN 72,
+32 positions, two token types, LayerNorm epsilon 1e-12) with an uncased WordPiece vocabulary of
+512 tokens trained here by `tokenizers` on the bundled sample, saved by transformers'
+save_pretrained (config.json, model.safetensors, tokenizer.json, tokenizer_config.json), and
+hf-bert-wordpiece-reference.safetensors: transformers' logits on three sequences of 32 tokens
+([CLS] legal text with accents and punctuation [SEP] as BertTokenizerFast makes them; the same
+with [MASK]s and padding; random ids) with hf-bert-wordpiece-reference.txt, the text.
 """
 import glob
 import gzip
@@ -177,6 +180,64 @@ def make_tokenizer():
     open(os.path.join(OUT, "mixed.hashes"), "w").write("\n".join(rows) + "\n")
     print(f"{len(lines)} lines, {len(text.encode()) / 1e6:.2f} MB of text ({os.path.getsize(os.path.join(OUT, 'mixed.txt.gz')) / 1e3:.0f} KB gzip), "
           f"{totals[0]} uncased / {totals[1]} cased tokens in {len(rows) - 1} blocks")
+
+
+def make_model():
+    import shutil
+    import torch
+    from safetensors.torch import save_file
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    fixtures = os.path.join(ROOT, "Tests", "Fixtures")
+    folder = os.path.join(fixtures, "hf-bert-wordpiece")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    trainer = BertWordPieceTokenizer(lowercase=True)
+    trainer.train(sorted(glob.glob(os.path.join(ROOT, "data", "sample", "*", "*.txt"))), vocab_size=512, min_frequency=2,
+                  special_tokens=SPECIALS, show_progress=False)
+    work = tempfile.mkdtemp()
+    trainer.save_model(work)
+    t = 32
+    tokenizer = BertTokenizerFast(vocab=os.path.join(work, "vocab.txt"), do_lower_case=True, model_max_length=t)
+    vocab_size = len(tokenizer)
+    pad, mask, cls, sep = tokenizer.pad_token_id, tokenizer.mask_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id
+
+    torch.manual_seed(25)
+    cfg = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=72,
+                     max_position_embeddings=t, type_vocab_size=2, hidden_act="gelu", layer_norm_eps=1e-12, pad_token_id=pad)
+    model = BertForMaskedLM(cfg).float().eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("LayerNorm.weight"):
+                p.copy_(1 + 0.2 * torch.randn_like(p))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+            else:
+                p.copy_(0.2 * torch.randn_like(p))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    for extra in ["vocab.txt", "special_tokens_map.json"]:  # the tokenizer.json path is the one tested
+        if os.path.exists(os.path.join(folder, extra)):
+            os.remove(os.path.join(folder, extra))
+
+    text = ("Article 12 — The Tribunal’s décision (No. 3/2019) was «final»; costs: €1,250.00! "
+            "Naïve coöperation, façade & résumé... Straße café 東京 [see §4(b)] e-mail: clerk@court.example")
+    open(os.path.join(fixtures, "hf-bert-wordpiece-reference.txt"), "w", encoding="utf-8").write(text)
+    ids = tokenizer(text, truncation=True, max_length=t)["input_ids"]
+    assert ids[0] == cls and ids[-1] == sep and len(ids) == t, ids
+    masked = list(ids)
+    for k in [3, 7, 11, 20]:
+        masked[k] = mask
+    masked[t - 5:] = [pad] * 5
+    g = torch.Generator().manual_seed(26)
+    random_ids = [cls] + torch.randint(0, vocab_size, (t - 2,), generator=g).tolist() + [sep]
+    tokens = torch.tensor([ids, masked, random_ids])
+    with torch.no_grad():
+        logits = model(input_ids=tokens, attention_mask=(tokens != pad).long()).logits.float().contiguous()
+    save_file({"tokens": tokens.to(torch.int64), "logits": logits}, os.path.join(fixtures, "hf-bert-wordpiece-reference.safetensors"))
+    print(f"wrote {folder}: {sorted(os.listdir(folder))}; vocab {vocab_size} (pad {pad}, mask {mask}, cls {cls}, sep {sep}); "
+          f"tokens {tokenizer.convert_ids_to_tokens(ids)}")
 
 
 if __name__ == "__main__":
