@@ -81,9 +81,13 @@ public final class LifelongRun {
             if config.architecture == .bert { config.padToken = tokenizer.pad }
             let options = plan.settings(ofStage: 0).trainingOptions(plan: plan, tokenizer: prepared.tokenizerPath, steps: 1,
                                                                     domain: domains[0].name, maskedLM: LifelongRun.maskedLM(plan: plan, tokenizer: tokenizer))
-            trainer = try Trainer(model: try makeModel(config: config, seed: plan.seed), options: options,
+            let loadedTokenizer = tokenizer
+            let model = try plan.initFrom.map { try LifelongRun.initialModel(from: $0, plan: plan, config: config, tokenizer: loadedTokenizer) }
+                ?? makeModel(config: config, seed: plan.seed)
+            trainer = try Trainer(model: model, options: options,
                                   train: domains[0].train, valid: domains[0].valid, communicator: communicator)
             state = LifelongState(domains: domains.map(\.name))
+            if let initFrom = plan.initFrom { output.log("initialized from \(initFrom): \(trainer.model.config)") }
         }
         loop = TrainingLoop(communicator: communicator, output: output, checkpointMinutes: plan.checkpointMinutes)
         try verifyDomainsAgree()
@@ -230,6 +234,34 @@ public final class LifelongRun {
     }
 
     // MARK: set-up helpers
+
+    /// The model of the checkpoint a plan starts from (`initFrom`): its shape must be the plan's
+    /// `model`, its vocabulary the data's (ordinary tokens equal, at least the tokenizer's rows,
+    /// which `elle import` gives an imported model), and it takes the plan's dropout.
+    static func initialModel(from location: String, plan: StagePlan, config planned: ModelConfig,
+                             tokenizer: SubwordTokenizer) throws -> LanguageModel {
+        let (checkpoint, path) = try RunFolder.read(location)
+        var config = checkpoint.config
+        let checks: [(String, Any, Any)] = [("architecture", config.architecture, planned.architecture), ("layers", config.layers, planned.layers),
+                                           ("width", config.width, planned.width), ("heads", config.heads, planned.heads),
+                                           ("ffn", config.ffn, planned.ffn), ("context", config.context, planned.context)]
+        for (field, have, want) in checks where "\(have)" != "\(want)" {
+            throw PlanError(path: "plan", field: "model.\(field)", "is \(want), but the initFrom model \(path) has \(have)")
+        }
+        guard config.vocab >= tokenizer.vocabularySize else {
+            throw PlanError(path: "plan", field: "initFrom", "\(path) has \(config.vocab) token rows, the data's tokenizer \(tokenizer.vocabularySize): import it with --tokenizer \(plan.data)/tokenizer.json")
+        }
+        let own = checkpoint.state.options.tokenizer
+        if own != "bytes", FileManager.default.fileExists(atPath: own) {
+            let theirs = try TokenizerFile.load(own)
+            if let id = (0..<max(theirs.ordinaryCount, tokenizer.ordinaryCount)).first(where: { theirs.tokenText(Int32($0)) != tokenizer.tokenText(Int32($0)) }) {
+                throw PlanError(path: "plan", field: "initFrom", "\(path) was trained with \(own), whose token \(id) is \(theirs.tokenText(Int32(id)).debugDescription) but \(tokenizer.tokenText(Int32(id)).debugDescription) in the data's tokenizer")
+            }
+        }
+        config.dropout = planned.dropout
+        if config.architecture == .bert { config.padToken = tokenizer.pad }
+        return try makeModel(config: config, parameters: try checkpoint.model(path: path).parameters)
+    }
 
     /// A BERT plan's masked-LM settings (the prompt is set per micro-batch), nil for GPT.
     static func maskedLM(plan: StagePlan, tokenizer: SubwordTokenizer) -> MaskedLM? {
