@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import Tensors
 
 /// One elle parameter tensor and the Hugging Face state-dict entry that holds it.
 public struct HFTensorName: Equatable, Sendable {
@@ -99,14 +100,10 @@ public enum HFArchitectures {
     public static func forModelType(_ type: String) -> HFArchitecture? { all.first { $0.modelType == type } }
 }
 
-public struct InteropError: Error, CustomStringConvertible {
-    public let path: String
-    public let message: String
-    public init(path: String, _ message: String) {
-        self.path = path
-        self.message = message
-    }
-    public var description: String { "\(path): \(message)" }
+/// A Hugging Face folder or file elle cannot read or write: "PATH: message".
+public typealias InteropError = LocatedError<InteropErrorKind>
+public enum InteropErrorKind: FileErrorKind {
+    public static func describe(_ path: String, _ message: String) -> String { "\(path): \(message)" }
 }
 
 /// elle's GPT as Hugging Face's `GPT2LMHeadModel`: the same pre-LN blocks with `gelu_new`, the

@@ -1,3 +1,5 @@
+import Tensors
+
 /// The model family.
 public enum Architecture: String, Codable, Sendable, CaseIterable {
     /// Causal LM, pre-LN blocks, tied output embedding (`GPT`).
@@ -123,12 +125,8 @@ public struct ModelConfig: Codable, Equatable, Sendable, CustomStringConvertible
     }
 }
 
-public struct ConfigError: Error, CustomStringConvertible {
-    public var field: String
-    public var message: String
-    public init(field: String, message: String) {
-        self.field = field
-        self.message = message
-    }
-    public var description: String { "invalid model config: \(field) \(message)" }
+/// A bad field of a model config (or of training options): "invalid model config: FIELD message".
+public typealias ConfigError = LocatedError<ConfigErrorKind>
+public enum ConfigErrorKind: FieldErrorKind {
+    public static func describe(_ field: String, _ message: String) -> String { "invalid model config: \(field) \(message)" }
 }

@@ -1,3 +1,5 @@
+import Tensors
+
 /// One growth event: the target shape and how to get there (docs/GROWTH.md).
 ///
 /// Codable so a lifelong stage plan can hold it; only `layers`, `width` and `heads` are required
@@ -137,12 +139,8 @@ public struct GrowthPlan: Codable, Equatable, Sendable {
     }
 }
 
-public struct GrowthPlanError: Error, CustomStringConvertible {
-    public var field: String
-    public var message: String
-    public init(field: String, message: String) {
-        self.field = field
-        self.message = message
-    }
-    public var description: String { "invalid growth plan: \(field) \(message)" }
+/// A growth plan that cannot apply to its model: "invalid growth plan: FIELD message".
+public typealias GrowthPlanError = LocatedError<GrowthPlanErrorKind>
+public enum GrowthPlanErrorKind: FieldErrorKind {
+    public static func describe(_ field: String, _ message: String) -> String { "invalid growth plan: \(field) \(message)" }
 }
