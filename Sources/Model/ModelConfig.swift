@@ -96,17 +96,13 @@ public struct ModelConfig: Codable, Equatable, Sendable, CustomStringConvertible
 
     /// Throws a message naming the first invalid field.
     public func validate() throws {
-        func check(_ ok: Bool, _ field: String, _ why: String) throws {
-            if !ok { throw ConfigError(field: field, message: why) }
-        }
-        try check(layers >= 1, "layers", "must be at least 1 (got \(layers))")
-        try check(width >= 1, "width", "must be at least 1 (got \(width))")
-        try check(heads >= 1, "heads", "must be at least 1 (got \(heads))")
+        let check = ConfigError.check
+        try ConfigError.checkPositive(["layers": layers, "width": width, "heads": heads])
         try check(heads * headDim == width, "heads",
                   "must divide width: \(heads) heads x \(headDim) dims != width \(width)")
-        try check(ffn >= 1, "ffn", "must be at least 1 (got \(ffn))")
+        try ConfigError.checkPositive(["ffn": ffn])
         try check(vocab >= 2, "vocab", "must be at least 2 (got \(vocab))")
-        try check(context >= 1, "context", "must be at least 1 (got \(context))")
+        try ConfigError.checkPositive(["context": context])
         try check(dropout >= 0 && dropout < 1, "dropout", "must be in [0, 1) (got \(dropout))")
         try check(layerNormEpsilon > 0, "layerNormEpsilon", "must be positive")
         if let layerOrigins {

@@ -36,3 +36,15 @@ extension LocatedError where Kind: FieldErrorKind {
     }
     public var field: String { location }
 }
+
+extension LocatedError where Kind: FieldErrorKind {
+    /// Throws `message` about `field` unless `ok`.
+    public static func check(_ ok: Bool, _ field: String, _ message: String) throws {
+        if !ok { throw LocatedError(field: field, message: message) }
+    }
+
+    /// Throws for the first field, in order, whose value is below 1: "must be at least 1 (got N)".
+    public static func checkPositive(_ fields: KeyValuePairs<String, Int>) throws {
+        for (field, value) in fields { try check(value >= 1, field, "must be at least 1 (got \(value))") }
+    }
+}
