@@ -6,8 +6,9 @@ import Training
 
 /// A Hugging Face model folder (`save_pretrained` layout): `config.json`, `model.safetensors`
 /// (or shards named by `model.safetensors.index.json`) and the tokenizer files. `write` exports
-/// an elle model into one; `read` imports one. Names and layouts come from the architecture's
-/// table (`HFArchitecture`).
+/// an elle model into one; `read` imports one. Tensor names and layouts come from the model's
+/// layout (`ModelLayout.huggingFaceNames`), `config.json` and skipped entries from the
+/// architecture's `HFArchitecture`.
 public enum HFModelFolder {
     public static let weightsFile = "model.safetensors"
     public static let indexFile = "model.safetensors.index.json"

@@ -78,21 +78,14 @@ public struct ModelConfig: Codable, Equatable, Sendable, CustomStringConvertible
 
     public var attentionWidth: Int { heads * headDim }
 
-    /// Every parameter tensor of this architecture, in layout order (`GPTLayout`, `BERTLayout`).
-    public var parameterTensors: [TensorSpec] {
-        switch architecture {
-        case .gpt: return GPTLayout(config: self).tensors
-        case .bert: return BERTLayout(config: self).tensors
-        }
-    }
+    /// Where this config's parameters live and what each tensor is (`GPTLayout`, `BERTLayout`).
+    public var layout: any ModelLayout { architecture.modelType.layout(for: self) }
+
+    /// Every parameter tensor of this architecture, in layout order.
+    public var parameterTensors: [TensorSpec] { layout.tensors }
 
     /// Number of trainable parameters (embeddings included).
-    public var parameterCount: Int {
-        switch architecture {
-        case .gpt: return GPTLayout(config: self).parameterCount
-        case .bert: return BERTLayout(config: self).parameterCount
-        }
-    }
+    public var parameterCount: Int { layout.parameterCount }
 
     /// Throws a message naming the first invalid field.
     public func validate() throws {

@@ -68,7 +68,7 @@ final class BERTGrowthTests: XCTestCase {
 
     func testRolesCoverEveryTensor() throws {
         let model = try smallModel()
-        let roles = try model.config.growthRoles()
+        let roles = model.config.growthRoles()
         XCTAssertEqual(roles.count, model.tensors.count)
         let byName = Dictionary(uniqueKeysWithValues: zip(model.tensors.map(\.name), roles))
         XCTAssertEqual(byName["head.ln.weight"]?.role, .outputNorm)
