@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Writes PyTorch reference fixtures for elle's BERT (Tests/Fixtures/bert-*.json).
 
-Run by hand (needs torch and transformers):
-    ~/torch-venv/bin/python scripts/make_bert_fixture.py
+Run by hand with the repository's venv (`scripts/setup.sh --python` makes it):
+    .venv/bin/python scripts/make_bert_fixture.py
 
 The reference is Hugging Face's BertForMaskedLM in float32 without dropout: post-LN blocks,
 exact (erf) GELU, MLM head (dense, GELU, LayerNorm, decoder tied to the word embeddings, plus a
@@ -17,7 +17,10 @@ bias). Differences from elle's BERT are removed as follows:
 Each fixture holds, flattened in elle's BERTLayout order (weights [out, in]; q, k, v stacked
 into attn.qkv): the parameters, tokens and targets (-1 = not masked), the loss, the logits of
 every position, the gradients, and the parameters after one torch.optim.AdamW step (weight
-decay on 2-D tensors only).
+decay on 2-D tensors only). `steps` holds a short clipped training run from the same parameters,
+as scripts/make_gpt_fixture.py explains: the batch above and new masked batches, gradient
+clipping that acts at every step, AdamW with weight decay 0.1; per step the loss and the gradient
+norm before clipping, and the parameters at the end.
 """
 import json, os
 import torch
@@ -26,6 +29,7 @@ from transformers import BertConfig, BertForMaskedLM
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures")
 ADAM = dict(lr=1e-3, beta1=0.9, beta2=0.98, eps=1e-6, weight_decay=0.01)
+STEPS = dict(count=3, lr=1e-3, beta1=0.9, beta2=0.98, eps=1e-6, weight_decay=0.1, clip=1.0)
 
 
 def elle_tensors(model, layers):
@@ -84,26 +88,34 @@ def make(name, layers, width, heads, vocab, seq, batch, seed, pads):
     tt.requires_grad_(False)
     assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
 
-    # Ordinary tokens, pads at the end of the last sequence, then about 30% of the other
-    # positions chosen (twice BERT's 15%, so the small fixture has enough predicted rows):
-    # 80% become the mask token, 10% a random token, 10% stay.
-    tokens = torch.randint(0, vocab - 3, (batch, seq))
-    if pads:
-        tokens[-1, seq - pads:] = pad
-    targets = torch.full((batch, seq), -1)
-    chosen = torch.rand(batch, seq) < 0.3
-    chosen[tokens == pad] = False
-    chosen[0, 1] = True
-    targets[chosen] = tokens[chosen]
-    u = torch.rand(batch, seq)
-    tokens[chosen & (u < 0.8)] = mask
-    random_ids = torch.randint(0, vocab - 3, (batch, seq))
-    replace = chosen & (u >= 0.8) & (u < 0.9)
-    tokens[replace] = random_ids[replace]
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
 
-    attention_mask = (tokens != pad).long()
-    logits = model(input_ids=tokens, attention_mask=attention_mask).logits
-    loss = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), ignore_index=-1)
+    def draw_batch():
+        """Ordinary tokens, pads at the end of the last sequence, then about 30% of the other
+        positions chosen (twice BERT's 15%, so the small fixture has enough predicted rows):
+        80% become the mask token, 10% a random token, 10% stay."""
+        tokens = torch.randint(0, vocab - 3, (batch, seq))
+        if pads:
+            tokens[-1, seq - pads:] = pad
+        targets = torch.full((batch, seq), -1)
+        chosen = torch.rand(batch, seq) < 0.3
+        chosen[tokens == pad] = False
+        chosen[0, 1] = True
+        targets[chosen] = tokens[chosen]
+        u = torch.rand(batch, seq)
+        tokens[chosen & (u < 0.8)] = mask
+        random_ids = torch.randint(0, vocab - 3, (batch, seq))
+        replace = chosen & (u >= 0.8) & (u < 0.9)
+        tokens[replace] = random_ids[replace]
+        return tokens, targets
+
+    def loss_of(tokens, targets):
+        logits = model(input_ids=tokens, attention_mask=(tokens != pad).long()).logits
+        return logits, F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), ignore_index=-1)
+
+    tokens, targets = draw_batch()
+    chosen = targets >= 0
+    logits, loss = loss_of(tokens, targets)
     loss.backward()
 
     params = flatten(model, layers)
@@ -118,18 +130,38 @@ def make(name, layers, width, heads, vocab, seq, batch, seed, pads):
     opt.step()
     updated = flatten(model, layers)
 
+    # The clipped steps, from the initial parameters: the batch above, then new ones.
+    model.load_state_dict(initial)
+    batches = [(tokens, targets)] + [draw_batch() for _ in range(STEPS["count"] - 1)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": STEPS["weight_decay"]},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=STEPS["lr"], betas=(STEPS["beta1"], STEPS["beta2"]), eps=STEPS["eps"])
+    records = []
+    for step_tokens, step_targets in batches:
+        opt.zero_grad()
+        _, step_loss = loss_of(step_tokens, step_targets)
+        step_loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(trainable, STEPS["clip"]).item()
+        assert norm > STEPS["clip"], f"gradient norm {norm} would not be clipped at {STEPS['clip']}"
+        opt.step()
+        records.append({"tokens": step_tokens.reshape(-1).tolist(), "targets": step_targets.reshape(-1).tolist(),
+                        "loss": step_loss.item(), "norm": norm})
+    steps = dict(STEPS, batches=records, updated=flatten(model, layers))
+
     fixture = {
         "source": f"torch {torch.__version__}, BertForMaskedLM, scripts/make_bert_fixture.py seed {seed}",
         "config": dict(layers=layers, width=width, heads=heads, vocab=vocab, seq=seq, batch=batch, pad=pad),
         "adam": ADAM,
         "tokens": tokens.reshape(-1).tolist(), "targets": targets.reshape(-1).tolist(),
         "loss": loss.item(), "logits": logits.detach().reshape(-1).tolist(),
-        "parameters": params, "gradients": grads, "updated": updated,
+        "parameters": params, "gradients": grads, "updated": updated, "steps": steps,
     }
     path = os.path.join(OUT, f"bert-{name}.json")
     with open(path, "w") as f:
         f.write(compact_json(fixture))
-    print(f"wrote {path}: loss {loss.item():.6f} over {int(chosen.sum())} masked positions, {len(params)} parameters")
+    norms = ", ".join(format(r["norm"], ".3f") for r in records)
+    print(f"wrote {path}: loss {loss.item():.6f} over {int(chosen.sum())} masked positions, {len(params)} parameters; "
+          f"{len(records)} clipped steps, gradient norms {norms}")
 
 
 def compact_json(value):
