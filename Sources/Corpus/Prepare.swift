@@ -205,7 +205,7 @@ public enum DataPreparer {
         var sample: [UnsafeBufferPointer<UInt8>] = []
         let share = bytes / max(1, domains.count)
         for (d, domain) in domains.enumerated() {
-            var rng = Xoshiro256(seed: SplitMix64.mix(seed, 0x70C, UInt64(d)))
+            var rng = Xoshiro256(seed: SeedStream.tokenizerSample(seed: seed, domain: d))
             var order = Array(domain.texts.indices)
             for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, rng.nextInt(below: i + 1)) }
             var used = 0
@@ -248,7 +248,7 @@ public enum DataPreparer {
     static func writeDomain(_ domain: RawDomain, encoded: [[Int32]], tokenizer: BPETokenizer,
                             options: PrepareOptions) throws -> DataManifest.Domain {
         let total = encoded.reduce(0) { $0 + $1.count }
-        var rng = Xoshiro256(seed: SplitMix64.mix(options.seed, 0x5B17, domain.name.hashValueStable))
+        var rng = Xoshiro256(seed: SeedStream.domainSplit(seed: options.seed, domainHash: domain.name.hashValueStable))
         var order = Array(encoded.indices)
         for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, rng.nextInt(below: i + 1)) }
         var isValid = [Bool](repeating: false, count: encoded.count)

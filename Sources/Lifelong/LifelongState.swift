@@ -1,7 +1,8 @@
 import Corpus
 import Foundation
+import Training
 
-/// Where a lifelong run stands and what it has measured: saved in every checkpoint (inside
+/// Where a lifelong run stands and what it has measured: saved in every checkpoint (in
 /// `TrainingState.lifelong`) so a run can report and continue.
 public struct LifelongState: Codable, Equatable, Sendable {
     public enum Phase: String, Codable, Sendable {
@@ -45,13 +46,16 @@ public struct LifelongState: Codable, Equatable, Sendable {
         growthEffects = []
     }
 
+    /// The state a lifelong checkpoint holds; nil for a plain run's checkpoint.
+    public init?(checkpoint state: TrainingState) throws {
+        guard let value = state.lifelong else { return nil }
+        self = try value.decode(LifelongState.self)
+    }
+
+    /// Canonical JSON (sorted keys), compared across ranks before every checkpoint.
     public func encoded() throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return String(decoding: try encoder.encode(self), as: UTF8.self)
-    }
-
-    public static func decode(_ text: String) throws -> LifelongState {
-        try JSONDecoder().decode(LifelongState.self, from: Data(text.utf8))
     }
 }

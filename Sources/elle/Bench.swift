@@ -83,8 +83,8 @@ struct Bench: ParsableCommand {
         let params = model.parameterCount
         let flops = FLOPCount.trainingPerToken(config, parameters: params, seq: seq) * Double(n)
         let gflops = flops / stepSeconds / 1e9
-        let shapesRate = Bench.measureShapes(Array(gemmShapes))
-        let square = Bench.measureShapes([Profiler.GemmShape(transA: false, transB: false, m: 1024, n: 1024, k: 1024)])
+        let shapesRate = GemmProbe.gflops(Array(gemmShapes))
+        let square = GemmProbe.gflops([Profiler.GemmShape(transA: false, transB: false, m: 1024, n: 1024, k: 1024)])
         let stateMB = Double(4 * params + model.activationCount(batch: batch, seq: seq)) * 4 / 1e6
 
         if json {
@@ -110,36 +110,6 @@ struct Bench: ParsableCommand {
             print(String(format: "memory: peak RSS %.0f MB; parameters + gradients + Adam moments + activations %.0f MB (ratio %.2f)",
                          peakMB, stateMB, peakMB / stateMB))
         }
-    }
-
-    /// FLOP-weighted GFLOP/s of `gemm` over these products, each timed alone (best of 3) on
-    /// freshly allocated operands.
-    static func measureShapes(_ calls: [Profiler.GemmShape]) -> Double {
-        var counts: [Profiler.GemmShape: Int] = [:]
-        for shape in calls { counts[shape, default: 0] += 1 }
-        var flops = 0.0, seconds = 0.0
-        for (shape, count) in counts {
-            let a = FloatBuffer(count: shape.m * shape.k), b = FloatBuffer(count: shape.k * shape.n)
-            let c = FloatBuffer(count: shape.m * shape.n)
-            fillUniform(a)
-            fillUniform(b)
-            var best = Double.infinity
-            for _ in 0..<4 {
-                let start = DispatchTime.now().uptimeNanoseconds
-                gemm(transA: shape.transA, transB: shape.transB, m: shape.m, n: shape.n, k: shape.k,
-                     a.pointer, lda: shape.transA ? shape.m : shape.k, b.pointer, ldb: shape.transB ? shape.k : shape.n,
-                     beta: 0, c.pointer, ldc: shape.n)
-                best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-            }
-            flops += shape.flops * Double(count)
-            seconds += best * Double(count)
-        }
-        return flops / seconds / 1e9
-    }
-
-    static func fillUniform(_ buffer: FloatBuffer) {
-        var rng = Xoshiro256(seed: UInt64(buffer.count))
-        for i in 0..<buffer.count { buffer[i] = rng.nextFloat() - 0.5 }
     }
 }
 

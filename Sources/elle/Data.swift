@@ -40,7 +40,7 @@ struct DataCommand: ParsableCommand {
                 return .train(vocabularySize: size)
             }
             guard FileManager.default.fileExists(atPath: tokenizer) else {
-                throw ValidationError("--tokenizer \(tokenizer): no such tokenizer.json (or use gpt2, train:SIZE)")
+                throw CommandError("--tokenizer \(tokenizer): no such tokenizer.json (or use gpt2, train:SIZE)")
             }
             return .file(tokenizer)
         }
@@ -62,12 +62,8 @@ struct DataCommand: ParsableCommand {
             options.trainBytes = Int(trainMb * 1e6)
             options.threads = threads
             options.domains = domains?.split(separator: ",").map(String.init) ?? []
-            do {
-                let manifest = try DataPreparer.prepare(options) { print($0); Runtime.flush() }
-                print("wrote \(out)/manifest.json: \(manifest.domains.count) domain(s), vocabulary \(manifest.tokenizer.vocabularySize), uint\(manifest.tokenBytes * 8) shards")
-            } catch let error as DataError {
-                throw ValidationError(error.description)
-            }
+            let manifest = try DataPreparer.prepare(options) { print($0); Runtime.flush() }
+            print("wrote \(out)/manifest.json: \(manifest.domains.count) domain(s), vocabulary \(manifest.tokenizer.vocabularySize), uint\(manifest.tokenBytes * 8) shards")
         }
     }
 }

@@ -65,7 +65,8 @@ struct FinetuneCommand: ParsableCommand {
     func finetune(_ communicator: Communicator) throws {
         let threads = Runtime.configureThreads(compute.threads, ranksOnThisHost: communicator.localSize, quiet: !communicator.isRoot)
         let log = communicator.isRoot
-        let (saved, path) = try Checkpoint.readOnRoot(checkpoint, communicator: communicator)
+        StopSignal.install()
+        let (saved, path) = try RunFolder.readOnRoot(checkpoint, communicator: communicator)
         guard saved.config.architecture == .bert else {
             throw JobError("\(path) holds a \(saved.config.architecture) model; elle finetune classifies with a BERT")
         }

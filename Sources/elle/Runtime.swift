@@ -28,3 +28,9 @@ enum Runtime {
 
     static func flush() { fflush(stdout) }
 }
+
+/// A failure found while running a command (printed as "Error: ...", without the usage text).
+struct CommandError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -37,7 +37,7 @@ struct TokenizerBench: ParsableCommand {
         let files = try TextCorpus.listFiles(text)
         var documents: [[UInt8]] = []
         for file in files {
-            guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("\(file): cannot be read") }
+            guard let data = FileManager.default.contents(atPath: file) else { throw CommandError("\(file): cannot be read") }
             let bytes = [UInt8](data)
             try bytes.withUnsafeBufferPointer { try TextCheck.validate($0, path: file) }
             documents.append(bytes)

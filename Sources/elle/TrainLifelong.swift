@@ -9,13 +9,12 @@ import Training
 func trainLifelong(plan path: String, out: String, resume: Bool, stopAfter: Int?, communicator: Communicator) throws {
     let text: String
     do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-        throw ValidationError("--config \(path) cannot be read: \((error as NSError).localizedDescription)")
+        throw CommandError("--config \(path) cannot be read: \((error as NSError).localizedDescription)")
     }
     let plan = try StagePlan.parse(text, path: path)
     // Every rank must run the same plan (each reads its own copy of the file).
     try communicator.verifySameFields([("plan", String(format: "%016llx", Array(text.utf8).withUnsafeBytes { XXH64.hash($0) }))],
                                       what: "stage plan \(path)")
     let run = try LifelongRun(plan: plan, out: out, communicator: communicator, resume: resume)
-    StopSignal.install()
     try run.run(stopAfter: stopAfter)
 }

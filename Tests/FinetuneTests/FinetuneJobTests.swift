@@ -42,8 +42,7 @@ final class FinetuneJobTests: XCTestCase {
         XCTAssertEqual(one.status, 0, one.stderr)
         XCTAssertTrue(one.stdout.contains("2 classes (legal, literature); train 48, dev 16, test 16 examples; sequences <|bos|> <|domain:legal|>"), one.stdout)
         XCTAssertTrue(one.stdout.contains("test accuracy "), one.stdout)
-        let two = try runProcess("/usr/bin/env", ["mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "2", elleExecutable]
-                                     + arguments + ["--result", folder + "/two.json", "--no-prompt"])
+        let two = try MPIJob.run(ranks: 2, elleExecutable, arguments + ["--result", folder + "/two.json", "--no-prompt"])
         XCTAssertEqual(two.status, 0, two.stdout + two.stderr)
         XCTAssertTrue(two.stdout.contains("over 2 rank(s)") && two.stdout.contains("(no prompt)"), two.stdout)
         for (name, ranks, prompt) in [("one", 1, true), ("two", 2, false)] {

@@ -48,7 +48,7 @@ final class LifelongJobTests: XCTestCase {
     }
 
     func mpirun(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        try runProcess("/usr/bin/env", ["mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "2", elleExecutable] + arguments)
+        try MPIJob.run(ranks: 2, elleExecutable, arguments)
     }
 
     func records(_ folder: String) throws -> [String] {
