@@ -66,8 +66,7 @@ final class FinetuneJobTests: XCTestCase {
         let exact = arguments + ["--dropout", "0", "--head-dropout", "0"]
         let oneExact = try runProcess(elleExecutable, exact + ["--result", folder + "/one-exact.json"])
         XCTAssertEqual(oneExact.status, 0, oneExact.stderr)
-        let twoExact = try runProcess("/usr/bin/env", ["mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "2", elleExecutable]
-                                          + exact + ["--result", folder + "/two-exact.json"])
+        let twoExact = try MPIJob.run(ranks: 2, elleExecutable, exact + ["--result", folder + "/two-exact.json"])
         XCTAssertEqual(twoExact.status, 0, twoExact.stdout + twoExact.stderr)
         func trainLosses(_ stdout: String) -> [Double] {
             stdout.split(separator: "\n").compactMap { line in
