@@ -22,9 +22,10 @@ as scripts/make_gpt_fixture.py explains: the batch above and new masked batches,
 clipping that acts at every step, AdamW with weight decay 0.1; per step the loss and the gradient
 norm before clipping, and the parameters at the end.
 """
-import json, os
+import os
 import torch
 import torch.nn.functional as F
+from fixture_steps import clipped_steps, compact_json
 from transformers import BertConfig, BertForMaskedLM
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures")
@@ -131,22 +132,9 @@ def make(name, layers, width, heads, vocab, seq, batch, seed, pads):
     updated = flatten(model, layers)
 
     # The clipped steps, from the initial parameters: the batch above, then new ones.
-    model.load_state_dict(initial)
     batches = [(tokens, targets)] + [draw_batch() for _ in range(STEPS["count"] - 1)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": STEPS["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=STEPS["lr"], betas=(STEPS["beta1"], STEPS["beta2"]), eps=STEPS["eps"])
-    records = []
-    for step_tokens, step_targets in batches:
-        opt.zero_grad()
-        _, step_loss = loss_of(step_tokens, step_targets)
-        step_loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(trainable, STEPS["clip"]).item()
-        assert norm > STEPS["clip"], f"gradient norm {norm} would not be clipped at {STEPS['clip']}"
-        opt.step()
-        records.append({"tokens": step_tokens.reshape(-1).tolist(), "targets": step_targets.reshape(-1).tolist(),
-                        "loss": step_loss.item(), "norm": norm})
-    steps = dict(STEPS, batches=records, updated=flatten(model, layers))
+    steps = clipped_steps(model, initial, batches, lambda t, y: loss_of(t, y)[1], decay, no_decay, STEPS, lambda: flatten(model, layers))
+    norms = ", ".join(format(r["norm"], ".3f") for r in steps["batches"])
 
     fixture = {
         "source": f"torch {torch.__version__}, BertForMaskedLM, scripts/make_bert_fixture.py seed {seed}",
@@ -159,20 +147,8 @@ def make(name, layers, width, heads, vocab, seq, batch, seed, pads):
     path = os.path.join(OUT, f"bert-{name}.json")
     with open(path, "w") as f:
         f.write(compact_json(fixture))
-    norms = ", ".join(format(r["norm"], ".3f") for r in records)
     print(f"wrote {path}: loss {loss.item():.6f} over {int(chosen.sum())} masked positions, {len(params)} parameters; "
-          f"{len(records)} clipped steps, gradient norms {norms}")
-
-
-def compact_json(value):
-    """JSON with floats at 9 significant digits: enough to round-trip float32 exactly."""
-    if isinstance(value, float):
-        return format(value, ".9g")
-    if isinstance(value, list):
-        return "[" + ",".join(compact_json(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(json.dumps(k) + ":" + compact_json(v) for k, v in value.items()) + "}"
-    return json.dumps(value)
+          f"{len(steps['batches'])} clipped steps, gradient norms {norms}")
 
 
 if __name__ == "__main__":

@@ -18,9 +18,10 @@ updates on new batches, each forward, backward, gradient clipping at STEPS["clip
 step's norm, so it acts) and AdamW with weight decay 0.1; per step the loss and the gradient norm
 before clipping, and the parameters at the end.
 """
-import json, os, sys
+import os, sys
 import torch
 import torch.nn.functional as F
+from fixture_steps import clipped_steps, compact_json
 from transformers import GPT2Config, GPT2LMHeadModel
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures")
@@ -89,23 +90,13 @@ def make(name, layers, width, heads, vocab, seq, batch, seed):
     updated = elle_order(model, layers)
 
     # The clipped steps, from the initial parameters: the batch above, then new ones.
-    model.load_state_dict(initial)
-    batches = [(tokens, targets)] + [draw_batch() for _ in range(STEPS["count"] - 1)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": STEPS["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=STEPS["lr"], betas=(STEPS["beta1"], STEPS["beta2"]), eps=STEPS["eps"])
-    records = []
-    for step_tokens, step_targets in batches:
-        opt.zero_grad()
+    def loss_of(step_tokens, step_targets):
         step_logits = model(input_ids=step_tokens).logits
-        step_loss = F.cross_entropy(step_logits.reshape(-1, vocab), step_targets.reshape(-1), ignore_index=-1)
-        step_loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), STEPS["clip"]).item()
-        assert norm > STEPS["clip"], f"gradient norm {norm} would not be clipped at {STEPS['clip']}"
-        opt.step()
-        records.append({"tokens": step_tokens.reshape(-1).tolist(), "targets": step_targets.reshape(-1).tolist(),
-                        "loss": step_loss.item(), "norm": norm})
-    steps = dict(STEPS, batches=records, updated=elle_order(model, layers))
+        return F.cross_entropy(step_logits.reshape(-1, vocab), step_targets.reshape(-1), ignore_index=-1)
+
+    batches = [(tokens, targets)] + [draw_batch() for _ in range(STEPS["count"] - 1)]
+    steps = clipped_steps(model, initial, batches, loss_of, decay, no_decay, STEPS, lambda: elle_order(model, layers))
+    norms = ", ".join(format(r["norm"], ".3f") for r in steps["batches"])
 
     fixture = {
         "source": f"torch {torch.__version__}, GPT2LMHeadModel, scripts/make_gpt_fixture.py seed {seed}",
@@ -118,19 +109,7 @@ def make(name, layers, width, heads, vocab, seq, batch, seed):
     path = os.path.join(OUT, f"gpt-{name}.json")
     with open(path, "w") as f:
         f.write(compact_json(fixture))
-    norms = ", ".join(format(r["norm"], ".3f") for r in records)
-    print(f"wrote {path}: loss {loss.item():.6f}, {len(params)} parameters; {len(records)} clipped steps, gradient norms {norms}")
-
-
-def compact_json(value):
-    """JSON with floats at 9 significant digits: enough to round-trip float32 exactly."""
-    if isinstance(value, float):
-        return format(value, ".9g")
-    if isinstance(value, list):
-        return "[" + ",".join(compact_json(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(json.dumps(k) + ":" + compact_json(v) for k, v in value.items()) + "}"
-    return json.dumps(value)
+    print(f"wrote {path}: loss {loss.item():.6f}, {len(params)} parameters; {len(steps['batches'])} clipped steps, gradient norms {norms}")
 
 
 if __name__ == "__main__":
