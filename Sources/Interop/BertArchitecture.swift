@@ -12,6 +12,7 @@ import Model
 public struct BertArchitecture: HFArchitecture {
     public init() {}
     public var architecture: Architecture { .bert }
+    public var maskedLM: Bool { true }
     public var modelType: String { "bert" }
     public var modelClass: String { "BertForMaskedLM" }
     public var basePrefix: String { "bert." }

@@ -37,6 +37,9 @@ public struct HFSpecialIds: Equatable, Sendable {
 public protocol HFArchitecture {
     /// The elle architecture it maps.
     var architecture: Architecture { get }
+    /// A masked LM (BERT): its tokenizer needs <|mask|> and <|pad|> (so no byte tokenizer), and
+    /// its attention ignores the pad token's keys.
+    var maskedLM: Bool { get }
     /// `config.json`'s `model_type`, and the class its `architectures` names.
     var modelType: String { get }
     var modelClass: String { get }
@@ -61,6 +64,8 @@ public protocol HFArchitecture {
 }
 
 extension HFArchitecture {
+    public var maskedLM: Bool { false }
+
     /// Every elle tensor, in layout order, with its Hugging Face entries.
     public func tensorNames(for config: ModelConfig) -> [HFTensorName] { config.layout.huggingFaceNames }
 

@@ -34,10 +34,10 @@ public enum HFModelFolder {
         guard tokenizer.vocabularySize <= config.vocab else {
             throw InteropError(path: folder, "cannot export: the tokenizer has \(tokenizer.vocabularySize) tokens but the model only \(config.vocab) rows")
         }
-        if config.architecture == .bert, case .bytes = tokenizer {
-            throw InteropError(path: folder, "cannot export a BERT model with the byte tokenizer: BertForMaskedLM needs a BPE tokenizer with <|mask|> and <|pad|>")
-        }
         let architecture = HFArchitectures.forElle(config.architecture)
+        if architecture.maskedLM, case .bytes = tokenizer {
+            throw InteropError(path: folder, "cannot export a BERT model with the byte tokenizer: \(architecture.modelClass) needs a BPE tokenizer with <|mask|> and <|pad|>")
+        }
         let layout = TensorTable(config)
         guard parameters.count == config.parameterCount else {
             throw InteropError(path: folder, "cannot export: \(parameters.count) parameters, but \(config) has \(config.parameterCount)")
@@ -78,7 +78,7 @@ public enum HFModelFolder {
         json["elle"] = elle
         let data = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
         try writeAtomically(data, to: (folder as NSString).appendingPathComponent("config.json"))
-        try tokenizer.writeHF(folder: folder, context: config.context, maskedLM: config.architecture == .bert)
+        try tokenizer.writeHF(folder: folder, context: config.context, maskedLM: architecture.maskedLM)
         return ExportSummary(modelClass: architecture.modelClass, tensors: entries.count,
                              bytes: entries.reduce(0) { $0 + $1.bytes.count },
                              files: [weightsFile, "config.json", "tokenizer.json", "tokenizer_config.json"])
@@ -139,8 +139,8 @@ public enum HFModelFolder {
         }
         var config = source
         config.vocab = rowSource.count
-        // BERT's attention ignores padding keys: elle marks them by the pad token's id.
-        if config.architecture == .bert, case .bpe(let t) = tokenizer { config.padToken = t.pad }
+        // A masked LM's attention ignores padding keys: elle marks them by the pad token's id.
+        if architecture.maskedLM, case .bpe(let t) = tokenizer { config.padToken = t.pad }
 
         let weights = try WeightFiles(folder: folder)
         let layout = TensorTable(config)
