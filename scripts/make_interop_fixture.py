@@ -3,7 +3,7 @@
 
 Run by hand (needs torch, transformers and safetensors; GPT-2's vocab.json + merges.txt in
 corpora/gpt2, which scripts/fetch-gpt2.sh fetches):
-    ~/torch-venv/bin/python scripts/make_interop_fixture.py [dtypes] [gpt2] [bert]
+    .venv/bin/python scripts/make_interop_fixture.py [dtypes] [gpt2] [bert]
 
 1. safetensors-dtypes.safetensors, written by safetensors.torch.save_file: F32, F16 (subnormal,
    signed zero, infinities, the largest half), BF16 and I64 tensors plus __metadata__;
