@@ -137,6 +137,10 @@ final class LifelongPhase: TrainingPhase {
         try run.saveCheckpoint(name: RunFolder.stepCheckpointName(trainer.step), keep: false)
     }
 
+    func emergencyCheckpoint() throws -> String? {
+        try run.saveLocalCheckpoint()
+    }
+
     func nonFiniteLoss(_ result: StepResult) -> String {
         "loss became \(result.loss) at stage \(stage) \(kind.rawValue) update \(run.state.stepInPhase); lower lr or raise warmup"
     }

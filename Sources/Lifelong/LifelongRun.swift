@@ -221,6 +221,14 @@ public final class LifelongRun {
         output.log("checkpoint \(path)")
     }
 
+    /// The last completed update's checkpoint written by this rank alone (its peers are gone):
+    /// `state` is only advanced once an update completes.
+    func saveLocalCheckpoint() throws -> String {
+        var checkpoint = trainer.localCheckpoint()
+        checkpoint.state.lifelong = try JSONValue(encoding: state)
+        return try RunFolder(out).write(checkpoint, name: RunFolder.stepCheckpointName(trainer.step))
+    }
+
     // MARK: set-up helpers
 
     /// A BERT plan's masked-LM settings (the prompt is set per micro-batch), nil for GPT.

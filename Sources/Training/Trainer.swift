@@ -66,6 +66,9 @@ public final class Trainer {
     private var gradientSum: FloatBuffer?
     /// Sums the gradient across ranks, overlapped with backward.
     let synchronizer: GradientSynchronizer
+    /// Where the run's own loader stood before the update in progress (nil between updates): an
+    /// update interrupted before its optimizer step leaves the state of the last completed one.
+    var positionBeforeUpdate: LoaderPosition?
     /// The step of the last growth, so a scheduled growth is applied once.
     private var grownAtStep: Int?
     /// Knowledge inheritance (`options.distillation`): the live teacher or its top-K cache
@@ -160,6 +163,7 @@ public final class Trainer {
     /// the mean over every rank's micro-batches.
     public func trainStep() throws -> StepResult {
         defer { windowsFilled = false }
+        positionBeforeUpdate = loader.position
         return try update(learningRate: options.schedule(step)) { _, inputs, targets in
             loader.next(batch: options.batch, inputs: inputs, targets: targets, windows: windows.pointer)
             windowsFilled = true
@@ -231,6 +235,7 @@ public final class Trainer {
         let norm = clipGradients(gradients, maxNorm: options.clip)
         optimizer.update(parameters: model.parameters, gradients: gradients, learningRate: lr)
         step += 1
+        positionBeforeUpdate = nil
         let tokens = b * t * contributions
         tokensSeen += tokens
         flops += Double(tokens) * FLOPCount.trainingPerToken(model.config, parameters: model.parameterCount, seq: t)

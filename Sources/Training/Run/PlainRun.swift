@@ -186,6 +186,10 @@ public final class PlainRun: TrainingPhase {
         if let path = try trainer.saveCheckpoint(in: folder.path) { output.log("checkpoint \(path)") }
     }
 
+    public func emergencyCheckpoint() throws -> String? {
+        try folder.write(trainer.localCheckpoint(), name: RunFolder.stepCheckpointName(trainer.step))
+    }
+
     public func nonFiniteLoss(_ result: StepResult) -> String {
         "loss became \(result.loss) at step \(result.step); lower --lr or raise --warmup"
     }
