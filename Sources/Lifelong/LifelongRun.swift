@@ -74,8 +74,10 @@ public final class LifelongRun {
                                   valid: domains[0].valid, communicator: communicator, state: saved.state,
                                   moments: try saved.moments(path: path))
             state = restored
+            if state.planRanks == nil { state.planRanks = saved.state.worldSize }
             output.restarted(atStep: trainer.step)
             output.log("resumed \(path): stage \(state.stage) (\(plan.stages[state.stage].domain)), \(state.phase?.rawValue ?? "start"), update \(state.stepInPhase) of the phase")
+            if let resplit = trainer.resplit { output.log("  same global batch: \(resplit)") }
         } else {
             var config = plan.model.config(vocab: tokenizer.vocabularySize)
             if config.architecture == .bert { config.padToken = tokenizer.pad }
@@ -83,7 +85,7 @@ public final class LifelongRun {
                                                                     domain: domains[0].name, maskedLM: LifelongRun.maskedLM(plan: plan, tokenizer: tokenizer))
             trainer = try Trainer(model: try makeModel(config: config, seed: plan.seed), options: options,
                                   train: domains[0].train, valid: domains[0].valid, communicator: communicator)
-            state = LifelongState(domains: domains.map(\.name))
+            state = LifelongState(domains: domains.map(\.name), ranks: communicator.size)
         }
         loop = TrainingLoop(communicator: communicator, output: output, checkpointMinutes: plan.checkpointMinutes)
         try verifyDomainsAgree()
@@ -179,6 +181,9 @@ public final class LifelongRun {
                                                                 domain: domains[current].name,
                                                                 maskedLM: LifelongRun.maskedLM(plan: plan, tokenizer: tokenizer))
         if let peak { options.schedule.peak = peak }
+        // The plan's accumulation is per rank of the job that started the run.
+        let planRanks = state.planRanks ?? communicator.size
+        options.accumulation = try Trainer.accumulation(keeping: options.accumulation * planRanks, from: planRanks, on: communicator.size)
         let ki = phase == .main ? plan.stages[i].ki : nil
         if let ki { options.distillation = ki.options(startStep: trainer.step - state.stepInPhase) }
         let starting = state.stepInPhase == 0 && state.loaders.isEmpty

@@ -76,7 +76,7 @@ extension Trainer {
     /// rank whose peers are gone). The loaders of all ranks share one cursor, so this rank's
     /// position stands for every rank's.
     public func localCheckpoint() -> Checkpoint {
-        let position = positionBeforeUpdate ?? loader.position
+        let position = loader.position
         return Checkpoint(config: model.config, state: state(loaders: Array(repeating: position, count: communicator.size)),
                           tensors: [("parameters", model.parameters), ("adam.m", optimizer.m), ("adam.v", optimizer.v)])
     }

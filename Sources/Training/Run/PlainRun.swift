@@ -82,6 +82,7 @@ public final class PlainRun: TrainingPhase {
         let run = try PlainRun(trainer: trainer, data: data, folder: RunFolder(folder), resumed: true, print: print)
         run.output.restarted(atStep: trainer.step)
         run.output.log("resumed \(path) at step \(trainer.step) of \(options.steps)")
+        if let resplit = trainer.resplit { run.output.log("  same global batch: \(resplit)") }
         return run
     }
 
