@@ -150,3 +150,52 @@ extension Checkpoint {
         return (m, v)
     }
 }
+
+/// Writes checkpoints on a background thread, one at a time, so training pauses only for a copy
+/// of the state in memory (`Checkpoint.snapshot`), not for the file system. A failed write is
+/// reported by the next `write` or by `finish`; `finish` waits for the last file (call it before
+/// anything reads the folder, and before the process exits).
+public final class CheckpointWriter: @unchecked Sendable {
+    private let queue = DispatchQueue(label: "elle.checkpoint-writer")
+    private let lock = NSLock()
+    private var failure: Error?
+
+    public init() {}
+
+    /// Queues `checkpoint` (its tensors copied now) to be written as `name` in `folder`.
+    /// Returns the path it will have.
+    @discardableResult
+    public func write(_ checkpoint: Checkpoint, to folder: RunFolder, name: String, keepSteps: Int? = nil) throws -> String {
+        try rethrowFailure()
+        let snapshot = checkpoint.snapshot()
+        queue.async { [self] in
+            do { _ = try folder.write(snapshot, name: name, keepSteps: keepSteps) } catch {
+                lock.lock(); failure = failure ?? error; lock.unlock()
+            }
+        }
+        return folder.file(name)
+    }
+
+    /// Waits for every queued write; throws the first that failed.
+    public func finish() throws {
+        queue.sync {}
+        try rethrowFailure()
+    }
+
+    private func rethrowFailure() throws {
+        lock.lock()
+        defer { lock.unlock() }
+        if let failure { self.failure = nil; throw failure }
+    }
+}
+
+extension Checkpoint {
+    /// The same checkpoint with its own copy of every tensor (the live buffers keep changing).
+    public func snapshot() -> Checkpoint {
+        Checkpoint(config: config, state: state, tensors: tensors.map { name, buffer in
+            let copy = FloatBuffer(count: buffer.count, zeroed: false)
+            copy.copy(from: buffer)
+            return (name, copy)
+        })
+    }
+}
