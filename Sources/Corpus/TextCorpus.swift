@@ -1,14 +1,10 @@
 import Foundation
 import Tensors
 
-public struct DataError: Error, CustomStringConvertible {
-    public let path: String
-    public let message: String
-    public init(path: String, _ message: String) {
-        self.path = path
-        self.message = message
-    }
-    public var description: String { "\(path): \(message)" }
+/// A bad data file or folder: "PATH: message".
+public typealias DataError = LocatedError<DataErrorKind>
+public enum DataErrorKind: FileErrorKind {
+    public static func describe(_ path: String, _ message: String) -> String { "\(path): \(message)" }
 }
 
 /// A text file, or a folder of `.txt` files (recursively, in sorted path order), tokenized into

@@ -93,6 +93,7 @@ final class FineTunePhase: TrainingPhase {
     }
 
     func checkpoint() throws {}
+    func emergencyCheckpoint() throws -> String? { nil }
 
     func nonFiniteLoss(_ result: StepResult) -> String {
         "fine-tuning loss became \(result.loss) at update \(result.step); lower --lr"

@@ -6,8 +6,9 @@ import Training
 
 /// A Hugging Face model folder (`save_pretrained` layout): `config.json`, `model.safetensors`
 /// (or shards named by `model.safetensors.index.json`) and the tokenizer files. `write` exports
-/// an elle model into one; `read` imports one. Names and layouts come from the architecture's
-/// table (`HFArchitecture`).
+/// an elle model into one; `read` imports one. Tensor names and layouts come from the model's
+/// layout (`ModelLayout.huggingFaceNames`), `config.json` and skipped entries from the
+/// architecture's `HFArchitecture`.
 public enum HFModelFolder {
     public static let weightsFile = "model.safetensors"
     public static let indexFile = "model.safetensors.index.json"
@@ -33,10 +34,10 @@ public enum HFModelFolder {
         guard tokenizer.vocabularySize <= config.vocab else {
             throw InteropError(path: folder, "cannot export: the tokenizer has \(tokenizer.vocabularySize) tokens but the model only \(config.vocab) rows")
         }
-        if config.architecture == .bert, case .bytes = tokenizer {
-            throw InteropError(path: folder, "cannot export a BERT model with the byte tokenizer: BertForMaskedLM needs a BPE tokenizer with <|mask|> and <|pad|>")
-        }
         let architecture = HFArchitectures.forElle(config.architecture)
+        if architecture.maskedLM, case .bytes = tokenizer {
+            throw InteropError(path: folder, "cannot export a BERT model with the byte tokenizer: \(architecture.modelClass) needs a BPE tokenizer with <|mask|> and <|pad|>")
+        }
         let layout = TensorTable(config)
         guard parameters.count == config.parameterCount else {
             throw InteropError(path: folder, "cannot export: \(parameters.count) parameters, but \(config) has \(config.parameterCount)")
@@ -77,7 +78,7 @@ public enum HFModelFolder {
         json["elle"] = elle
         let data = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
         try writeAtomically(data, to: (folder as NSString).appendingPathComponent("config.json"))
-        try tokenizer.writeHF(folder: folder, context: config.context, maskedLM: config.architecture == .bert)
+        try tokenizer.writeHF(folder: folder, context: config.context, maskedLM: architecture.maskedLM)
         return ExportSummary(modelClass: architecture.modelClass, tensors: entries.count,
                              bytes: entries.reduce(0) { $0 + $1.bytes.count },
                              files: [weightsFile, "config.json", "tokenizer.json", "tokenizer_config.json"])
@@ -138,8 +139,8 @@ public enum HFModelFolder {
         }
         var config = source
         config.vocab = rowSource.count
-        // BERT's attention ignores padding keys: elle marks them by the pad token's id.
-        if config.architecture == .bert, let t = tokenizer.subword { config.padToken = t.pad }
+        // A masked LM's attention ignores padding keys: elle marks them by the pad token's id.
+        if architecture.maskedLM, let t = tokenizer.subword { config.padToken = t.pad }
 
         let weights = try WeightFiles(folder: folder)
         let layout = TensorTable(config)

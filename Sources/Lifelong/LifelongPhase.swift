@@ -73,23 +73,33 @@ final class LifelongPhase: TrainingPhase {
     /// Stage and phase as the replay seed counts them.
     private var phaseIndex: Int { kind == .frw ? 2 * stage : 2 * stage + 1 }
 
+    /// One update of G = ranks x accumulation global micro-batches: the replay decision covers
+    /// all G (from a seed every rank shares), each loader gives its k-th micro-batch of the
+    /// update its batch k, and every loader moves once the update is complete.
     func update() throws -> StepResult {
-        let u = run.state.stepInPhase, b = options.batch, t = options.seq
+        let u = run.state.stepInPhase, b = options.batch, t = options.seq, G = trainer.globalMicroBatches
         let weights = run.state.adaptive?.weights ?? [Double](repeating: 1, count: replay.count)
-        let decision = ReplayScheduler.decide(microBatches: options.accumulation, ratio: settings.replay.ratio,
+        let decision = ReplayScheduler.decide(microBatches: G, ratio: settings.replay.ratio,
                                               weights: weights, seed: run.plan.seed, stage: phaseIndex, update: u)
+        // Each global micro-batch's batch within its own loader, and how many each loader gives.
+        var batchIndex = [Int](repeating: 0, count: G), replayed = [Int](repeating: 0, count: replay.count), fresh = 0
+        for g in 0..<G {
+            if let k = decision.sources[g] { batchIndex[g] = replayed[k]; replayed[k] += 1 } else { batchIndex[g] = fresh; fresh += 1 }
+        }
         // Each micro-batch carries its own domain's prompt (the trainer places it per architecture).
         let prompt: ((Int) -> Int32?)? = settings.prompts
             ? { [domains = run.domains, replay, current] in domains[decision.sources[$0].map { replay[$0] } ?? current].prompt } : nil
-        let result = try trainer.update(learningRate: options.schedule(u), prompt: prompt) { [own, memories] micro, inputs, targets in
-            (decision.sources[micro].map { memories[$0] } ?? own).next(batch: b, inputs: inputs, targets: targets)
+        let result = try trainer.update(learningRate: options.schedule(u), prompt: prompt) { [own, memories] g, inputs, targets in
+            (decision.sources[g].map { memories[$0] } ?? own).fill(batch: batchIndex[g], size: b, inputs: inputs, targets: targets)
         }
-        for case let k? in decision.sources { run.state.adaptive?.recordReplay(domain: k, tokens: b * t * run.communicator.size) }
+        own.advance(batches: fresh, size: b)
+        for (k, loader) in memories.enumerated() { loader.advance(batches: replayed[k], size: b) }
+        for (k, count) in replayed.enumerated() where count > 0 { run.state.adaptive?.recordReplay(domain: k, tokens: count * b * t) }
         run.state.stepInPhase += 1
         run.state.flops += flopsPerToken * Double(result.tokens)
         run.state.loaders = [own.position] + memories.map(\.position)
-        replayed += decision.replayed
-        microBatches += options.accumulation
+        self.replayed += decision.replayed
+        microBatches += G
         return result
     }
 
@@ -136,6 +146,10 @@ final class LifelongPhase: TrainingPhase {
 
     func checkpoint() throws {
         try run.saveCheckpoint(name: RunFolder.stepCheckpointName(trainer.step), keep: false)
+    }
+
+    func emergencyCheckpoint() throws -> String? {
+        try run.saveLocalCheckpoint()
     }
 
     func nonFiniteLoss(_ result: StepResult) -> String {

@@ -32,6 +32,8 @@ public final class LifelongRun {
     public let output: RunOutput
     /// The one training loop every phase runs in (stop agreement, cadence, MFU).
     private let loop: TrainingLoop
+    /// Checkpoints are written in the background; the loop pauses only to copy the state.
+    private let writer = CheckpointWriter()
     private struct Stopped: Error {}
 
     /// Prepares a run: reads the data, checks it against the plan, and builds (or, with
@@ -74,8 +76,10 @@ public final class LifelongRun {
                                   valid: domains[0].valid, communicator: communicator, state: saved.state,
                                   moments: try saved.moments(path: path))
             state = restored
+            if state.planRanks == nil { state.planRanks = saved.state.worldSize }
             output.restarted(atStep: trainer.step)
             output.log("resumed \(path): stage \(state.stage) (\(plan.stages[state.stage].domain)), \(state.phase?.rawValue ?? "start"), update \(state.stepInPhase) of the phase")
+            if let resplit = trainer.resplit { output.log("  same global batch: \(resplit)") }
         } else {
             var config = plan.model.config(vocab: tokenizer.vocabularySize)
             if config.architecture == .bert { config.padToken = tokenizer.pad }
@@ -86,7 +90,7 @@ public final class LifelongRun {
                 ?? makeModel(config: config, seed: plan.seed)
             trainer = try Trainer(model: model, options: options,
                                   train: domains[0].train, valid: domains[0].valid, communicator: communicator)
-            state = LifelongState(domains: domains.map(\.name))
+            state = LifelongState(domains: domains.map(\.name), ranks: communicator.size)
             if let initFrom = plan.initFrom { output.log("initialized from \(initFrom): \(trainer.model.config)") }
         }
         loop = TrainingLoop(communicator: communicator, output: output, checkpointMinutes: plan.checkpointMinutes)
@@ -107,9 +111,11 @@ public final class LifelongRun {
                 try runStage(state.stage)
             }
         } catch is Stopped {
+            try writer.finish()
             output.log("stopped after update \(trainer.step); continue with --resume")
             return nil
         }
+        try writer.finish()
         writeReport()
         let hash = try trainer.verifyReplicas()
         output.log(String(format: "parameters xxh64 %016llx, identical on %d rank(s)", hash, communicator.size))
@@ -184,6 +190,9 @@ public final class LifelongRun {
                                                                 domain: domains[current].name,
                                                                 maskedLM: LifelongRun.maskedLM(plan: plan, tokenizer: tokenizer))
         if let peak { options.schedule.peak = peak }
+        // The plan's accumulation is per rank of the job that started the run.
+        let planRanks = state.planRanks ?? communicator.size
+        options.accumulation = try Trainer.accumulation(keeping: options.accumulation * planRanks, from: planRanks, on: communicator.size)
         let ki = phase == .main ? plan.stages[i].ki : nil
         if let ki { options.distillation = ki.options(startStep: trainer.step - state.stepInPhase) }
         let starting = state.stepInPhase == 0 && state.loaders.isEmpty
@@ -195,6 +204,7 @@ public final class LifelongRun {
             // `previous`: the previous stage's end checkpoint (the model before this stage's growth).
             let source = ki.teacher == "previous"
                 ? RunFolder(out).file(RunFolder.stageCheckpointName(stage: i - 1, domain: domains[i - 1].name)) : ki.teacher
+            try writer.finish()  // the previous stage's checkpoint is complete on disk
             let teacher = try Teacher.load(source, communicator: communicator)
             try trainer.attachTeacher(teacher)
             output.log("stage \(i): knowledge inheritance from \(ki.teacher == "previous" ? "the previous stage's model" : ki.teacher) \(teacher.model.config), \(ki.schedule) a_t over \(ki.steps) updates, tau \(ki.temperature)\(ki.topK.map { ", top \($0)" } ?? "")")
@@ -225,12 +235,23 @@ public final class LifelongRun {
     /// Every checkpoint (collective); rank 0 writes `name` and points `latest` at it. Step
     /// checkpoints beyond the newest `plan.keepCheckpoints` are removed; stage ends are kept.
     func saveCheckpoint(name: String, keep: Bool) throws {
+        let start = DispatchTime.now().uptimeNanoseconds
         var checkpoint = try trainer.checkpoint()
         try communicator.verifySameFields([("lifelong", try state.encoded())], what: "lifelong run state")
         guard communicator.isRoot else { return }
         checkpoint.state.lifelong = try JSONValue(encoding: state)
-        let path = try RunFolder(out).write(checkpoint, name: name, keepSteps: keep ? nil : plan.keepCheckpoints)
-        output.log("checkpoint \(path)")
+        let path = try writer.write(checkpoint, to: RunFolder(out), name: name, keepSteps: keep ? nil : plan.keepCheckpoints)
+        output.log(String(format: "checkpoint %@ (training paused %.0f ms; the file is written in the background)",
+                          path, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6))
+    }
+
+    /// The last completed update's checkpoint written by this rank alone (its peers are gone):
+    /// `state` is only advanced once an update completes.
+    func saveLocalCheckpoint() throws -> String {
+        try? writer.finish()
+        var checkpoint = trainer.localCheckpoint()
+        checkpoint.state.lifelong = try JSONValue(encoding: state)
+        return try RunFolder(out).write(checkpoint, name: RunFolder.stepCheckpointName(trainer.step))
     }
 
     // MARK: set-up helpers

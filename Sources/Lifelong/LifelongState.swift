@@ -27,6 +27,10 @@ public struct LifelongState: Codable, Equatable, Sendable {
     /// Validation perplexity of the seen domains around each growth, by stage: before growing,
     /// right after, and after the warmup.
     public var growthEffects: [GrowthEffect]
+    /// The number of ranks the plan's per-rank `accumulation` was meant for (the job that started
+    /// the run): a resume on another rank count keeps accumulation x this many micro-batches per
+    /// update. Nil in checkpoints from before elastic resume (their own rank count then).
+    public var planRanks: Int?
 
     public struct GrowthEffect: Codable, Equatable, Sendable {
         public var stage: Int
@@ -35,7 +39,8 @@ public struct LifelongState: Codable, Equatable, Sendable {
         public var afterWarmup: [Double]?
     }
 
-    public init(domains: [String]) {
+    public init(domains: [String], ranks: Int) {
+        planRanks = ranks
         stage = 0
         phase = nil
         stepInPhase = 0

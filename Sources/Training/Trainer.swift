@@ -66,6 +66,11 @@ public final class Trainer {
     private var gradientSum: FloatBuffer?
     /// Sums the gradient across ranks, overlapped with backward.
     let synchronizer: GradientSynchronizer
+    /// How a resume on another number of ranks re-split the global batch (nil otherwise), for
+    /// the log.
+    public private(set) var resplit: String?
+    /// The earlier micro-batches' gradients, summed in a pairwise tree.
+    let microBatchSum = MicroBatchSum()
     /// The step of the last growth, so a scheduled growth is applied once.
     private var grownAtStep: Int?
     /// Knowledge inheritance (`options.distillation`): the live teacher or its top-K cache
@@ -98,8 +103,14 @@ public final class Trainer {
     }
 
     /// A run continued from a checkpoint's tensors and state.
-    public init(model: LanguageModel, options: TrainingOptions, train: TokenStream, valid: TokenStream,
+    public init(model: LanguageModel, options requested: TrainingOptions, train: TokenStream, valid: TokenStream,
                 communicator: Communicator, state: TrainingState?, moments: (m: FloatBuffer, v: FloatBuffer)?) throws {
+        var options = requested
+        if let state, state.worldSize != communicator.size {
+            options.accumulation = try Trainer.accumulation(keeping: options.accumulation * state.worldSize,
+                                                            from: state.worldSize, on: communicator.size)
+            resplit = "the checkpoint's \(state.worldSize) rank(s) x \(requested.accumulation) micro-batch(es) of \(options.batch) sequences now run as \(communicator.size) rank(s) x \(options.accumulation)"
+        }
         try options.validate(model: model.config)
         self.model = model
         self.options = options
@@ -110,10 +121,7 @@ public final class Trainer {
             optimizer.v.copy(from: moments.v)
         }
         if let state {
-            guard state.worldSize == communicator.size, state.loaders.count == state.worldSize else {
-                throw JobError("the checkpoint was written by a job of \(state.worldSize) rank(s) but this job has \(communicator.size); "
-                               + "resume with the same number of ranks (each rank continues its own data position)")
-            }
+            guard !state.loaders.isEmpty else { throw JobError("the checkpoint holds no data position (no loaders)") }
             step = state.step
             tokensSeen = state.tokensSeen
             flops = state.flops ?? Double(state.tokensSeen) * FLOPCount.trainingPerToken(model.config, parameters: model.parameterCount, seq: options.seq)
@@ -123,9 +131,10 @@ public final class Trainer {
             tokensSeen = 0
             flops = 0
         }
+        // Every rank's loader stands at the same place (an update's batches are numbered globally).
         loader = try SequenceLoader(stream: train, seq: options.seq, seed: options.seed,
                                     rank: communicator.rank, worldSize: communicator.size,
-                                    position: state?.loaders[communicator.rank] ?? LoaderPosition())
+                                    position: state?.loaders[0] ?? LoaderPosition())
         validTokens = valid
         inputs = Buffer(count: options.batch * options.seq)
         targets = Buffer(count: options.batch * options.seq)
@@ -133,6 +142,17 @@ public final class Trainer {
         gradientSum = options.accumulation > 1 ? FloatBuffer(count: model.parameterCount) : nil
         synchronizer = GradientSynchronizer(communicator: communicator, bucketElements: options.bucketElements)
         try synchronizeReplicas(train: train, resuming: moments != nil)
+    }
+
+    /// Micro-batches per rank that keep the global batch of `global` micro-batches on `ranks`
+    /// ranks (a resume on another rank count keeps what one update means); throws naming the
+    /// numbers when it cannot be split evenly.
+    public static func accumulation(keeping global: Int, from saved: Int, on ranks: Int) throws -> Int {
+        guard global % ranks == 0 else {
+            throw JobError("cannot resume on \(ranks) rank(s): the run's updates have \(global) micro-batches (\(saved) rank(s) x \(global / saved)), "
+                           + "which \(ranks) ranks cannot share evenly; use a number of ranks that divides \(global)")
+        }
+        return global / ranks
     }
 
     /// Makes every rank start from rank 0's run: the configuration, options and data must agree
@@ -157,89 +177,100 @@ public final class Trainer {
 
     /// Runs one update on the run's own data at the schedule's rate: accumulation micro-batches
     /// on each rank, gradient average over all of them, clipping, AdamW. The loss returned is
-    /// the mean over every rank's micro-batches.
+    /// the mean over every rank's micro-batches. Global micro-batch g reads the loader's batch g
+    /// of the update; the loader moves once the update is complete, so an interrupted update
+    /// leaves the data position of the last completed one.
     public func trainStep() throws -> StepResult {
         defer { windowsFilled = false }
-        return try update(learningRate: options.schedule(step)) { _, inputs, targets in
-            loader.next(batch: options.batch, inputs: inputs, targets: targets, windows: windows.pointer)
+        let result = try update(learningRate: options.schedule(step)) { g, inputs, targets in
+            loader.fill(batch: g, size: options.batch, inputs: inputs, targets: targets, windows: windows.pointer)
             windowsFilled = true
         }
+        loader.advance(batches: globalMicroBatches, size: options.batch)
+        return result
     }
 
-    /// Fills one micro-batch: (micro-batch index within the update, inputs, targets), each
+    /// Micro-batches per update over all ranks (G): rank r runs global micro-batches
+    /// r * accumulation ..< (r + 1) * accumulation.
+    public var globalMicroBatches: Int { options.accumulation * communicator.size }
+
+    /// Fills one micro-batch: (global micro-batch index g in 0..<G, inputs, targets), each
     /// (options.batch, options.seq) tokens.
     public typealias MicroBatchFiller = (Int, UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) throws -> Void
 
     /// One update whose micro-batches come from `fill` (the lifelong run mixes domains this way)
-    /// at learning rate `lr`. `prompt(micro)`, when given, is that micro-batch's domain prompt,
+    /// at learning rate `lr`. `prompt(g)`, when given, is global micro-batch g's domain prompt,
     /// placed as the architecture wants it (`PromptedBatch` for GPT, after `<|bos|>` for BERT).
-    /// Collective.
+    ///
+    /// Everything a micro-batch draws (data, dropout and mask seeds) follows its global index g,
+    /// and the gradients are summed over g in one fixed pairwise tree: inside a rank over its
+    /// consecutive micro-batches (`MicroBatchSum`), then across ranks in rank order. So the
+    /// update has the same bits for any split of G whose shares are aligned to that tree (1, 2,
+    /// 4... ranks). Collective.
     public func update(learningRate lr: Float, prompt: ((Int) -> Int32?)? = nil, fill: MicroBatchFiller) throws -> StepResult {
         let start = DispatchTime.now().uptimeNanoseconds
         let b = options.batch, t = options.seq, accumulation = options.accumulation
-        var lossSum = 0.0, crossEntropySum = 0.0
+        let G = globalMicroBatches, firstMicro = communicator.rank * accumulation
+        // Per global micro-batch: (loss, cross-entropy), zero where another rank runs it.
+        let losses = Buffer<Double>(count: 2 * G)
+        losses.zero()
         let kdWeight = options.distillation?.weight(atStep: step) ?? 0
         let gradients = gradientSum ?? model.gradients
         synchronizer.beginUpdate(target: gradients.pointer, count: gradients.count, label: "gradient all-reduce of update \(step + 1)")
+        microBatchSum.beginUpdate()
         for micro in 0..<accumulation {
-            try fill(micro, inputs.pointer, targets.pointer)
-            let globalMicro = communicator.rank * accumulation + micro
-            let domainPrompt = prompt?(micro)
+            let g = firstMicro + micro
+            try fill(g, inputs.pointer, targets.pointer)
+            let domainPrompt = prompt?(g)
             if var masked = options.maskedLM {
                 if let domainPrompt { masked.prompt = domainPrompt }
                 masked.makeSequences(tokens: inputs.pointer, targets: targets.pointer, batch: b, seq: t,
-                                     key: SeedStream.trainingMasks(seed: options.seed, step: step, microBatch: globalMicro))
+                                     key: SeedStream.trainingMasks(seed: options.seed, step: step, microBatch: g))
             } else if let domainPrompt {
                 PromptedBatch.apply(prompt: domainPrompt, inputs: inputs.pointer, targets: targets.pointer, rows: b, seq: t)
             }
-            let dropoutSeed = SeedStream.dropout(seed: options.seed, step: step, microBatch: globalMicro)
+            let dropoutSeed = SeedStream.dropout(seed: options.seed, step: step, microBatch: g)
             model.zeroGradients()
             // The last micro-batch's gradient is added into the sum and all-reduced range by
-            // range as backward finishes them; earlier ones are added whole.
+            // range as backward finishes them; earlier ones go into the pairwise sum whole.
             let last = micro == accumulation - 1
-            synchronizer.beginMicroBatch(last: last, gradient: model.gradients.pointer)
+            synchronizer.beginMicroBatch(last: last, gradient: model.gradients.pointer,
+                                         partials: last ? microBatchSum.partials : [])
             if kdWeight > 0 {
                 let value = try distill(weight: kdWeight, batch: b, seq: t, dropoutSeed: dropoutSeed)
-                lossSum += value.loss
-                crossEntropySum += value.crossEntropy
+                losses[2 * g] = value.loss
+                losses[2 * g + 1] = value.crossEntropy
             } else {
-                lossSum += Double(model.forward(tokens: inputs.pointer, targets: targets.pointer,
-                                                batch: b, seq: t, dropoutSeed: dropoutSeed))
+                losses[2 * g] = Double(model.forward(tokens: inputs.pointer, targets: targets.pointer,
+                                                     batch: b, seq: t, dropoutSeed: dropoutSeed))
+                losses[2 * g + 1] = losses[2 * g]
                 model.backward(observer: synchronizer)
             }
             synchronizer.endMicroBatch()
-            if let gradientSum, !last {
-                if micro == 0 {
-                    gradientSum.copy(from: model.gradients)
-                } else {
-                    addInPlace(gradientSum.pointer, model.gradients.pointer, count: gradientSum.count)
-                }
-            }
+            if let gradientSum, !last { microBatchSum.add(model.gradients, into: gradientSum) }
         }
         try synchronizer.finish()
-        let contributions = accumulation * communicator.size
-        if communicator.size > 1 {
-            lossSum = try communicator.allReduce(lossSum, .sum, label: "loss all-reduce of update \(step + 1)")
-            if kdWeight > 0 {
-                crossEntropySum = try communicator.allReduce(crossEntropySum, .sum, label: "cross-entropy all-reduce of update \(step + 1)")
-            }
+        // One non-zero term per entry: the vector's sum is exact, and added in g order it has
+        // the same bits for any number of ranks.
+        if communicator.size > 1 { try communicator.allReduce(losses, .sum, label: "loss all-reduce of update \(step + 1)") }
+        var lossSum = 0.0, crossEntropySum = 0.0
+        for g in 0..<G {
+            lossSum += losses[2 * g]
+            crossEntropySum += losses[2 * g + 1]
         }
-        if kdWeight == 0 { crossEntropySum = lossSum }
-        if contributions > 1 {
-            scaleInPlace(gradients.pointer, 1 / Float(contributions), count: gradients.count)
-        }
+        if G > 1 { scaleInPlace(gradients.pointer, 1 / Float(G), count: gradients.count) }
         let norm = clipGradients(gradients, maxNorm: options.clip)
         optimizer.update(parameters: model.parameters, gradients: gradients, learningRate: lr)
         step += 1
-        let tokens = b * t * contributions
+        let tokens = b * t * G
         tokensSeen += tokens
         flops += Double(tokens) * FLOPCount.trainingPerToken(model.config, parameters: model.parameterCount, seq: t)
         if communicator.size > 1 && replicaCheckEvery > 0 && step % replicaCheckEvery == 0 { try verifyReplicas() }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        return StepResult(step: step, loss: Float(lossSum / Double(contributions)), learningRate: lr,
+        return StepResult(step: step, loss: Float(lossSum / Double(G)), learningRate: lr,
                           gradientNorm: norm, tokens: tokens, seconds: seconds,
                           communicationWaitSeconds: synchronizer.lastWaitSeconds, distillationWeight: kdWeight,
-                          crossEntropy: Float(crossEntropySum / Double(contributions)))
+                          crossEntropy: Float(crossEntropySum / Double(G)))
     }
 
     /// Switches to new options between updates (a lifelong run's next stage or warmup): batch

@@ -62,10 +62,23 @@ extension Trainer {
         let loaders = communicator.isRoot
             ? (0..<communicator.size).map { LoaderPosition(epoch: Int(all[2 * $0]), cursor: Int(all[2 * $0 + 1])) }
             : [loader.position]
+        return state(loaders: loaders)
+    }
+
+    private func state(loaders: [LoaderPosition]) -> TrainingState {
         var state = TrainingState(step: step, options: options, loaders: loaders, optimizerStep: optimizer.step,
                                   tokensSeen: tokensSeen, worldSize: communicator.size)
         state.flops = flops
         return state
+    }
+
+    /// The state of the last completed update as this rank alone holds it (no collective: for a
+    /// rank whose peers are gone). The loaders of all ranks share one cursor, so this rank's
+    /// position stands for every rank's.
+    public func localCheckpoint() -> Checkpoint {
+        let position = loader.position
+        return Checkpoint(config: model.config, state: state(loaders: Array(repeating: position, count: communicator.size)),
+                          tensors: [("parameters", model.parameters), ("adam.m", optimizer.m), ("adam.v", optimizer.v)])
     }
 
     /// The run as a checkpoint (meaningful on rank 0). Checks first that all ranks hold the same

@@ -82,6 +82,7 @@ final class LifelongRunTests: XCTestCase {
         XCTAssertNotNil(run.state.growthEffects[0].afterWarmup)
         // Identity depth growth with noise 0 preserves the function exactly.
         let identity = run.state.growthEffects[1]
+        XCTAssertEqual(identity.afterGrowth.count, identity.before.count, "one perplexity per seen domain after growth too")
         for (a, b) in zip(identity.before, identity.afterGrowth) { XCTAssertEqual(a, b, accuracy: 1e-4 * a) }
         // 8 + (3 + 6) + (2 + 6) updates, one metrics record each.
         XCTAssertEqual(try losses(out).count, 25)

@@ -82,8 +82,8 @@ public enum MPIJob {
 
     /// The command line of `ranks` ranks of `executable arguments` (as root, Open MPI wants the
     /// flag; more ranks than cores need --oversubscribe).
-    public static func command(ranks: Int, _ executable: String, _ arguments: [String]) -> [String] {
-        ["mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "\(ranks)", executable] + arguments
+    public static func command(ranks: Int, _ executable: String, _ arguments: [String], mpirunOptions: [String] = []) -> [String] {
+        ["mpirun", "--allow-run-as-root", "--oversubscribe"] + mpirunOptions + ["-n", "\(ranks)", executable] + arguments
     }
 
     /// Runs the job to completion: (exit status, standard output, standard error).

@@ -13,6 +13,8 @@ public final class PlainRun: TrainingPhase {
     public let data: TrainingData
     public let folder: RunFolder
     public let output: RunOutput
+    /// Checkpoints are written in the background; the loop pauses only to copy the state.
+    private let writer = CheckpointWriter()
     private var communicator: Communicator { trainer.communicator }
 
     private init(trainer: Trainer, data: TrainingData, folder: RunFolder, resumed: Bool,
@@ -81,6 +83,7 @@ public final class PlainRun: TrainingPhase {
         let run = try PlainRun(trainer: trainer, data: data, folder: RunFolder(folder), resumed: true, print: print)
         run.output.restarted(atStep: trainer.step)
         run.output.log("resumed \(path) at step \(trainer.step) of \(options.steps)")
+        if let resplit = trainer.resplit { run.output.log("  same global batch: \(resplit)") }
         return run
     }
 
@@ -92,6 +95,7 @@ public final class PlainRun: TrainingPhase {
         printHeader()
         let loop = TrainingLoop(communicator: communicator, output: output, stopAfter: stopAfter, checkpointMinutes: checkpointMinutes)
         let outcome = try loop.run(self)
+        try writer.finish()
         if outcome == .stopped { output.log("stopped after update \(trainer.step); continue with --resume") }
         let hash = try trainer.verifyReplicas()
         output.log(String(format: "parameters xxh64 %016llx, identical on %d rank(s)", hash, communicator.size))
@@ -184,7 +188,17 @@ public final class PlainRun: TrainingPhase {
     }
 
     public func checkpoint() throws {
-        if let path = try trainer.saveCheckpoint(in: folder.path) { output.log("checkpoint \(path)") }
+        let start = DispatchTime.now().uptimeNanoseconds
+        let checkpoint = try trainer.checkpoint()
+        guard communicator.isRoot else { return }
+        let path = try writer.write(checkpoint, to: folder, name: RunFolder.stepCheckpointName(trainer.step))
+        output.log(String(format: "checkpoint %@ (training paused %.0f ms; the file is written in the background)",
+                          path, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6))
+    }
+
+    public func emergencyCheckpoint() throws -> String? {
+        try? writer.finish()
+        return try folder.write(trainer.localCheckpoint(), name: RunFolder.stepCheckpointName(trainer.step))
     }
 
     public func nonFiniteLoss(_ result: StepResult) -> String {

@@ -150,3 +150,45 @@ extension Checkpoint {
         return (m, v)
     }
 }
+
+/// Writes checkpoints on a background thread, one at a time, so training pauses only for a copy
+/// of the state into buffers kept for the purpose (allocated by the first checkpoint and reused:
+/// their pages are already mapped, so the copy runs at memory speed), not for the file system. A
+/// failed write is reported by the next `write` or by `finish`; `finish` waits for the last file
+/// (call it before anything reads the folder, and before the process exits).
+public final class CheckpointWriter: @unchecked Sendable {
+    private let queue = DispatchQueue(label: "elle.checkpoint-writer")
+    private let lock = NSLock()
+    private var failure: Error?
+    /// The copy of the state the writer thread is writing, or will write.
+    private var copies: [FloatBuffer] = []
+
+    public init() {}
+
+    /// Copies `checkpoint`'s tensors and queues them to be written as `name` in `folder` (the
+    /// previous write is finished first, since its copy is reused). Returns the file's path.
+    @discardableResult
+    public func write(_ checkpoint: Checkpoint, to folder: RunFolder, name: String, keepSteps: Int? = nil) throws -> String {
+        try finish()
+        if copies.map(\.count) != checkpoint.tensors.map(\.buffer.count) {
+            copies = checkpoint.tensors.map { FloatBuffer(count: $0.buffer.count, zeroed: false) }
+        }
+        for (copy, tensor) in zip(copies, checkpoint.tensors) { copy.copy(from: tensor.buffer) }
+        let snapshot = Checkpoint(config: checkpoint.config, state: checkpoint.state,
+                                  tensors: zip(checkpoint.tensors, copies).map { ($0.0.name, $0.1) })
+        queue.async { [self] in
+            do { _ = try folder.write(snapshot, name: name, keepSteps: keepSteps) } catch {
+                lock.lock(); failure = failure ?? error; lock.unlock()
+            }
+        }
+        return folder.file(name)
+    }
+
+    /// Waits for the queued write; throws if it failed.
+    public func finish() throws {
+        queue.sync {}
+        lock.lock()
+        defer { lock.unlock() }
+        if let failure { self.failure = nil; throw failure }
+    }
+}

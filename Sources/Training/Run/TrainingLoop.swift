@@ -70,6 +70,9 @@ public protocol TrainingPhase: AnyObject {
     func evaluate(last: Bool) throws
     /// Writes a checkpoint of the state after update `completed`. Collective.
     func checkpoint() throws
+    /// Writes the last completed update's state without any collective (this rank's peers are
+    /// gone); returns the file, or nil when the phase keeps no checkpoints.
+    func emergencyCheckpoint() throws -> String?
     /// What to tell the user when the averaged loss is not finite (every rank sees the same loss).
     func nonFiniteLoss(_ result: StepResult) -> String
 }
@@ -109,7 +112,18 @@ public final class TrainingLoop {
     }
 
     /// Runs `phase` to its end, or until the ranks agree to stop (after writing a checkpoint).
+    /// A rank stopped inside a collective that its peers never finish (a peer died and mpirun is
+    /// ending the job) saves the last completed update alone and ends with an error naming it.
     public func run(_ phase: TrainingPhase) throws -> Outcome {
+        do {
+            return try loop(phase)
+        } catch let interrupted as CollectiveInterrupted {
+            guard let path = try phase.emergencyCheckpoint() else { throw interrupted }
+            throw LostPeer(interrupted: interrupted, checkpoint: path, step: phase.runStep)
+        }
+    }
+
+    private func loop(_ phase: TrainingPhase) throws -> Outcome {
         var window = RunWindow()
         lastCheckpointStep = nil
         while phase.completed < phase.updates && !phase.finishedEarly {
@@ -181,5 +195,16 @@ public final class TrainingLoop {
         guard communicator.size > 1 else { return mine }
         let agreed = try communicator.allReduce(mine.rawValue, .max, label: "stop agreement before update \(phase.runStep + 1)")
         return Agreement(rawValue: agreed) ?? .stop
+    }
+}
+
+/// The end of a job whose peer died: this rank saved the last completed update on its own.
+public struct LostPeer: Error, CustomStringConvertible {
+    public let interrupted: CollectiveInterrupted
+    public let checkpoint: String
+    public let step: Int
+
+    public var description: String {
+        "\(interrupted); saved the state after update \(step) to \(checkpoint) (continue with --resume)"
     }
 }
