@@ -49,7 +49,7 @@ public final class PlainRun: TrainingPhase {
         options.domain = data.domain
         if config.architecture == .bert {
             guard let bpe = data.tokenizer as? SubwordTokenizer else {
-                throw JobError("\(initial == nil ? "--model bert" : "the --init-from model is a BERT, which") needs a prepared data folder (elle data prepare): its tokenizer (BPE or WordPiece) has the begin, mask and pad tokens BERT uses, and \(options.dataPath) is raw text, read as byte tokens without them")
+                throw JobError("\(initial == nil ? "--model bert" : "the --init-from model is a BERT, which") needs a prepared data folder (elle data prepare): its tokenizer (BPE or WordPiece) has the begin, mask and pad tokens BERT uses (<|bos|>, <|mask|>, <|pad|>; WordPiece's [CLS], [MASK], [PAD]), and \(options.dataPath) is raw text, read as byte tokens without them")
             }
             config.padToken = bpe.pad
             options.maskedLM = MaskedLM(tokenizer: bpe)
