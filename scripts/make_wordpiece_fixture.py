@@ -198,6 +198,11 @@ def make_model():
                   special_tokens=SPECIALS, show_progress=False)
     work = tempfile.mkdtemp()
     trainer.save_model(work)
+    # The trainer breaks frequency ties in no fixed order: ids in sorted order (specials first)
+    # make the vocabulary depend only on which tokens were learned.
+    learned = [line.rstrip("\n") for line in open(os.path.join(work, "vocab.txt"), encoding="utf-8")]
+    ordered = SPECIALS + sorted((t for t in learned if t not in SPECIALS), key=lambda t: (t.startswith("##"), t))
+    open(os.path.join(work, "vocab.txt"), "w", encoding="utf-8").write("\n".join(ordered) + "\n")
     t = 32
     tokenizer = BertTokenizerFast(vocab=os.path.join(work, "vocab.txt"), do_lower_case=True, model_max_length=t)
     vocab_size = len(tokenizer)
