@@ -188,6 +188,8 @@ def make_model():
     from safetensors.torch import save_file
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from make_interop_fixture import randomize_bert
 
     fixtures = os.path.join(ROOT, "Tests", "Fixtures")
     folder = os.path.join(fixtures, "hf-bert-wordpiece")
@@ -212,14 +214,7 @@ def make_model():
     cfg = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=72,
                      max_position_embeddings=t, type_vocab_size=2, hidden_act="gelu", layer_norm_eps=1e-12, pad_token_id=pad)
     model = BertForMaskedLM(cfg).float().eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("LayerNorm.weight"):
-                p.copy_(1 + 0.2 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.copy_(0.1 * torch.randn_like(p))
-            else:
-                p.copy_(0.2 * torch.randn_like(p))
+    randomize_bert(model)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     for extra in ["vocab.txt", "special_tokens_map.json"]:  # the tokenizer.json path is the one tested

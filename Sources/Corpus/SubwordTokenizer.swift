@@ -30,6 +30,27 @@ public protocol SubwordTokenizer: Tokenizer, AnyObject {
     func save(to path: String) throws
 }
 
+/// Domain prompt names among a tokenizer's specials (`<|domain:NAME|>`, `<|domain:spare-K|>`),
+/// shared by both kinds.
+enum DomainPrompts {
+    /// Domains that have prompt tokens, in id order.
+    static func domains(in specials: [String]) -> [String] {
+        specials.compactMap { name in
+            guard name.hasPrefix("<|domain:"), !name.hasPrefix("<|domain:spare-") else { return nil }
+            return String(name.dropFirst(9).dropLast(2))
+        }
+    }
+
+    /// Renames the first spare to `domain`'s prompt; returns its index among the specials.
+    static func assign(_ domain: String, in specials: inout [String]) throws -> Int {
+        guard let spare = specials.firstIndex(where: { $0.hasPrefix("<|domain:spare-") }) else {
+            throw DataError(path: "tokenizer", "has no spare domain prompt left for domain \(domain)")
+        }
+        specials[spare] = BPETokenizer.promptName(domain)
+        return spare
+    }
+}
+
 /// Encodes pieces of text on one thread.
 public protocol PieceEncoder: AnyObject {
     /// Appends the ids of `bytes` (UTF-8 text) to `out`.

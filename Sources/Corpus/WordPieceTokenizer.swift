@@ -98,21 +98,12 @@ public final class WordPieceTokenizer: SubwordTokenizer, @unchecked Sendable {
         specials.firstIndex(of: BPETokenizer.promptName(domain)).map { Int32(tokens.count + $0) }
     }
 
-    public var promptDomains: [String] {
-        specials.compactMap { name in
-            guard name.hasPrefix("<|domain:"), !name.hasPrefix("<|domain:spare-") else { return nil }
-            return String(name.dropFirst(9).dropLast(2))
-        }
-    }
+    public var promptDomains: [String] { DomainPrompts.domains(in: specials) }
 
     @discardableResult
     public func assignPrompt(domain: String) throws -> Int32 {
         if let id = promptId(domain: domain) { return id }
-        guard let spare = specials.firstIndex(where: { $0.hasPrefix("<|domain:spare-") }) else {
-            throw DataError(path: "tokenizer", "has no spare domain prompt left for domain \(domain)")
-        }
-        specials[spare] = BPETokenizer.promptName(domain)
-        return Int32(tokens.count + spare)
+        return Int32(tokens.count + (try DomainPrompts.assign(domain, in: &specials)))
     }
 
     public func tokenText(_ id: Int32) -> String {
