@@ -33,7 +33,7 @@ def torch(python, shape, threads, steps):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--torch", default=os.path.expanduser("~/torch-venv/bin/python"))
+    p.add_argument("--torch", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".venv", "bin", "python"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--rounds", type=int, default=5)

@@ -2,7 +2,7 @@
 """elle bench beside the PyTorch anchor on the same shapes, one right after the other.
 
 Run by hand on a quiet machine (needs torch + transformers for the anchor):
-    python3 scripts/bench_gpt.py [--torch ~/torch-venv/bin/python] [--threads 2] [--steps 5] [--rounds 3]
+    python3 scripts/bench_gpt.py [--torch .venv/bin/python] [--threads 2] [--steps 5] [--rounds 3]
 
 For each shape (L/D/H/V/T/B) it runs `elle bench --json` with OpenBLAS's default kernel (the
 environment as it is), then with the AVX-512 kernel OpenBLAS picks for the host (OPENBLAS_CORETYPE and
@@ -54,7 +54,7 @@ def median(values):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--torch", default=os.path.expanduser("~/torch-venv/bin/python"))
+    p.add_argument("--torch", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".venv", "bin", "python"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per shape; the table gives medians")

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes PyTorch reference fixtures for elle's BERT (Tests/Fixtures/bert-*.json).
 
-Run by hand with the repository's venv (`scripts/setup.sh --python` makes it):
+Run by hand with the repository's venv (`scripts/setup.sh --python-heavy` makes it, with torch and
+transformers):
     .venv/bin/python scripts/make_bert_fixture.py
 
 The reference is Hugging Face's BertForMaskedLM in float32 without dropout: post-LN blocks,

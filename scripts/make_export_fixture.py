@@ -2,7 +2,7 @@
 """Writes the export-direction Hugging Face fixtures under Tests/Fixtures/ (read by
 Tests/InteropTests/HFExportReferenceTests.swift, which needs no Python).
 
-Run by hand after a release build, with the repository's venv (`scripts/setup.sh --python`):
+Run by hand after a release build, with the repository's venv (`scripts/setup.sh --python-heavy`: torch, transformers):
     swift build -c release
     .venv/bin/python scripts/make_export_fixture.py
 

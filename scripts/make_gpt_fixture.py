@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes PyTorch reference fixtures for elle's GPT (Tests/Fixtures/gpt-*.json).
 
-Run by hand with the repository's venv (`scripts/setup.sh --python` makes it):
+Run by hand with the repository's venv (`scripts/setup.sh --python-heavy` makes it, with torch and
+transformers):
     .venv/bin/python scripts/make_gpt_fixture.py
 
 The reference is Hugging Face's GPT2LMHeadModel (pre-LN blocks, gelu_new, tied output

@@ -146,14 +146,14 @@ public enum DataPreparer {
 
         // 2. The tokenizer, with a prompt token per domain.
         let names = domains.map(\.name)
-        let tokenizer: BPETokenizer
+        let tokenizer: SubwordTokenizer
         let source: String
         switch options.tokenizer {
         case .gpt2(let folder):
             tokenizer = try BPETokenizer.loadGPT2(vocab: folder + "/vocab.json", merges: folder + "/merges.txt", domains: names)
             source = "gpt2"
         case .file(let path):
-            tokenizer = try BPETokenizer.load(path)
+            tokenizer = try TokenizerFile.load(path)
             for name in names { try tokenizer.assignPrompt(domain: name) }
             source = path
         case .train(let size):
@@ -219,14 +219,14 @@ public enum DataPreparer {
     }
 
     /// Tokens of each piece, end-of-text appended to pieces that end a document.
-    static func encode(_ domain: RawDomain, tokenizer: BPETokenizer, threads: Int) -> [[Int32]] {
+    static func encode(_ domain: RawDomain, tokenizer: SubwordTokenizer, threads: Int) -> [[Int32]] {
         let count = domain.pieces.count
         let results = UnsafeMutablePointer<[Int32]>.allocate(capacity: count)
         results.initialize(repeating: [], count: count)
         defer { results.deinitialize(count: count); results.deallocate() }
         let workers = max(1, min(threads, count))
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
-            let encoder = BPEEncoder(tokenizer)
+            let encoder = tokenizer.makeEncoder()
             var k = worker
             while k < count {
                 let piece = domain.pieces[k]
@@ -245,7 +245,7 @@ public enum DataPreparer {
     /// there are two), the rest to train; memory (the replay buffer) is the next train pieces in
     /// that order until it holds memoryFraction of the train tokens (its tokens are also in
     /// train). Each split keeps text order. Writes the three splits' shards.
-    static func writeDomain(_ domain: RawDomain, encoded: [[Int32]], tokenizer: BPETokenizer,
+    static func writeDomain(_ domain: RawDomain, encoded: [[Int32]], tokenizer: SubwordTokenizer,
                             options: PrepareOptions) throws -> DataManifest.Domain {
         let total = encoded.reduce(0) { $0 + $1.count }
         var rng = Xoshiro256(seed: SeedStream.domainSplit(seed: options.seed, domainHash: domain.name.hashValueStable))
@@ -329,7 +329,7 @@ public struct PreparedData {
 
     public var tokenizerPath: String { folder + "/" + manifest.tokenizer.file }
 
-    public func tokenizer() throws -> BPETokenizer { try BPETokenizer.load(tokenizerPath) }
+    public func tokenizer() throws -> SubwordTokenizer { try TokenizerFile.load(tokenizerPath) }
 
     /// The named domain, or the only one when `name` is nil.
     public func domain(_ name: String?) throws -> DataManifest.Domain {

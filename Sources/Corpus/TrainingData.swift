@@ -43,7 +43,7 @@ public struct TrainingData {
     /// The tokenizer a checkpoint was trained with (its options.tokenizer: "bytes" or a path).
     public static func tokenizer(named name: String) throws -> Tokenizer {
         if name == "bytes" { return ByteTokenizer() }
-        do { return try BPETokenizer.load(name) } catch let error as DataError {
+        do { return try TokenizerFile.load(name) } catch let error as DataError {
             throw DataError(path: error.path, "(the checkpoint's tokenizer) \(error.message)")
         }
     }

@@ -11,6 +11,7 @@ final class FineTunePhase: TrainingPhase {
     private unowned let tuner: FineTuner
     private let train: EncodedSplit, dev: EncodedSplit
     private let log: (String) -> Void
+    private let output: RunOutput
     let perEpoch: Int
     let updates: Int
     private let schedule: LearningRateSchedule
@@ -21,8 +22,9 @@ final class FineTunePhase: TrainingPhase {
     private var order: (epoch: Int, indices: [Int]) = (-1, [])
     private var lossSum = 0.0, lossCount = 0
 
-    init(tuner: FineTuner, train: EncodedSplit, dev: EncodedSplit, log: @escaping (String) -> Void) {
+    init(tuner: FineTuner, train: EncodedSplit, dev: EncodedSplit, output: RunOutput, log: @escaping (String) -> Void) {
         self.tuner = tuner
+        self.output = output
         self.train = train
         self.dev = dev
         self.log = log
@@ -80,6 +82,9 @@ final class FineTunePhase: TrainingPhase {
         log(String(format: "epoch %.2f update %d/%d | train loss %.4f | lr %.2e | dev accuracy %.4f macro-F1 %.4f%@",
                    Double(step) / Double(perEpoch), step, updates, lossSum / Double(max(1, lossCount)), schedule(step - 1),
                    scores.accuracy, scores.macroF1, improved ? " (best)" : ""))
+        output.metric(["event": "dev", "step": step, "epoch": Double(step) / Double(perEpoch),
+                       "train_loss": lossSum / Double(max(1, lossCount)), "lr": Double(schedule(step - 1)),
+                       "accuracy": scores.accuracy, "macro_f1": scores.macroF1])
         lossSum = 0
         lossCount = 0
         if stopping.shouldStop {

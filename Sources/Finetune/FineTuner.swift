@@ -118,10 +118,13 @@ public final class FineTuner {
 
     /// Trains on `train`, early-stopping on `dev`, in the run loop (`FineTunePhase`); leaves the
     /// best dev weights in the model and head. `log` receives progress lines (call it on rank 0
-    /// only, if at all). A stop signal ends training early with the best weights so far.
-    public func train(_ train: EncodedSplit, dev: EncodedSplit, log: @escaping (String) -> Void = { _ in }) throws -> FineTuneResult {
-        let phase = FineTunePhase(tuner: self, train: train, dev: dev, log: log)
+    /// only, if at all). A stop signal ends training early with the best weights so far. With
+    /// `tensorboard`, rank 0 writes each evaluation's scores there (`event` dev).
+    public func train(_ train: EncodedSplit, dev: EncodedSplit, tensorboard: String? = nil,
+                      log: @escaping (String) -> Void = { _ in }) throws -> FineTuneResult {
         let output = try RunOutput(folder: nil, enabled: true, append: false, print: log)
+        if let tensorboard, communicator.isRoot { output.add(try TensorBoardSink(folder: tensorboard, resumed: false)) }
+        let phase = FineTunePhase(tuner: self, train: train, dev: dev, output: output, log: log)
         _ = try TrainingLoop(communicator: communicator, output: output).run(phase)
         model.parameters.copy(from: phase.bestEncoder)
         head.parameters.copy(from: phase.bestHead)

@@ -115,7 +115,8 @@ final class LifelongPhase: TrainingPhase {
         updated.refresh(validLosses: losses, generous: kind == .frw || run.state.stepInPhase <= updates / 2)
         run.state.adaptive = updated
         run.output.metric(["event": "replay_weights", "stage": stage, "phase": kind.rawValue, "update": run.state.stepInPhase,
-                           "step": trainer.step, "weights": updated.weights, "valid_losses": losses])
+                           "step": trainer.step, "domains": replay.map { run.domains[$0].name }, "weights": updated.weights,
+                           "valid_losses": losses])
     }
 
     func report(_ window: RunWindow, result: StepResult, last: Bool) -> (line: String, record: [String: Any])? {
@@ -140,7 +141,7 @@ final class LifelongPhase: TrainingPhase {
         let seen = try run.perplexities(upTo: kind == .frw ? stage - 1 : stage)
         run.output.log("  valid perplexity: " + zip(run.domains, seen).map { String(format: "%@ %.2f", $0.0.name, $0.1) }.joined(separator: ", "))
         run.output.metric(["event": "eval", "stage": stage, "phase": kind.rawValue, "update": run.state.stepInPhase, "step": trainer.step,
-                           "perplexities": seen, "flops": run.state.flops])
+                           "domains": run.names(upTo: seen.count - 1), "perplexities": seen, "flops": run.state.flops])
     }
 
     func checkpoint() throws {

@@ -25,7 +25,7 @@ public final class LifelongRun {
     public let out: String
     public let communicator: Communicator
     public let domains: [Domain]
-    public let tokenizer: BPETokenizer
+    public let tokenizer: SubwordTokenizer
     public private(set) var trainer: Trainer
     /// Where the run stands; its phases advance it.
     public internal(set) var state: LifelongState
@@ -38,7 +38,8 @@ public final class LifelongRun {
 
     /// Prepares a run: reads the data, checks it against the plan, and builds (or, with
     /// `resume`, reloads from `out`'s newest valid checkpoint) the model. Collective.
-    public init(plan: StagePlan, out: String, communicator: Communicator, resume: Bool,
+    /// `tensorboard` (default: the plan's) is the folder for TensorBoard event files.
+    public init(plan: StagePlan, out: String, communicator: Communicator, resume: Bool, tensorboard: String? = nil,
                 print: @escaping (String) -> Void = { Swift.print($0) }) throws {
         self.plan = plan
         self.out = out
@@ -63,7 +64,8 @@ public final class LifelongRun {
         }
         self.domains = domains
         try LifelongRun.checkData(plan: plan, domains: domains, ranks: communicator.size)
-        output = try RunOutput(folder: RunFolder(out), enabled: communicator.isRoot, append: resume, print: print)
+        output = try RunOutput(folder: RunFolder(out), enabled: communicator.isRoot, append: resume,
+                               tensorboard: tensorboard ?? plan.tensorboard, print: print)
 
         if resume {
             let (saved, path) = try RunFolder.readOnRoot(out, communicator: communicator)
@@ -83,9 +85,13 @@ public final class LifelongRun {
             if config.architecture == .bert { config.padToken = tokenizer.pad }
             let options = plan.settings(ofStage: 0).trainingOptions(plan: plan, tokenizer: prepared.tokenizerPath, steps: 1,
                                                                     domain: domains[0].name, maskedLM: LifelongRun.maskedLM(plan: plan, tokenizer: tokenizer))
-            trainer = try Trainer(model: try makeModel(config: config, seed: plan.seed), options: options,
+            let loadedTokenizer = tokenizer
+            let model = try plan.initFrom.map { try LifelongRun.initialModel(from: $0, plan: plan, config: config, tokenizer: loadedTokenizer) }
+                ?? makeModel(config: config, seed: plan.seed)
+            trainer = try Trainer(model: model, options: options,
                                   train: domains[0].train, valid: domains[0].valid, communicator: communicator)
             state = LifelongState(domains: domains.map(\.name), ranks: communicator.size)
+            if let initFrom = plan.initFrom { output.log("initialized from \(initFrom): \(trainer.model.config)") }
         }
         loop = TrainingLoop(communicator: communicator, output: output, checkpointMinutes: plan.checkpointMinutes)
         try verifyDomainsAgree()
@@ -129,7 +135,8 @@ public final class LifelongRun {
                 effect.afterWarmup = after
                 state.growthEffects[state.growthEffects.count - 1] = effect
             }
-            output.metric(["event": "warmup_end", "stage": i, "step": trainer.step, "perplexities": after, "flops": state.flops])
+            output.metric(["event": "warmup_end", "stage": i, "step": trainer.step, "domains": names(upTo: i - 1), "perplexities": after,
+                           "flops": state.flops])
             output.log("  perplexity of seen domains after warmup: " + zip(domains, after)
                 .map { String(format: "%@ %.2f", $0.0.name, $0.1) }.joined(separator: ", "))
             startPhase(.main)
@@ -141,7 +148,8 @@ public final class LifelongRun {
         output.note(String(format: "stage %d/%d (%@) done: ", i + 1, plan.stages.count, domains[i].name)
                     + zip(domains, row).map { String(format: "%@ %.2f", $0.0.name, $0.1) }.joined(separator: ", ")
                     + String(format: " | AP %.2f | AP+ %.2f", ap, apPlus), step: trainer.step)
-        output.metric(["event": "stage_end", "stage": i, "step": trainer.step, "domain": domains[i].name, "perplexities": row,
+        output.metric(["event": "stage_end", "stage": i, "step": trainer.step, "domain": domains[i].name,
+                       "domains": names(upTo: i), "perplexities": row,
                        "ap": ap, "ap_plus": apPlus, "flops": state.flops])
         state.stage = i + 1
         state.phase = nil
@@ -160,7 +168,8 @@ public final class LifelongRun {
                            i + 1, plan.stages.count, "\(received.config)", seconds, communicator.size, received.hash), step: trainer.step)
         output.log("  perplexity of seen domains before -> after growth: " + zip(before, after).enumerated()
             .map { String(format: "%@ %.2f -> %.2f", domains[$0.offset].name, $0.element.0, $0.element.1) }.joined(separator: ", "))
-        output.metric(["event": "growth", "stage": i, "step": trainer.step, "config": "\(received.config)", "before": before,
+        output.metric(["event": "growth", "stage": i, "step": trainer.step, "config": "\(received.config)",
+                       "domains": names(upTo: i - 1), "before": before,
                        "after": after, "seconds": seconds, "flops": state.flops])
     }
 
@@ -207,6 +216,9 @@ public final class LifelongRun {
 
     // MARK: measuring
 
+    /// Names of domains 0...last: the labels of a record's per-domain lists.
+    func names(upTo last: Int) -> [String] { domains.prefix(max(0, last + 1)).map(\.name) }
+
     /// Validation perplexity of domains 0...last (with their prompts when the stage uses them).
     public func perplexities(upTo last: Int) throws -> [Double] {
         guard last >= 0 else { return [] }
@@ -244,8 +256,36 @@ public final class LifelongRun {
 
     // MARK: set-up helpers
 
+    /// The model of the checkpoint a plan starts from (`initFrom`): its shape must be the plan's
+    /// `model`, its vocabulary the data's (ordinary tokens equal, at least the tokenizer's rows,
+    /// which `elle import` gives an imported model), and it takes the plan's dropout.
+    static func initialModel(from location: String, plan: StagePlan, config planned: ModelConfig,
+                             tokenizer: SubwordTokenizer) throws -> LanguageModel {
+        let (checkpoint, path) = try RunFolder.read(location)
+        var config = checkpoint.config
+        let checks: [(String, Any, Any)] = [("architecture", config.architecture, planned.architecture), ("layers", config.layers, planned.layers),
+                                           ("width", config.width, planned.width), ("heads", config.heads, planned.heads),
+                                           ("ffn", config.ffn, planned.ffn), ("context", config.context, planned.context)]
+        for (field, have, want) in checks where "\(have)" != "\(want)" {
+            throw PlanError(path: "plan", field: "model.\(field)", "is \(want), but the initFrom model \(path) has \(have)")
+        }
+        guard config.vocab >= tokenizer.vocabularySize else {
+            throw PlanError(path: "plan", field: "initFrom", "\(path) has \(config.vocab) token rows, the data's tokenizer \(tokenizer.vocabularySize): import it with --tokenizer \(plan.data)/tokenizer.json")
+        }
+        let own = checkpoint.state.options.tokenizer
+        if own != "bytes", FileManager.default.fileExists(atPath: own) {
+            let theirs = try TokenizerFile.load(own)
+            if let id = (0..<max(theirs.ordinaryCount, tokenizer.ordinaryCount)).first(where: { theirs.tokenText(Int32($0)) != tokenizer.tokenText(Int32($0)) }) {
+                throw PlanError(path: "plan", field: "initFrom", "\(path) was trained with \(own), whose token \(id) is \(theirs.tokenText(Int32(id)).debugDescription) but \(tokenizer.tokenText(Int32(id)).debugDescription) in the data's tokenizer")
+            }
+        }
+        config.dropout = planned.dropout
+        if config.architecture == .bert { config.padToken = tokenizer.pad }
+        return try makeModel(config: config, parameters: try checkpoint.model(path: path).parameters)
+    }
+
     /// A BERT plan's masked-LM settings (the prompt is set per micro-batch), nil for GPT.
-    static func maskedLM(plan: StagePlan, tokenizer: BPETokenizer) -> MaskedLM? {
+    static func maskedLM(plan: StagePlan, tokenizer: SubwordTokenizer) -> MaskedLM? {
         plan.model.architecture == .bert ? MaskedLM(tokenizer: tokenizer) : nil
     }
 

@@ -21,7 +21,13 @@ public struct StagePlan: Decodable, Sendable {
     /// Also checkpoint when this many minutes have passed since the last checkpoint (0: never by
     /// time); rank 0's clock decides for every rank.
     public var checkpointMinutes: Double
+    /// A folder for the run's TensorBoard event files (one run per folder), or nil.
+    public var tensorboard: String?
     public var stages: [Stage]
+
+    /// A checkpoint (file or run folder, e.g. one `elle import` wrote) whose model the first
+    /// stage starts from instead of a random one; `model` must describe its shape.
+    public var initFrom: String?
 
     /// The initial model (the vocabulary comes from the data's tokenizer).
     public struct ModelSpec: Decodable, Sendable {
@@ -81,17 +87,19 @@ public struct StagePlan: Decodable, Sendable {
         }
     }
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case name, model, data, seed, keepCheckpoints, checkpointMinutes, defaults, stages }
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, model, initFrom, data, seed, keepCheckpoints, checkpointMinutes, tensorboard, defaults, stages }
 
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         name = try c.decodeIfPresent(String.self, forKey: .name) ?? "lifelong"
         model = try c.decode(ModelSpec.self, forKey: .model)
+        initFrom = try c.decodeIfPresent(String.self, forKey: .initFrom)
         data = try c.decode(String.self, forKey: .data)
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? 1
         keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? 3
         checkpointMinutes = try c.decodeIfPresent(Double.self, forKey: .checkpointMinutes) ?? TrainingOptions.defaultCheckpointMinutes
+        tensorboard = try c.decodeIfPresent(String.self, forKey: .tensorboard)
         var defaults = Settings(context: model.context)
         if c.contains(.defaults) {
             let d = try c.superDecoder(forKey: .defaults)

@@ -51,6 +51,9 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     public var maskedLM: MaskedLM?
     /// Knowledge inheritance from a teacher (docs/KI.md), or nil.
     public var distillation: DistillationOptions?
+    /// The run's TensorBoard folder (rank 0 writes event files there), or nil; kept so a resumed
+    /// run goes on writing there.
+    public var tensorboard: String?
 
     public init(batch: Int, seq: Int, steps: Int, schedule: LearningRateSchedule, dataPath: String) {
         self.batch = batch

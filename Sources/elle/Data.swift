@@ -20,7 +20,7 @@ struct DataCommand: ParsableCommand {
 
         @Option(help: "Folder of domain folders.") var raw: String
         @Option(help: "Output folder.") var out: String
-        @Option(help: "gpt2 (GPT-2's files in --gpt2-dir), a tokenizer.json path, or train:SIZE.")
+        @Option(help: "gpt2 (GPT-2's files in --gpt2-dir), a tokenizer.json (byte-level BPE or WordPiece) or BERT vocab.txt path, a Hugging Face folder holding one, or train:SIZE.")
         var tokenizer: String = "gpt2"
         @Option(help: "Folder with GPT-2's vocab.json and merges.txt (scripts/fetch-gpt2.sh).")
         var gpt2Dir: String = "corpora/gpt2"
@@ -40,7 +40,7 @@ struct DataCommand: ParsableCommand {
                 return .train(vocabularySize: size)
             }
             guard FileManager.default.fileExists(atPath: tokenizer) else {
-                throw CommandError("--tokenizer \(tokenizer): no such tokenizer.json (or use gpt2, train:SIZE)")
+                throw CommandError("--tokenizer \(tokenizer): no such tokenizer.json, vocab.txt or folder (or use gpt2, train:SIZE)")
             }
             return .file(tokenizer)
         }

@@ -115,7 +115,7 @@ struct Eval: ParsableCommand {
             guard let content = try? String(contentsOfFile: text, encoding: .utf8) else { throw CommandError("--text \(text) cannot be read as UTF-8") }
             let tokenizer = try TrainingData.tokenizer(named: saved.state.options.tokenizer)
             var ids = tokenizer.encode(content)
-            if c.architecture == .bert, let bpe = tokenizer as? BPETokenizer { ids.insert(bpe.beginOfSequence, at: 0) }
+            if c.architecture == .bert, let bpe = tokenizer as? SubwordTokenizer { ids.insert(bpe.beginOfSequence, at: 0) }
             sequences = [Array(ids.prefix(c.context))]
         } else {
             sequences = try Eval.readTokens(tokens!)

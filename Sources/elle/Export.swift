@@ -44,6 +44,8 @@ struct Export: ParsableCommand {
             print("  tokenizer: elle's byte tokenizer (256 bytes + <|endoftext|> 256) as a byte-level BPE without merges")
         case .bpe(let t):
             print("  tokenizer: \(name), \(t.vocabularySize) tokens (\(t.specials.count) special, added tokens in tokenizer.json)")
+        case .wordPiece(let t):
+            print("  tokenizer: \(name), WordPiece, \(t.vocabularySize) tokens (\(t.specialTokens.count) special, added tokens in tokenizer.json)")
         }
     }
 }

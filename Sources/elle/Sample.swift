@@ -34,7 +34,7 @@ struct Sample: ParsableCommand {
         let tokenizer = try TrainingData.tokenizer(named: saved.state.options.tokenizer)
         var leading: Int32?
         if let domain {
-            guard let bpe = tokenizer as? BPETokenizer, let id = bpe.promptId(domain: domain) else {
+            guard let bpe = tokenizer as? SubwordTokenizer, let id = bpe.promptId(domain: domain) else {
                 throw CommandError("--domain \(domain): the checkpoint's tokenizer has no prompt token for it")
             }
             leading = id

@@ -63,6 +63,8 @@ struct Train: ParsableCommand {
     @Option(help: "Stop (with a checkpoint) after this update, though the schedule spans --steps; continue later with --resume.")
     var stopAfter: Int?
     @Option(help: "Print a sample of this many tokens when training ends (0: none).") var sampleTokens: Int = 0
+    @Option(help: "Also write the metrics as TensorBoard event files into this folder, one run per folder (`tensorboard --logdir` its parent to compare runs). A resumed plain run keeps writing to its folder; a plan may name it (key tensorboard).")
+    var tensorboard: String?
     @Option(help: "MiB per gradient all-reduce bucket on several ranks, started while backward runs (0: one all-reduce after backward; default \(TrainingOptions.defaultBucketMB)). May change on --resume.")
     var bucketMB: Double?
     @Option(help: "Compare a hash of the parameters across ranks every N updates (0: only at checkpoints).")
@@ -107,7 +109,8 @@ struct Train: ParsableCommand {
         try Job.printRanks(communicator)
         StopSignal.install()
         if let config {
-            try trainLifelong(plan: config, out: out, resume: resume, stopAfter: stopAfter, communicator: communicator)
+            try trainLifelong(plan: config, out: out, resume: resume, stopAfter: stopAfter, tensorboard: tensorboard,
+                              communicator: communicator)
             return
         }
         let run: PlainRun
@@ -116,6 +119,7 @@ struct Train: ParsableCommand {
                 if let steps { options.steps = steps }
                 if let data { options.dataPath = data }  // e.g. another node's copy (contents are compared)
                 if let bucketMB { options.bucketMB = bucketMB }
+                if let tensorboard { options.tensorboard = tensorboard }
             }
             if ki.isSet && run.trainer.options.distillation == nil {
                 throw CommandError("--teacher/--kd-cache: the run in \(out) was started without knowledge inheritance")
@@ -139,6 +143,7 @@ struct Train: ParsableCommand {
             options.checkpointMinutes = checkpointMinutes
             options.bucketMB = bucketMB
             options.distillation = ki.options(steps: total)
+            options.tensorboard = tensorboard
             let shape = ModelConfig(architecture: model.architecture, layers: model.layers, width: model.width,
                                     heads: model.heads, vocab: 1, context: model.context ?? seq, ffn: model.ffn, dropout: dropout)
             run = try PlainRun.start(options: options, shape: shape, initFrom: initFrom,

@@ -22,7 +22,8 @@ public final class PlainRun: TrainingPhase {
         self.trainer = trainer
         self.data = data
         self.folder = folder
-        output = try RunOutput(folder: folder, enabled: trainer.communicator.isRoot, append: resumed, print: print)
+        output = try RunOutput(folder: folder, enabled: trainer.communicator.isRoot, append: resumed,
+                               tensorboard: trainer.options.tensorboard, print: print)
     }
 
     /// A new run on `options.dataPath`. `shape` gives the model's architecture and sizes (its
@@ -47,8 +48,8 @@ public final class PlainRun: TrainingPhase {
         options.tokenizer = data.tokenizerName
         options.domain = data.domain
         if config.architecture == .bert {
-            guard let bpe = data.tokenizer as? BPETokenizer else {
-                throw JobError("\(initial == nil ? "--model bert" : "the --init-from model is a BERT, which") needs a prepared data folder (elle data prepare): its BPE tokenizer has the <|bos|>, <|mask|> and <|pad|> tokens BERT uses, and \(options.dataPath) is raw text, read as byte tokens without them")
+            guard let bpe = data.tokenizer as? SubwordTokenizer else {
+                throw JobError("\(initial == nil ? "--model bert" : "the --init-from model is a BERT, which") needs a prepared data folder (elle data prepare): its tokenizer (BPE or WordPiece) has the begin, mask and pad tokens BERT uses (<|bos|>, <|mask|>, <|pad|>; WordPiece's [CLS], [MASK], [PAD]), and \(options.dataPath) is raw text, read as byte tokens without them")
             }
             config.padToken = bpe.pad
             options.maskedLM = MaskedLM(tokenizer: bpe)
@@ -151,11 +152,11 @@ public final class PlainRun: TrainingPhase {
         if let growth = grown.growth, let plan = trainer.options.growth?.plan {
             for line in growth.describe(from: before, plan: plan) { output.log("  " + line) }
         }
-        output.metric(["step": trainer.step, "grown_to": "\(grown.config)", "parameters": grown.config.parameterCount,
+        output.metric(["event": "growth", "step": trainer.step, "grown_to": "\(grown.config)", "parameters": grown.config.parameterCount,
                        "parameters_xxh64": String(format: "%016llx", grown.hash)])
         if trainer.options.evalEvery > 0, let valid = try trainer.evaluate() {
             output.log(String(format: "step %6d | valid loss after growth %.4f | perplexity %.2f", trainer.step, valid, exp(Double(valid))))
-            output.metric(["step": trainer.step, "valid_loss_after_growth": Double(valid)])
+            output.metric(["event": "eval", "step": trainer.step, "valid_loss_after_growth": Double(valid)])
         }
     }
 
@@ -182,7 +183,7 @@ public final class PlainRun: TrainingPhase {
     public func evaluate(last: Bool) throws {
         guard let valid = try trainer.evaluate() else { return }
         output.log(String(format: "step %6d | valid loss %.4f | perplexity %.2f", trainer.step, valid, exp(Double(valid))))
-        output.metric(["step": trainer.step, "valid_loss": Double(valid), "valid_perplexity": exp(Double(valid))]
+        output.metric(["event": "eval", "step": trainer.step, "valid_loss": Double(valid), "valid_perplexity": exp(Double(valid))]
                         .merging(flopFields) { a, _ in a })
     }
 

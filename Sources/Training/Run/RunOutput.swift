@@ -21,9 +21,12 @@ extension MetricsSink {
     public func restarted(atStep step: Int) {}
 }
 
-/// Appends JSON lines (keys sorted) to a run folder's metrics.jsonl.
+/// Appends JSON lines (keys sorted) to a run folder's metrics.jsonl. A resume from a checkpoint
+/// older than the file's last records (the run crashed after it) first appends
+/// `{"event": "restart", "step": S}`: the records above it with a step past S are stale.
 public final class MetricsFile: MetricsSink {
     private let handle: FileHandle
+    private let path: String
 
     public init(folder: RunFolder, append: Bool) throws {
         try FileManager.default.createDirectory(atPath: folder.path, withIntermediateDirectories: true)
@@ -34,6 +37,16 @@ public final class MetricsFile: MetricsSink {
         guard let handle = FileHandle(forWritingAtPath: path) else { throw CheckpointError(path: path, "cannot be written") }
         handle.seekToEndOfFile()
         self.handle = handle
+        self.path = path
+    }
+
+    public func restarted(atStep step: Int) {
+        let lines = (try? String(contentsOfFile: path, encoding: .utf8))?.split(separator: "\n") ?? []
+        let stale = lines.contains { line in
+            let record = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            return ((record?["step"] as? NSNumber)?.intValue ?? 0) > step
+        }
+        if stale { record(["event": "restart", "step": step]) }
     }
 
     public func record(_ fields: [String: Any]) {
@@ -53,14 +66,17 @@ public final class RunOutput {
     private var progressShown = false
 
     /// Output of a run in `folder` (metrics.jsonl appended to when `append`, e.g. on resume; no
-    /// metrics file without a folder).
-    public init(folder: RunFolder?, enabled: Bool, append: Bool, print: @escaping (String) -> Void = { Swift.print($0) }) throws {
+    /// metrics file without a folder), with TensorBoard event files in `tensorboard` if given.
+    public init(folder: RunFolder?, enabled: Bool, append: Bool, tensorboard: String? = nil,
+                print: @escaping (String) -> Void = { Swift.print($0) }) throws {
         self.enabled = enabled
         self.print = print
         // Under mpirun a rank's stdout is a pseudo-terminal even when mpirun's own output goes to
         // a file, so redrawing is only for a plain run on a terminal.
         terminal = isatty(STDOUT_FILENO) != 0 && !MPICommunicator.launchedByMPI
-        if enabled, let folder { sinks.append(try MetricsFile(folder: folder, append: append)) }
+        guard enabled else { return }
+        if let folder { sinks.append(try MetricsFile(folder: folder, append: append)) }
+        if let tensorboard { sinks.append(try TensorBoardSink(folder: tensorboard, resumed: append)) }
     }
 
     /// Adds a sink (rank 0's; ignored elsewhere).
