@@ -28,6 +28,8 @@ struct DataCommand: ParsableCommand {
         @Option(help: "Seed of the splits and of the training sample.") var seed: UInt64 = 1
         @Option(help: "Share of each domain's tokens held out for validation.") var validFraction: Double = 0.05
         @Option(help: "Share of each domain's training tokens copied to its replay memory split.") var memoryFraction: Double = 0.1
+        @Option(help: "The longest sequence (tokens) you will train with: every domain's splits must hold one, or prepare stops naming the domain.")
+        var seq: Int = 128
         @Option(help: "Megabytes of text a trained vocabulary learns from (spread over domains).") var trainMb: Double = 20
         @OptionGroup var compute: ComputeOptions
 
@@ -49,6 +51,7 @@ struct DataCommand: ParsableCommand {
             _ = try choice()
             if !(0..<1).contains(validFraction) { throw ValidationError("--valid-fraction must be in [0, 1)") }
             if !(0..<1).contains(memoryFraction) { throw ValidationError("--memory-fraction must be in [0, 1)") }
+            if seq < 1 { throw ValidationError("--seq must be at least 1") }
             if trainMb <= 0 { throw ValidationError("--train-mb must be positive") }
         }
 
@@ -59,6 +62,7 @@ struct DataCommand: ParsableCommand {
             options.seed = seed
             options.validFraction = validFraction
             options.memoryFraction = memoryFraction
+            options.seq = seq
             options.trainBytes = Int(trainMb * 1e6)
             options.threads = threads
             options.domains = domains?.split(separator: ",").map(String.init) ?? []

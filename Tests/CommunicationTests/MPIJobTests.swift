@@ -135,6 +135,7 @@ final class MPIJobTests: XCTestCase {
         XCTAssertEqual(dry.status, 0, dry.stderr)
         XCTAssertTrue(dry.stdout.contains("--bind-to none"), dry.stdout)
         XCTAssertTrue(dry.stdout.contains("OPENBLAS_NUM_THREADS=1"), dry.stdout)
+        XCTAssertTrue(dry.stdout.contains("--mca odls_base_sigkill_timeout 30"), dry.stdout)
         let run = try runProcess("/bin/bash", [script, "-n", "2", "--threads", "1", "--", elleExecutable, "mpi-check"])
         XCTAssertEqual(run.status, 0, run.stdout + run.stderr)
         XCTAssertTrue(run.stdout.contains("all checks passed on 2 rank(s)"), run.stdout)

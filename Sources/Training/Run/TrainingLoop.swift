@@ -112,14 +112,15 @@ public final class TrainingLoop {
     }
 
     /// Runs `phase` to its end, or until the ranks agree to stop (after writing a checkpoint).
-    /// A rank stopped inside a collective that its peers never finish (a peer died and mpirun is
-    /// ending the job) saves the last completed update alone and ends with an error naming it.
+    /// A rank whose peer is gone (stopped inside a collective its peers never finish because one
+    /// died and mpirun is ending the job, or a watchdog timeout naming a rank that stopped
+    /// responding) saves the last completed update alone and ends with an error naming it.
     public func run(_ phase: TrainingPhase) throws -> Outcome {
         do {
             return try loop(phase)
-        } catch let interrupted as CollectiveInterrupted {
-            guard let path = try phase.emergencyCheckpoint() else { throw interrupted }
-            throw LostPeer(interrupted: interrupted, checkpoint: path, step: phase.runStep)
+        } catch let error where error is CollectiveInterrupted || error is WatchdogTimeout {
+            guard let path = try phase.emergencyCheckpoint() else { throw error }
+            throw LostPeer(cause: error, checkpoint: path, step: phase.runStep)
         }
     }
 
@@ -200,11 +201,12 @@ public final class TrainingLoop {
 
 /// The end of a job whose peer died: this rank saved the last completed update on its own.
 public struct LostPeer: Error, CustomStringConvertible {
-    public let interrupted: CollectiveInterrupted
+    /// What showed the peer was gone (`CollectiveInterrupted` or `WatchdogTimeout`).
+    public let cause: Error
     public let checkpoint: String
     public let step: Int
 
     public var description: String {
-        "\(interrupted); saved the state after update \(step) to \(checkpoint) (continue with --resume)"
+        "\(cause); saved the state after update \(step) to \(checkpoint) (continue with --resume)"
     }
 }
