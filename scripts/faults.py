@@ -218,6 +218,7 @@ def main():
     print(f"reference: {total} updates on 2 ranks, parameters xxh64 {reference_hash}; load {os.getloadavg()[0]:.2f}")
     kinds = [k for item in a.faults.split(",") for k in [item.split(":")[0]] * int(item.split(":")[1])]
     rows = []
+    results = open(os.path.join(a.out, "faults.jsonl"), "w")  # one line per case as it ends
     for i, kind in enumerate(kinds):
         case = Case(a.out, plan, kind, i, total, rng)
         case.data = data
@@ -225,9 +226,9 @@ def main():
         row["load"] = f"{os.getloadavg()[0]:.2f}"
         rows.append(row)
         print(json.dumps(row), flush=True)
-    with open(os.path.join(a.out, "faults.jsonl"), "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
+        results.write(json.dumps(row) + "\n")
+        results.flush()
+    results.close()
     print("\n| case | fault | target | update reached | ended after | the job said | resumed from | updates lost | resumes | bit-identical |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
