@@ -100,12 +100,8 @@ extension BPETokenizer {
     /// Writes a Hugging Face `tokenizer.json` (BPE model, ByteLevel pre-tokenizer and decoder,
     /// specials as added tokens), atomically.
     public func save(to path: String) throws {
-        var s = "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [\n"
-        for (k, name) in specials.enumerated() {
-            s += "    {\"id\": \(tokenBytes.count + k), \"content\": \(jsonString(name)), \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": false, \"special\": true}"
-            s += k + 1 < specials.count ? ",\n" : "\n"
-        }
-        s += "  ],\n  \"normalizer\": null,\n"
+        var s = tokenizerJSONHead(addedTokens: specials.enumerated().map { (tokenBytes.count + $0.offset, $0.element) })
+        s += "  \"normalizer\": null,\n"
         s += "  \"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true},\n"
         s += "  \"post_processor\": null,\n"
         s += "  \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": true, \"use_regex\": true},\n"
@@ -186,6 +182,17 @@ extension BPETokenizer {
 }
 
 /// JSON string literal (quotes, backslashes and control characters escaped).
+/// The opening of a Hugging Face `tokenizer.json` up to its `added_tokens` list (ids and
+/// contents, all special), which both tokenizer kinds write the same way.
+func tokenizerJSONHead(addedTokens: [(id: Int, content: String)]) -> String {
+    var s = "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [\n"
+    for (k, token) in addedTokens.enumerated() {
+        s += "    {\"id\": \(token.id), \"content\": \(jsonString(token.content)), \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": false, \"special\": true}"
+        s += k + 1 < addedTokens.count ? ",\n" : "\n"
+    }
+    return s + "  ],\n"
+}
+
 func jsonString(_ text: String) -> String {
     var out = "\""
     for scalar in text.unicodeScalars {

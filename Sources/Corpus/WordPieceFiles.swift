@@ -93,13 +93,7 @@ extension WordPieceTokenizer {
     public func save(to path: String) throws {
         func flag(_ b: Bool) -> String { b ? "true" : "false" }
         let n = normalization
-        var s = "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [\n"
-        let added = specialTokens
-        for (k, (id, name)) in added.enumerated() {
-            s += "    {\"id\": \(id), \"content\": \(jsonString(name)), \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": false, \"special\": true}"
-            s += k + 1 < added.count ? ",\n" : "\n"
-        }
-        s += "  ],\n"
+        var s = tokenizerJSONHead(addedTokens: specialTokens.map { (id: $0.0, content: $0.1) })
         s += "  \"normalizer\": {\"type\": \"BertNormalizer\", \"clean_text\": \(flag(n.cleanText)), \"handle_chinese_chars\": \(flag(n.handleChineseChars)), "
         s += "\"strip_accents\": \(n.stripAccents.map(flag) ?? "null"), \"lowercase\": \(flag(n.lowercase))},\n"
         s += "  \"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"},\n"

@@ -78,7 +78,12 @@ public final class LifelongRun {
             state = restored
             if state.planRanks == nil { state.planRanks = saved.state.worldSize }
             output.restarted(atStep: trainer.step)
-            output.log("resumed \(path): stage \(state.stage) (\(plan.stages[state.stage].domain)), \(state.phase?.rawValue ?? "start"), update \(state.stepInPhase) of the phase")
+            guard state.stage <= plan.stages.count else {
+                throw JobError("\(path) is at stage \(state.stage + 1), but the plan has \(plan.stages.count) stages; resume it with the plan that wrote it")
+            }
+            output.log(state.stage == plan.stages.count
+                ? "resumed \(path): the plan is complete (all \(plan.stages.count) stages trained)"
+                : "resumed \(path): stage \(state.stage) (\(plan.stages[state.stage].domain)), \(state.phase?.rawValue ?? "start"), update \(state.stepInPhase) of the phase")
             if let resplit = trainer.resplit { output.log("  same global batch: \(resplit)") }
         } else {
             var config = plan.model.config(vocab: tokenizer.vocabularySize)

@@ -47,7 +47,7 @@ final class ElasticResumeJobTests: XCTestCase {
     }
 
     /// An unaligned split: 6 micro-batches per update on 3 ranks x 2, stopped after 10 updates and
-    /// resumed on 2 ranks x 3, against 1 rank x 6: the same data and dropout, summed in another
+    /// resumed on 2 ranks x 3 (after 4 ranks are refused), against 1 rank x 6: the same data and dropout, summed in another
     /// order, so the parameters after 20 updates agree to float32 rounding (<= 1e-6 relative).
     func testUnalignedSplitContinuesWithinRounding() throws {
         let folder = temporaryFolder()
@@ -58,6 +58,12 @@ final class ElasticResumeJobTests: XCTestCase {
         XCTAssertEqual(try elle(1, run("/straight", accumulation: 6)).status, 0)
         let first = try elle(3, run("/split", accumulation: 2) + ["--stop-after", "10"])
         XCTAssertEqual(first.status, 0, first.stdout + first.stderr)
+        // 4 ranks cannot share 6 micro-batches: refused before anything runs, naming the numbers.
+        let refused = try elle(4, ["train", "--out", folder + "/split", "--resume", "--threads", "1"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue((refused.stdout + refused.stderr).contains(
+            "cannot resume on 4 rank(s): the run's updates have 6 micro-batches (3 rank(s) x 2), which 4 ranks cannot share evenly; use a number of ranks that divides 6"),
+                      refused.stdout + refused.stderr)
         let second = try elle(2, ["train", "--out", folder + "/split", "--resume", "--threads", "1"])
         XCTAssertEqual(second.status, 0, second.stdout + second.stderr)
         XCTAssertTrue(second.stdout.contains("3 rank(s) x 2 micro-batch(es) of 4 sequences now run as 2 rank(s) x 3"), second.stdout)

@@ -138,6 +138,13 @@ final class LifelongRunTests: XCTestCase {
             XCTAssertEqual(XXH64.hash(second.trainer.model.parameters), finalHash, what)
             XCTAssertEqual(second.state.matrix, reference.state.matrix, what)
         }
+        // A finished run resumed again has nothing left to train: it says so and ends where it was.
+        var lines: [String] = []
+        let again = try LifelongRun(plan: reference.plan, out: straight, communicator: SingleProcess(), resume: true, print: { lines.append($0) })
+        XCTAssertEqual(try again.run(), reference.state.matrix)
+        XCTAssertEqual(again.trainer.step, reference.trainer.step)
+        XCTAssertEqual(XXH64.hash(again.trainer.model.parameters), finalHash)
+        XCTAssertTrue(lines.contains { $0.contains("the plan is complete") }, lines.joined(separator: "\n"))
     }
 
     func testDataTooSmallForTheBatchIsNamed() throws {
