@@ -223,9 +223,8 @@ public final class BERT: LanguageModel {
             // Attention over every position.
             Linear.forward(out: A + s.qkv, x: x, weight: P + w.qkvWeight, bias: P + w.qkvBias,
                            rows: n, inFeatures: d, outFeatures: 3 * a)
-            BidirectionalAttention.forward(out: A + s.atty, att: A + s.att, qkv: A + s.qkv,
-                                           keyMask: hasPadding ? keyMask : nil, shape: shape,
-                                           dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
+            Attention.forward(out: .float(A + s.atty), att: A + s.att, qkv: A + s.qkv, qkvCopy: nil, shape: shape,
+                              mask: .keys(hasPadding ? keyMask : nil), dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
             // The rest of the block is per position: the last block runs it only at the rows the
             // head reads.
             let r = rows(ofBlock: l)
@@ -335,8 +334,8 @@ public final class BERT: LanguageModel {
                 dOutput.update(repeating: 0, count: n * d)
                 RowGather.backward(dx: dOutput, dout: dResidual, rows: predicted.pointer, count: k, width: d)
             }
-            BidirectionalAttention.backward(dqkv: A + acts.dQKV, dout: A + acts.dAtty, qkv: A + s.qkv, att: A + s.att,
-                                            shape: shape, dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
+            Attention.backward(dqkv: A + acts.dQKV, dout: A + acts.dAtty, qkv: .fp32(A + s.qkv), att: A + s.att,
+                               shape: shape, mask: .keys(nil), dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
             // dOutput becomes d(x), the gradient of the previous block's output.
             Linear.backward(dx: dOutput, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.dQKV,
                             x: A + acts.output[l], weight: P + w.qkvWeight, rows: n, inFeatures: d, outFeatures: 3 * a,

@@ -128,8 +128,8 @@ public final class GPT: LanguageModel {
                               epsilon: c.layerNormEpsilon, affine: affine)
             Linear.forward(out: A + s.qkv, x: A + s.ln1, weight: P + w.qkvWeight, bias: P + w.qkvBias,
                            rows: n, inFeatures: d, outFeatures: 3 * a)
-            Attention.forward(out: A + s.atty, att: A + s.att, qkv: A + s.qkv, shape: shape,
-                              dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
+            Attention.forward(out: .float(A + s.atty), att: A + s.att, qkv: A + s.qkv, qkvCopy: nil, shape: shape,
+                              mask: .causal, dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
             Linear.forward(out: branch, x: A + s.atty, weight: P + w.attnProjWeight,
                            bias: P + w.attnProjBias, rows: n, inFeatures: a, outFeatures: d)
             dropouts.addResidual(out: A + s.residual2, x: x, branch: branch, count: n * d, site: 2 + 3 * l)
@@ -218,8 +218,8 @@ public final class GPT: LanguageModel {
             Linear.backward(dx: A + acts.dAtty, dweight: G + w.attnProjWeight, dbias: G + w.attnProjBias,
                             dout: dBranch, x: A + s.atty, weight: P + w.attnProjWeight,
                             rows: n, inFeatures: a, outFeatures: d)
-            Attention.backward(dqkv: A + acts.dQKV, dout: A + acts.dAtty, qkv: A + s.qkv, att: A + s.att,
-                               shape: shape, dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
+            Attention.backward(dqkv: A + acts.dQKV, dout: A + acts.dAtty, qkv: .fp32(A + s.qkv), att: A + s.att,
+                               shape: shape, mask: .causal, dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
             Linear.backward(dx: dNorm, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.dQKV,
                             x: A + s.ln1, weight: P + w.qkvWeight, rows: n, inFeatures: d, outFeatures: 3 * a)
             LayerNorm.backward(dx: dResidual, dweight: G + w.ln1Weight, dbias: G + w.ln1Bias, dout: dNorm,
