@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// bf16 products (`gemm` with bf16 operands).
 ///
 /// A product is cut into tiles that depend on its shape only: `tiles` pieces along the longer side
@@ -92,18 +88,6 @@ private final class WideningScratch {
         return buffer.pointer
     }
 
-    private static let key: pthread_key_t = {
-        var key = pthread_key_t()
-        pthread_key_create(&key) { raw in
-            if let raw { Unmanaged<WideningScratch>.fromOpaque(raw).release() }
-        }
-        return key
-    }()
-
-    static var current: WideningScratch {
-        if let raw = pthread_getspecific(key) { return Unmanaged<WideningScratch>.fromOpaque(raw).takeUnretainedValue() }
-        let scratch = WideningScratch()
-        pthread_setspecific(key, Unmanaged.passRetained(scratch).toOpaque())
-        return scratch
-    }
+    private static let perThread = ThreadLocal { WideningScratch() }
+    static var current: WideningScratch { perThread.value }
 }

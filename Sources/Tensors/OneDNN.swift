@@ -83,20 +83,8 @@ public enum OneDNN {
         let stream: dnnl_stream_t
         var primitives: [Key: Primitive] = [:]
 
-        private static let key: pthread_key_t = {
-            var key = pthread_key_t()
-            pthread_key_create(&key) { raw in
-                if let raw { Unmanaged<ThreadCache>.fromOpaque(raw).release() }
-            }
-            return key
-        }()
-
-        static var current: ThreadCache {
-            if let raw = pthread_getspecific(key) { return Unmanaged<ThreadCache>.fromOpaque(raw).takeUnretainedValue() }
-            let cache = ThreadCache()
-            pthread_setspecific(key, Unmanaged.passRetained(cache).toOpaque())
-            return cache
-        }
+        private static let perThread = ThreadLocal { ThreadCache() }
+        static var current: ThreadCache { perThread.value }
 
         private init() {
             OneDNN.holdOpenMPToOneThread()
