@@ -14,7 +14,8 @@ import Tensors
 /// are exact: nothing else reads the skipped rows.
 ///
 /// Parameters and gradients are flat buffers laid out by `BERTLayout`; activations live in one
-/// buffer sized for the batch shape; `backward` adds into `gradients`.
+/// buffer sized for the batch shape; `backward` adds into `gradients`. Under `precision` bf16 the
+/// products read a bf16 copy of the weights and bf16 activations (docs/ARCHITECTURE.md, "bf16").
 public final class BERT: LanguageModel {
     public let config: ModelConfig
     public let layout: BERTLayout
@@ -35,6 +36,9 @@ public final class BERT: LanguageModel {
     /// Whether the last pass was `encodeFirstPositions` (no head).
     private var lastEncodedOnly = false
     private var lastDropoutSeed: UInt64?
+    /// The operands of matrix products: float32, or bf16 with the weights read from `weightCopy`.
+    public var precision: Precision = .fp32 { didSet { weightCopy = BF16Copy.matching(precision, weightCopy, count: parameters.count) } }
+    public private(set) var weightCopy: BF16Copy?
     /// Number of rows the head predicted in the last forward pass (rows of `logits`).
     public private(set) var predictedCount = 0
     /// The mean loss over the predicted positions of the last forward pass with targets, in Float64.
@@ -105,7 +109,7 @@ public final class BERT: LanguageModel {
     public var predictedPositions: UnsafePointer<Int32> { UnsafePointer(predicted.pointer) }
 
     public func activationCount(batch: Int, seq: Int) -> Int {
-        BERTActivations(config: config, batch: batch, seq: seq, threads: Parallel.threads).count
+        BERTActivations(config: config, batch: batch, seq: seq, threads: Parallel.threads, precision: precision).count
     }
 
     /// Runs B sequences of T tokens (row-major (B, T)). With `targets` ((B, T), negative = not
@@ -145,15 +149,15 @@ public final class BERT: LanguageModel {
         // MLM head on the predicted rows (the first m rows of the last output, in order):
         // logits = LN(GELU(dense(x))) wte^T + bias.
         let P = parameters.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
+        let W = WeightOperands(parameters: P, copy: weightCopy?.pointer)
         let eps = c.layerNormEpsilon
-        let headIn = A + acts.output[c.layers]
-        Linear.forward(out: A + acts.headPre, x: headIn, weight: P + layout.headDenseWeight,
+        Linear.forward(out: A + acts.headPre, x: acts.output[c.layers].operand(A), weight: W[layout.headDenseWeight],
                        bias: P + layout.headDenseBias, rows: m, inFeatures: d, outFeatures: d)
         ErfGELU.forward(out: A + acts.headPost, x: A + acts.headPre, count: m * d)
-        LayerNorm.forward(out: A + acts.headNorm, mean: A + acts.headMean, rstd: A + acts.headRstd, x: A + acts.headPost,
+        LayerNorm.forward(out: acts.headNorm.output(A), mean: A + acts.headMean, rstd: A + acts.headRstd, x: A + acts.headPost,
                           weight: P + layout.headNormWeight, bias: P + layout.headNormBias, rows: m, width: d,
                           epsilon: eps, affine: affine)
-        Linear.forward(out: A + acts.logits, x: A + acts.headNorm, weight: P + layout.tokenEmbedding,
+        Linear.forward(out: A + acts.logits, x: acts.headNorm.operand(A), weight: W[layout.tokenEmbedding],
                        bias: P + layout.outputBias, rows: m, inFeatures: d, outFeatures: v)
         guard inputTargets != nil else { return 0 }
         let (sum, _) = CrossEntropy.forward(losses: A + acts.losses, logSumExp: A + acts.logSumExp, logits: A + acts.logits,
@@ -176,7 +180,7 @@ public final class BERT: LanguageModel {
         lastPruned = b < b * t
         lastEncodedOnly = true
         runEncoder(inputTokens, batch: b, seq: t)
-        return UnsafePointer(actBuffer.pointer + acts!.output[config.layers])
+        return UnsafePointer(acts!.output[config.layers].floats(actBuffer.pointer))
     }
 
     /// Adds into `gradients` the gradient of a loss whose gradient with respect to the vectors of
@@ -198,6 +202,8 @@ public final class BERT: LanguageModel {
             preconditionFailure("token id \(inputTokens[i]) at position \(i) outside vocabulary 0..<\(c.vocab)")
         }
         let P = parameters.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
+        weightCopy?.refresh(from: parameters)
+        let W = WeightOperands(parameters: P, copy: weightCopy?.pointer)
         let eps = c.layerNormEpsilon
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
         let scratch = A + acts.attentionScratch
@@ -213,38 +219,41 @@ public final class BERT: LanguageModel {
 
         Embedding.forward(out: A + acts.embeddingSum, tokens: tokens.pointer, wte: P + layout.tokenEmbedding,
                           wpe: P + layout.positionEmbedding, batch: b, seq: t, width: d)
-        LayerNorm.forward(out: A + acts.output[0], mean: A + acts.embeddingMean, rstd: A + acts.embeddingRstd,
-                          x: A + acts.embeddingSum, weight: P + layout.embeddingNormWeight,
+        // output[0] = dropout(LN(embeddings)); the bf16 copy products read is of the dropped-out values.
+        let embedded = acts.output[0], drop = dropouts.at(site: 0)
+        LayerNorm.forward(out: drop == nil ? embedded.output(A) : .float(embedded.floats(A)), mean: A + acts.embeddingMean,
+                          rstd: A + acts.embeddingRstd, x: A + acts.embeddingSum, weight: P + layout.embeddingNormWeight,
                           bias: P + layout.embeddingNormBias, rows: n, width: d, epsilon: eps, affine: affine)
-        if let drop = dropouts.at(site: 0) { drop.apply(out: A + acts.output[0], x: A + acts.output[0], count: n * d) }
+        if let drop { drop.apply(out: embedded.output(A), x: embedded.floats(A), count: n * d) }
 
         for (l, w) in layout.blocks.enumerated() {
-            let s = acts.layers[l], x = A + acts.output[l]
-            // Attention over every position.
-            Linear.forward(out: A + s.qkv, x: x, weight: P + w.qkvWeight, bias: P + w.qkvBias,
+            let s = acts.layers[l], x = acts.output[l]
+            // Attention over every position (under bf16 it keeps the bf16 copy of qkv's product).
+            let qkv = A + (s.qkv.float ?? acts.qkvFloat!)
+            Linear.forward(out: qkv, x: x.operand(A), weight: W[w.qkvWeight], bias: P + w.qkvBias,
                            rows: n, inFeatures: d, outFeatures: 3 * a)
-            Attention.forward(out: .float(A + s.atty), att: A + s.att, qkv: A + s.qkv, qkvCopy: nil, shape: shape,
+            Attention.forward(out: s.atty.output(A), att: A + s.att, qkv: qkv, qkvCopy: s.qkv.half.map { bf16(A + $0) }, shape: shape,
                               mask: .keys(hasPadding ? keyMask : nil), dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
             // The rest of the block is per position: the last block runs it only at the rows the
             // head reads.
             let r = rows(ofBlock: l)
             if r.count < n {
-                RowGather.forward(out: r.input, x: x, rows: predicted.pointer, count: m, width: d)
-                RowGather.forward(out: r.atty, x: A + s.atty, rows: predicted.pointer, count: m, width: a)
+                RowGather.forward(out: r.input, x: x.floats(A), rows: predicted.pointer, count: m, width: d)
+                s.atty.gather(into: r.atty, A, rows: predicted.pointer, count: m, width: a)
             }
             let branch = A + acts.branch, k = r.count
-            Linear.forward(out: branch, x: r.atty, weight: P + w.attnProjWeight, bias: P + w.attnProjBias,
+            Linear.forward(out: branch, x: r.atty.operand(A), weight: W[w.attnProjWeight], bias: P + w.attnProjBias,
                            rows: k, inFeatures: a, outFeatures: d)
             dropouts.addResidual(out: A + s.residual1, x: r.input, branch: branch, count: k * d, site: 2 + 3 * l)
-            LayerNorm.forward(out: A + s.hidden, mean: A + s.ln1Mean, rstd: A + s.ln1Rstd, x: A + s.residual1,
+            LayerNorm.forward(out: s.hidden.output(A), mean: A + s.ln1Mean, rstd: A + s.ln1Rstd, x: A + s.residual1,
                               weight: P + w.ln1Weight, bias: P + w.ln1Bias, rows: k, width: d, epsilon: eps, affine: affine)
-            Linear.forward(out: A + s.fcPre, x: A + s.hidden, weight: P + w.fcWeight, bias: P + w.fcBias,
+            Linear.forward(out: A + s.fcPre, x: s.hidden.operand(A), weight: W[w.fcWeight], bias: P + w.fcBias,
                            rows: k, inFeatures: d, outFeatures: f)
-            ErfGELU.forward(out: A + s.fcPost, x: A + s.fcPre, count: k * f)
-            Linear.forward(out: branch, x: A + s.fcPost, weight: P + w.fcProjWeight, bias: P + w.fcProjBias,
+            ErfGELU.forward(out: s.fcPost.output(A), x: A + s.fcPre, count: k * f)
+            Linear.forward(out: branch, x: s.fcPost.operand(A), weight: W[w.fcProjWeight], bias: P + w.fcProjBias,
                            rows: k, inFeatures: f, outFeatures: d)
-            dropouts.addResidual(out: A + s.residual2, x: A + s.hidden, branch: branch, count: k * d, site: 3 + 3 * l)
-            LayerNorm.forward(out: A + acts.output[l + 1], mean: A + s.ln2Mean, rstd: A + s.ln2Rstd, x: A + s.residual2,
+            dropouts.addResidual(out: A + s.residual2, x: s.hidden.floats(A), branch: branch, count: k * d, site: 3 + 3 * l)
+            LayerNorm.forward(out: acts.output[l + 1].output(A), mean: A + s.ln2Mean, rstd: A + s.ln2Rstd, x: A + s.residual2,
                               weight: P + w.ln2Weight, bias: P + w.ln2Bias, rows: k, width: d, epsilon: eps, affine: affine)
         }
     }
@@ -262,6 +271,7 @@ public final class BERT: LanguageModel {
         guard let acts, lastHadTargets else { preconditionFailure("backward without a forward pass with targets") }
         let c = config, m = predictedCount, d = c.width, v = c.vocab
         let P = parameters.pointer, G = gradients.pointer, A = actBuffer.pointer
+        let W = WeightOperands(parameters: P, copy: weightCopy?.pointer)
         let affine = c.normalization == .affine
         let dOutput = A + acts.dOutput, dResidual = A + acts.dResidual, branch = A + acts.branch
 
@@ -274,16 +284,16 @@ public final class BERT: LanguageModel {
                                   rows: m, vocab: v, scale: m > 0 ? 1 / Float(m) : 0)
         }
         Linear.backward(dx: dResidual, dweight: G + layout.tokenEmbedding, dbias: G + layout.outputBias,
-                        dout: A + acts.logits, x: A + acts.headNorm, weight: P + layout.tokenEmbedding,
-                        rows: m, inFeatures: d, outFeatures: v)
+                        dout: A + acts.logits, x: acts.headNorm.operand(A), weight: W[layout.tokenEmbedding],
+                        rows: m, inFeatures: d, outFeatures: v, doutCopy: precision == .bf16 ? .inPlace : .none)
         branch.update(repeating: 0, count: m * d)
         LayerNorm.backward(dx: branch, dweight: G + layout.headNormWeight, dbias: G + layout.headNormBias,
                            dout: dResidual, x: A + acts.headPost, weight: P + layout.headNormWeight,
                            mean: A + acts.headMean, rstd: A + acts.headRstd, rows: m, width: d, affine: affine)
         ErfGELU.backward(dx: branch, dout: branch, x: A + acts.headPre, count: m * d)
         Linear.backward(dx: dOutput, dweight: G + layout.headDenseWeight, dbias: G + layout.headDenseBias,
-                        dout: branch, x: A + acts.output[c.layers], weight: P + layout.headDenseWeight,
-                        rows: m, inFeatures: d, outFeatures: d)
+                        dout: branch, x: acts.output[c.layers].operand(A), weight: W[layout.headDenseWeight],
+                        rows: m, inFeatures: d, outFeatures: d, doutCopy: .scratch(acts.doutCopy, in: A))
         observer?.gradientsFinal(layout.headDenseWeight..<layout.parameterCount)  // [gradient observer]
         backwardEncoder(observer: observer)
         lastHadTargets = false  // the logits now hold gradients
@@ -296,6 +306,7 @@ public final class BERT: LanguageModel {
         let c = config, b = lastBatch, t = lastSeq, n = b * t
         let d = c.width, a = c.attentionWidth, f = c.ffn
         let P = parameters.pointer, G = gradients.pointer, A = actBuffer.pointer
+        let W = WeightOperands(parameters: P, copy: weightCopy?.pointer), copy = Linear.GradientCopy.scratch(acts.doutCopy, in: A)
         let affine = c.normalization == .affine
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
         let scratch = A + acts.attentionScratch
@@ -310,12 +321,13 @@ public final class BERT: LanguageModel {
                                rows: k, width: d, affine: affine)
             var dBranch = dropouts.branchGradient(dResidual, count: k * d, site: 3 + 3 * l)
             Linear.backward(dx: A + acts.dFC, dweight: G + w.fcProjWeight, dbias: G + w.fcProjBias, dout: dBranch,
-                            x: A + s.fcPost, weight: P + w.fcProjWeight, rows: k, inFeatures: f, outFeatures: d)
+                            x: s.fcPost.operand(A), weight: W[w.fcProjWeight], rows: k, inFeatures: f, outFeatures: d,
+                            doutCopy: copy)
             ErfGELU.backward(dx: A + acts.dFC, dout: A + acts.dFC, x: A + s.fcPre, count: k * f)
             // dResidual becomes d(hidden): the skip path plus the MLP's input gradient.
             Linear.backward(dx: dResidual, dweight: G + w.fcWeight, dbias: G + w.fcBias, dout: A + acts.dFC,
-                            x: A + s.hidden, weight: P + w.fcWeight, rows: k, inFeatures: d, outFeatures: f,
-                            accumulateInput: true)
+                            x: s.hidden.operand(A), weight: W[w.fcWeight], rows: k, inFeatures: d, outFeatures: f,
+                            accumulateInput: true, doutCopy: copy)
             // hidden = ln1(residual1), residual1 = x + dropout(proj(attention(qkv(x))))
             dOutput.update(repeating: 0, count: k * d)
             LayerNorm.backward(dx: dOutput, dweight: G + w.ln1Weight, dbias: G + w.ln1Bias, dout: dResidual,
@@ -326,7 +338,8 @@ public final class BERT: LanguageModel {
             // (free) dQKV scratch, d(x) through dResidual; both are zero at the other rows.
             let dAttyRows = k < n ? A + acts.dQKV : A + acts.dAtty
             Linear.backward(dx: dAttyRows, dweight: G + w.attnProjWeight, dbias: G + w.attnProjBias, dout: dBranch,
-                            x: r.atty, weight: P + w.attnProjWeight, rows: k, inFeatures: a, outFeatures: d)
+                            x: r.atty.operand(A), weight: W[w.attnProjWeight], rows: k, inFeatures: a, outFeatures: d,
+                            doutCopy: copy)
             if k < n {
                 (A + acts.dAtty).update(repeating: 0, count: n * a)
                 RowGather.backward(dx: A + acts.dAtty, dout: dAttyRows, rows: predicted.pointer, count: k, width: a)
@@ -334,12 +347,12 @@ public final class BERT: LanguageModel {
                 dOutput.update(repeating: 0, count: n * d)
                 RowGather.backward(dx: dOutput, dout: dResidual, rows: predicted.pointer, count: k, width: d)
             }
-            Attention.backward(dqkv: A + acts.dQKV, dout: A + acts.dAtty, qkv: .fp32(A + s.qkv), att: A + s.att,
+            Attention.backward(dqkv: A + acts.dQKV, dout: A + acts.dAtty, qkv: s.qkv.operand(A), att: A + s.att,
                                shape: shape, mask: .keys(nil), dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
             // dOutput becomes d(x), the gradient of the previous block's output.
             Linear.backward(dx: dOutput, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.dQKV,
-                            x: A + acts.output[l], weight: P + w.qkvWeight, rows: n, inFeatures: d, outFeatures: 3 * a,
-                            accumulateInput: true)
+                            x: acts.output[l].operand(A), weight: W[w.qkvWeight], rows: n, inFeatures: d, outFeatures: 3 * a,
+                            accumulateInput: true, doutCopy: copy)
             // [gradient observer] block l's parameters end where block l + 1's (or the head's) begin.
             observer?.gradientsFinal(w.qkvWeight..<(l + 1 < c.layers ? layout.blocks[l + 1].qkvWeight : layout.headDenseWeight))
         }
@@ -355,20 +368,21 @@ public final class BERT: LanguageModel {
     /// The rows block l's per-position part (after attention) runs on, and where its inputs are:
     /// every position, or for the last block of a pass that predicts fewer rows (training), just
     /// the predicted rows, gathered (its other outputs would never be read).
-    private func rows(ofBlock l: Int) -> (count: Int, input: UnsafeMutablePointer<Float>, atty: UnsafeMutablePointer<Float>) {
+    private func rows(ofBlock l: Int) -> (count: Int, input: UnsafeMutablePointer<Float>, atty: OperandSlot) {
         let A = actBuffer.pointer, acts = self.acts!
         if lastPruned && l == config.layers - 1 {
-            return (predictedCount, A + acts.prunedInput, A + acts.prunedAtty)
+            return (predictedCount, A + acts.prunedInput, acts.prunedAtty)
         }
-        return (lastBatch * lastSeq, A + acts.output[l], A + acts.layers[l].atty)
+        return (lastBatch * lastSeq, acts.output[l].floats(A), acts.layers[l].atty)
     }
+
 
     // MARK: helpers
 
     /// Allocates activations for (b, t) if the current ones are too small or a different shape.
     private func prepare(batch b: Int, seq t: Int) {
-        if let acts, acts.batch == b, acts.seq == t, acts.threads >= Parallel.threads { return }
-        let fresh = BERTActivations(config: config, batch: b, seq: t, threads: Parallel.threads)
+        if let acts, acts.batch == b, acts.seq == t, acts.threads >= Parallel.threads, acts.precision == precision { return }
+        let fresh = BERTActivations(config: config, batch: b, seq: t, threads: Parallel.threads, precision: precision)
         actBuffer = FloatBuffer(count: fresh.count)
         tokens = Buffer<Int32>(count: b * t)
         predicted = Buffer<Int32>(count: b * t)

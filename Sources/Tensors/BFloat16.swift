@@ -26,9 +26,9 @@ public func bf16Bits(_ v: Vec) -> SIMD16<UInt16> {
     // Adding 0x7FFF plus the lowest kept bit carries into the kept bits exactly when the dropped
     // half is above one half, or equal to it with an odd kept part (ties to even).
     let rounded = (u &+ (0x7FFF &+ ((u &>> 16) & 1))) &>> 16
-    let quietNaN = (u &>> 16) | 0x0040
-    let isNaN = (u & 0x7FFF_FFFF) .> 0x7F80_0000
-    return SIMD16<UInt16>(truncatingIfNeeded: rounded.replacing(with: quietNaN, where: isNaN))
+    // NaN found by a float comparison: an integer compare-and-select on SIMD16<UInt32> is not
+    // vectorized by the compiler here and made every conversion 25x slower.
+    return SIMD16<UInt16>(truncatingIfNeeded: rounded.replacing(with: (u &>> 16) | 0x0040, where: v .!= v))
 }
 
 /// Stores 16 floats as bf16.
@@ -120,6 +120,12 @@ public final class BF16Copy {
     public var isCurrent = false
 
     public init(count: Int) { buffer = Buffer<BF16>(count: count) }
+
+    /// The copy a model of `count` parameters needs under `precision`: none under fp32, `current`
+    /// when there is one, else a new (stale) one.
+    public static func matching(_ precision: Precision, _ current: BF16Copy?, count: Int) -> BF16Copy? {
+        precision == .fp32 ? nil : current ?? BF16Copy(count: count)
+    }
 
     public var pointer: UnsafeMutablePointer<BF16> { buffer.pointer }
 

@@ -63,6 +63,13 @@ public struct OperandOutput {
         if let bf16 { storePartialBF16(v, bf16 + i, count) }
     }
 
+    /// Stores one value.
+    @inlinable @inline(__always)
+    public func store(_ x: Float, at i: Int) {
+        if let fp32 { fp32[i] = x }
+        if let bf16 { storePartialBF16(Vec(repeating: x), bf16 + i, 1) }
+    }
+
     @inlinable
     public static func + (lhs: OperandOutput, offset: Int) -> OperandOutput {
         OperandOutput(fp32: lhs.fp32.map { $0 + offset }, bf16: lhs.bf16.map { $0 + offset })

@@ -24,16 +24,21 @@ public enum GELU {
         return half * (one + t) + half * x * (one - t * t) * du
     }
 
-    /// out, x (n)
-    public static func forward(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, count n: Int) {
+    /// out, x (n); `out` is float32, or bf16 when only products read it (mixed precision).
+    public static func forward(out: OperandOutput, x: UnsafePointer<Float>, count n: Int) {
         Parallel.forRanges(n, grain: 256, minimum: 4096) { _, r in
             var i = r.lowerBound
-            while i + vecWidth <= r.upperBound { storeVec(forwardVec(loadVec(x + i)), out + i); i += vecWidth }
+            while i + vecWidth <= r.upperBound { out.store(forwardVec(loadVec(x + i)), at: i); i += vecWidth }
             if i < r.upperBound {
                 let k = r.upperBound - i
-                storePartial(forwardVec(loadPartial(x + i, k)), out + i, k)
+                out.storePartial(forwardVec(loadPartial(x + i, k)), at: i, count: k)
             }
         }
+    }
+
+    /// Float32 output.
+    public static func forward(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, count n: Int) {
+        forward(out: .float(out), x: x, count: n)
     }
 
     /// dx = dout * gelu'(x) (dx may alias dout)

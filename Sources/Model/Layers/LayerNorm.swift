@@ -4,9 +4,10 @@ import Tensors
 /// With `affine` (the `Normalization.affine` diagnostic) the statistics are pinned to mean 0 and
 /// rstd 1, so y = x * weight + bias and backward passes dout * weight straight through.
 public enum LayerNorm {
-    /// out, x (N, D); mean, rstd (N) saved for backward; weight, bias (D)
+    /// out, x (N, D); mean, rstd (N) saved for backward; weight, bias (D). `out` is float32, or
+    /// bf16 (or both) when products read it under mixed precision; the statistics are float32.
     public static func forward(
-        out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
+        out: OperandOutput, mean: UnsafeMutablePointer<Float>,
         rstd: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, rows n: Int, width d: Int,
         epsilon: Float, affine: Bool = false
@@ -29,12 +30,22 @@ public enum LayerNorm {
                 c = 0
                 while c + vecWidth <= d {
                     let xh = (loadVec(xr + c) - mv) * sv
-                    storeVec(loadVec(bias + c).addingProduct(xh, loadVec(weight + c)), o + c)
+                    o.store(loadVec(bias + c).addingProduct(xh, loadVec(weight + c)), at: c)
                     c += vecWidth
                 }
-                while c < d { o[c] = bias[c].addingProduct((xr[c] - m) * s, weight[c]); c += 1 }
+                while c < d { o.store(bias[c].addingProduct((xr[c] - m) * s, weight[c]), at: c); c += 1 }
             }
         }
+    }
+
+    /// Float32 output.
+    public static func forward(
+        out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+        x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, rows n: Int, width d: Int,
+        epsilon: Float, affine: Bool = false
+    ) {
+        forward(out: .float(out), mean: mean, rstd: rstd, x: x, weight: weight, bias: bias, rows: n, width: d,
+                epsilon: epsilon, affine: affine)
     }
 
     /// dx += LN'(dout); dweight += sum_rows dout * xhat; dbias += sum_rows dout.
