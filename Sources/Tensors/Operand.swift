@@ -30,7 +30,9 @@ public enum Operand {
 
 /// Where a kernel writes values that matrix products read: float32, bf16, or both (when float32
 /// kernels read them too, as a residual stream does). Writing through this converts in the kernel
-/// that produces the values, so no separate conversion pass reads them again.
+/// that produces the values, so no separate conversion pass reads them again. A kernel runs
+/// through `run`, which specializes it for the one destination it has (`VectorSink`): a loop that
+/// tested the destination at every store ran 2x slower.
 public struct OperandOutput {
     public let fp32: UnsafeMutablePointer<Float>?
     public let bf16: UnsafeMutablePointer<BF16>?
@@ -50,28 +52,67 @@ public struct OperandOutput {
         return .fp32(fp32!)
     }
 
-    @inlinable @inline(__always)
-    public func store(_ v: Vec, at i: Int) {
-        if let fp32 { storeVec(v, fp32 + i) }
-        if let bf16 { storeBF16(v, bf16 + i) }
-    }
-
-    /// Stores the low `count` (< 16) lanes.
-    @inlinable @inline(__always)
-    public func storePartial(_ v: Vec, at i: Int, count: Int) {
-        if let fp32 { Tensors.storePartial(v, fp32 + i, count) }
-        if let bf16 { storePartialBF16(v, bf16 + i, count) }
-    }
-
-    /// Stores one value.
-    @inlinable @inline(__always)
-    public func store(_ x: Float, at i: Int) {
-        if let fp32 { fp32[i] = x }
-        if let bf16 { storePartialBF16(Vec(repeating: x), bf16 + i, 1) }
+    /// Runs `kernel` with the sink of this output.
+    @inlinable
+    public func run<K: SinkKernel>(_ kernel: K) {
+        if let fp32, let bf16 {
+            kernel.run(DualSink(fp32, bf16))
+        } else if let fp32 {
+            kernel.run(FloatSink(fp32))
+        } else {
+            kernel.run(BF16Sink(bf16!))
+        }
     }
 
     @inlinable
     public static func + (lhs: OperandOutput, offset: Int) -> OperandOutput {
         OperandOutput(fp32: lhs.fp32.map { $0 + offset }, bf16: lhs.bf16.map { $0 + offset })
     }
+}
+
+/// A kernel generic over where it writes (`OperandOutput.run`).
+public protocol SinkKernel {
+    func run<Sink: VectorSink>(_ out: Sink)
+}
+
+/// A destination for a kernel's values, element i at a time or 16 from i on.
+public protocol VectorSink {
+    func store(_ v: Vec, at i: Int)
+    /// The low `count` (< 16) lanes.
+    func storePartial(_ v: Vec, at i: Int, count: Int)
+    func store(_ x: Float, at i: Int)
+}
+
+public struct FloatSink: VectorSink {
+    public let p: UnsafeMutablePointer<Float>
+    @inlinable public init(_ p: UnsafeMutablePointer<Float>) { self.p = p }
+    @inlinable @inline(__always) public func store(_ v: Vec, at i: Int) { storeVec(v, p + i) }
+    @inlinable @inline(__always) public func storePartial(_ v: Vec, at i: Int, count: Int) { Tensors.storePartial(v, p + i, count) }
+    @inlinable @inline(__always) public func store(_ x: Float, at i: Int) { p[i] = x }
+}
+
+public struct BF16Sink: VectorSink {
+    public let p: UnsafeMutablePointer<BF16>
+    @inlinable public init(_ p: UnsafeMutablePointer<BF16>) { self.p = p }
+    @inlinable @inline(__always) public func store(_ v: Vec, at i: Int) { storeBF16(v, p + i) }
+    @inlinable @inline(__always) public func storePartial(_ v: Vec, at i: Int, count: Int) { storePartialBF16(v, p + i, count) }
+    @inlinable @inline(__always) public func store(_ x: Float, at i: Int) { storePartialBF16(Vec(repeating: x), p + i, 1) }
+}
+
+public struct DualSink: VectorSink {
+    public let float: FloatSink, half: BF16Sink
+    @inlinable public init(_ f: UnsafeMutablePointer<Float>, _ h: UnsafeMutablePointer<BF16>) { float = FloatSink(f); half = BF16Sink(h) }
+    @inlinable @inline(__always) public func store(_ v: Vec, at i: Int) { float.store(v, at: i); half.store(v, at: i) }
+    @inlinable @inline(__always) public func storePartial(_ v: Vec, at i: Int, count: Int) {
+        float.storePartial(v, at: i, count: count); half.storePartial(v, at: i, count: count)
+    }
+    @inlinable @inline(__always) public func store(_ x: Float, at i: Int) { float.store(x, at: i); half.store(x, at: i) }
+}
+
+/// Writes nothing: the kernel's optional second output, absent.
+public struct NoSink: VectorSink {
+    @inlinable public init() {}
+    @inlinable @inline(__always) public func store(_ v: Vec, at i: Int) {}
+    @inlinable @inline(__always) public func storePartial(_ v: Vec, at i: Int, count: Int) {}
+    @inlinable @inline(__always) public func store(_ x: Float, at i: Int) {}
 }

@@ -55,8 +55,16 @@ public final class AdamW {
         weightCopy?.isCurrent = true
     }
 
-    private func apply(parameters: FloatBuffer, gradients: FloatBuffer, learningRate lr: Float, copy C: UnsafeMutablePointer<BF16>?) {
-        if C != nil { precondition(tensors.last.map { $0.offset + $0.count } == parameters.count, "the bf16 copy must cover every parameter") }
+    private func apply(parameters: FloatBuffer, gradients: FloatBuffer, learningRate lr: Float, copy: UnsafeMutablePointer<BF16>?) {
+        if let copy {
+            precondition(tensors.last.map { $0.offset + $0.count } == parameters.count, "the bf16 copy must cover every parameter")
+            apply(parameters: parameters, gradients: gradients, learningRate: lr, copy: BF16Sink(copy))
+        } else {
+            apply(parameters: parameters, gradients: gradients, learningRate: lr, copy: NoSink())
+        }
+    }
+
+    private func apply<Sink: VectorSink>(parameters: FloatBuffer, gradients: FloatBuffer, learningRate lr: Float, copy C: Sink) {
         step += 1
         let s = settings
         let t = Double(step)
@@ -83,10 +91,10 @@ public final class AdamW {
                     p = (p * keepV) - stepV * mv / denom
                     if k == vecWidth {
                         storeVec(mv, M + i); storeVec(vv, V + i); storeVec(p, P + i)
-                        if let C { storeBF16(p, C + i) }
+                        C.store(p, at: i)
                     } else {
                         storePartial(mv, M + i, k); storePartial(vv, V + i, k); storePartial(p, P + i, k)
-                        if let C { storePartialBF16(p, C + i, k) }
+                        C.storePartial(p, at: i, count: k)
                     }
                 }
                 var i = base + r.lowerBound

@@ -141,7 +141,11 @@ public enum Attention {
         for r0 in stride(from: 0, to: t, by: block) {
             let rows = min(block, t - r0), keys = mask.keys(r0, rows, t)
             gemmSerial(false, true, rows, keys, hd, s.scale, q + r0 * ld, ld, k, ld, 0, p + r0 * t, t)
-            for i in r0..<(r0 + rows) { softmaxRow(p + i * t, length: mask.length(i, t), keyMask: padding, stride: t) }
+            if let padding {
+                for i in r0..<(r0 + rows) { softmaxMaskedRow(p + i * t, mask: padding, length: t) }
+            } else {
+                for i in r0..<(r0 + rows) { softmaxRow(p + i * t, length: mask.length(i, t), stride: t) }
+            }
             var probs = UnsafePointer(p + r0 * t)
             if let dropout {
                 dropout.applySerial(out: work.dropped + r0 * t, x: probs, count: rows * t, startIndex: task * t * t + r0 * t)

@@ -12,28 +12,39 @@ public enum LayerNorm {
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, rows n: Int, width d: Int,
         epsilon: Float, affine: Bool = false
     ) {
-        Parallel.forRanges(n, minimum: 8) { _, rows in
-            for row in rows {
-                let xr = x + row * d
-                let m = affine ? 0 : rowSum(xr, d) / Float(d)
-                var acc = Vec()
-                var c = 0
-                let mv = Vec(repeating: m)
-                while c + vecWidth <= d { let t = loadVec(xr + c) - mv; acc = acc.addingProduct(t, t); c += vecWidth }
-                if c < d { let t = loadPartial(xr + c, d - c, fill: m) - mv; acc = acc.addingProduct(t, t) }
-                let variance = horizontalSum(acc) / Float(d)
-                let s = affine ? 1 : 1 / (variance + epsilon).squareRoot()
-                mean[row] = m
-                rstd[row] = s
-                let o = out + row * d
-                let sv = Vec(repeating: s)
-                c = 0
-                while c + vecWidth <= d {
-                    let xh = (loadVec(xr + c) - mv) * sv
-                    o.store(loadVec(bias + c).addingProduct(xh, loadVec(weight + c)), at: c)
-                    c += vecWidth
+        out.run(Forward(mean: mean, rstd: rstd, x: x, weight: weight, bias: bias, n: n, d: d, epsilon: epsilon, affine: affine))
+    }
+
+    private struct Forward: SinkKernel {
+        let mean, rstd: UnsafeMutablePointer<Float>
+        let x, weight, bias: UnsafePointer<Float>
+        let n, d: Int
+        let epsilon: Float, affine: Bool
+
+        func run<Sink: VectorSink>(_ out: Sink) {
+            Parallel.forRanges(n, minimum: 8) { _, rows in
+                for row in rows {
+                    let xr = x + row * d
+                    let m = affine ? 0 : rowSum(xr, d) / Float(d)
+                    var acc = Vec()
+                    var c = 0
+                    let mv = Vec(repeating: m)
+                    while c + vecWidth <= d { let t = loadVec(xr + c) - mv; acc = acc.addingProduct(t, t); c += vecWidth }
+                    if c < d { let t = loadPartial(xr + c, d - c, fill: m) - mv; acc = acc.addingProduct(t, t) }
+                    let variance = horizontalSum(acc) / Float(d)
+                    let s = affine ? 1 : 1 / (variance + epsilon).squareRoot()
+                    mean[row] = m
+                    rstd[row] = s
+                    let o = row * d
+                    let sv = Vec(repeating: s)
+                    c = 0
+                    while c + vecWidth <= d {
+                        let xh = (loadVec(xr + c) - mv) * sv
+                        out.store(loadVec(bias + c).addingProduct(xh, loadVec(weight + c)), at: o + c)
+                        c += vecWidth
+                    }
+                    while c < d { out.store(bias[c].addingProduct((xr[c] - m) * s, weight[c]), at: o + c); c += 1 }
                 }
-                while c < d { o.store(bias[c].addingProduct((xr[c] - m) * s, weight[c]), at: c); c += 1 }
             }
         }
     }

@@ -87,23 +87,28 @@ public enum Linear {
         _ acc: UnsafeMutablePointer<Float>, _ m: UnsafePointer<Float>, rows n: Int, cols: Int,
         copy: UnsafeMutablePointer<BF16>? = nil
     ) {
+        if let copy {
+            columnSums(acc, m, rows: n, cols: cols, copy: BF16Sink(copy))
+        } else {
+            columnSums(acc, m, rows: n, cols: cols, copy: NoSink())
+        }
+    }
+
+    private static func columnSums<Sink: VectorSink>(
+        _ acc: UnsafeMutablePointer<Float>, _ m: UnsafePointer<Float>, rows n: Int, cols: Int, copy: Sink
+    ) {
         Parallel.forRanges(cols, grain: vecWidth) { _, range in
             var c = range.lowerBound
             while c + vecWidth <= range.upperBound {
                 var s = loadVec(acc + c)
-                if let copy {
-                    for row in 0..<n { let v = loadVec(m + row * cols + c); s += v; storeBF16(v, copy + row * cols + c) }
-                } else {
-                    for row in 0..<n { s += loadVec(m + row * cols + c) }
-                }
+                for row in 0..<n { let v = loadVec(m + row * cols + c); s += v; copy.store(v, at: row * cols + c) }
                 storeVec(s, acc + c)
                 c += vecWidth
             }
             while c < range.upperBound {
                 var s = acc[c]
-                for row in 0..<n { s += m[row * cols + c] }
+                for row in 0..<n { s += m[row * cols + c]; copy.store(m[row * cols + c], at: row * cols + c) }
                 acc[c] = s
-                if let copy { for row in 0..<n { storePartialBF16(Vec(repeating: m[row * cols + c]), copy + row * cols + c, 1) } }
                 c += 1
             }
         }

@@ -2,32 +2,26 @@ import Tensors
 
 /// The row kernels of attention's softmax (`Attention`), float32 in every precision.
 extension Attention {
-    /// In place: row[0..<length] = softmax(row[0..<length]), over the keys whose `keyMask` entry is
-    /// 1 when a mask is given (exactly 0 at the others; all 0 when every key is masked);
-    /// row[length..<stride] = 0.
+    /// In place: row[0..<length] = softmax(row[0..<length]); row[length..<stride] = 0.
     @inline(__always)
-    static func softmaxRow(_ row: UnsafeMutablePointer<Float>, length n: Int, keyMask: UnsafePointer<Float>?, stride: Int) {
-        if let keyMask {
-            softmaxMaskedRow(row, mask: keyMask, length: n)
-        } else {
-            var mx = Vec(repeating: -Float.infinity)
-            var j = 0
-            while j + vecWidth <= n { mx = vmax(mx, loadVec(row + j)); j += vecWidth }
-            if j < n { mx = vmax(mx, loadPartial(row + j, n - j, fill: -Float.infinity)) }
-            let m = Vec(repeating: horizontalMax(mx))
-            var sum = Vec()
-            j = 0
-            while j + vecWidth <= n { let e = expVec(loadVec(row + j) - m); storeVec(e, row + j); sum += e; j += vecWidth }
-            if j < n {
-                let e = expVec(loadPartial(row + j, n - j, fill: -Float.infinity) - m)
-                storePartial(e, row + j, n - j)
-                sum += e
-            }
-            let inv = Vec(repeating: 1 / horizontalSum(sum))
-            j = 0
-            while j + vecWidth <= n { storeVec(loadVec(row + j) * inv, row + j); j += vecWidth }
-            if j < n { storePartial(loadPartial(row + j, n - j) * inv, row + j, n - j) }
+    static func softmaxRow(_ row: UnsafeMutablePointer<Float>, length n: Int, stride: Int) {
+        var mx = Vec(repeating: -Float.infinity)
+        var j = 0
+        while j + vecWidth <= n { mx = vmax(mx, loadVec(row + j)); j += vecWidth }
+        if j < n { mx = vmax(mx, loadPartial(row + j, n - j, fill: -Float.infinity)) }
+        let m = Vec(repeating: horizontalMax(mx))
+        var sum = Vec()
+        j = 0
+        while j + vecWidth <= n { let e = expVec(loadVec(row + j) - m); storeVec(e, row + j); sum += e; j += vecWidth }
+        if j < n {
+            let e = expVec(loadPartial(row + j, n - j, fill: -Float.infinity) - m)
+            storePartial(e, row + j, n - j)
+            sum += e
         }
+        let inv = Vec(repeating: 1 / horizontalSum(sum))
+        j = 0
+        while j + vecWidth <= n { storeVec(loadVec(row + j) * inv, row + j); j += vecWidth }
+        if j < n { storePartial(loadPartial(row + j, n - j) * inv, row + j, n - j) }
         (row + n).update(repeating: 0, count: stride - n)
     }
 
