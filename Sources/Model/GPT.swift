@@ -190,18 +190,23 @@ public final class GPT: LanguageModel {
         let dResidual = A + acts.dResidual, dNorm = A + acts.dNorm
         // Under bf16 each layer's output gradient is converted for its products (the logits' in place).
         let copy = Linear.GradientCopy.scratch(acts.doutCopy, in: A)
-        let logitsCopy: Linear.GradientCopy = precision == .bf16 ? .inPlace : .none
         // [gradient observer] The observer may take the token lookup's gradient (tied embedding).
         let tokenGradient = observer?.takeTokenEmbeddingGradient(
             tokens: tokens.pointer, count: n, rows: v, width: d, offset: layout.tokenEmbedding)
 
         // Head: logits = lnf wte^T.
+        // Under bf16 the logits' gradient is converted in place, by the cross-entropy itself.
+        var logitsCopy: Linear.GradientCopy = precision == .bf16 ? .inPlace : .none
+        let scale: Float = lastCounted > 0 ? 1 / Float(lastCounted) : 0
         if let headGradient {
             headGradient(A + acts.logits)
+        } else if precision == .bf16 {
+            CrossEntropy.backwardBF16InPlace(logits: A + acts.logits, logSumExp: A + acts.logSumExp,
+                                             targets: targets.pointer, rows: n, vocab: v, scale: scale)
+            logitsCopy = .convertedInPlace
         } else {
             CrossEntropy.backward(logits: A + acts.logits, logSumExp: A + acts.logSumExp,
-                                  targets: targets.pointer, rows: n, vocab: v,
-                                  scale: lastCounted > 0 ? 1 / Float(lastCounted) : 0)
+                                  targets: targets.pointer, rows: n, vocab: v, scale: scale)
         }
         Linear.backward(dx: dNorm, dweight: G + layout.tokenEmbedding, dbias: nil, dout: A + acts.logits,
                         x: acts.lnf.operand(A), weight: W[layout.tokenEmbedding], rows: n, inFeatures: d, outFeatures: v,

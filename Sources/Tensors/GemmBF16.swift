@@ -6,8 +6,11 @@
 /// same call on the same data whatever the thread count, and the results are bit-identical for
 /// any number of threads by construction (not by a property of the library's blocking).
 enum GemmBF16 {
-    /// Pieces per product: enough to keep 2 (or 4) threads evenly busy.
-    static let tiles = 4
+    /// Pieces per product: 2, one per core of the 2-core machine elle is tuned on. At the GPT
+    /// 6/384 step 2 pieces ran 2% faster than 4 and 4% faster than 8 (docs/PERFORMANCE.md); on a
+    /// machine with more cores raise it (results then change, but stay the same for every thread
+    /// count and rank count).
+    static let tiles = 2
     /// Products under this many multiply-adds run as one piece (a call costs about 1 us).
     static let smallProduct = 1 << 21
 

@@ -59,6 +59,36 @@ public enum CrossEntropy {
             }
         }
     }
+
+    /// The same gradient, written as bf16 in place for the head's bf16 products: row r's values
+    /// at the start of its own float row (row stride 2 V bf16 values, as `BF16Convert.inPlace`),
+    /// so no separate conversion pass reads the logits again. The value at the target is formed
+    /// in float32 before it is rounded, as in the float32 version.
+    public static func backwardBF16InPlace(
+        logits: UnsafeMutablePointer<Float>, logSumExp: UnsafePointer<Float>,
+        targets: UnsafePointer<Int32>, rows n: Int, vocab v: Int, scale: Float
+    ) {
+        Parallel.forRanges(n, minimum: 4) { _, rows in
+            for row in rows {
+                let l = logits + row * v
+                let out = UnsafeMutableRawPointer(l).assumingMemoryBound(to: BF16.self)
+                let target = Int(targets[row])
+                let lse = Vec(repeating: logSumExp[row]), sv = Vec(repeating: target < 0 ? 0 : scale)
+                let lane = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+                // Chunk j's 32 bytes land at float index j / 2, which the loop has read already.
+                var j = 0
+                while j < v {
+                    let k = min(vecWidth, v - j)
+                    var g = expVec((k == vecWidth ? loadVec(l + j) : loadPartial(l + j, k)) - lse) * sv
+                    if target >= j && target < j + k {
+                        g = g - Vec(repeating: scale).replacing(with: 0, where: lane .!= SIMD16<Int32>(repeating: Int32(target - j)))
+                    }
+                    if k == vecWidth { storeBF16(g, out + j) } else { storePartialBF16(g, out + j, k) }
+                    j += vecWidth
+                }
+            }
+        }
+    }
 }
 
 #if canImport(Glibc)

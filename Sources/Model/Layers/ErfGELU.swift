@@ -8,7 +8,7 @@ import Tensors
 /// tails included): Phi(x) = erfc(z) / 2 for x < 0 and 1 - erfc(z) / 2 otherwise.
 public enum ErfGELU: ElementwiseActivation {
     /// (Phi(x), exp(-x^2 / 2)) lane by lane.
-    @inline(__always)
+    @usableFromInline @inline(__always)
     static func cdf(_ x: Vec) -> (phi: Vec, gauss: Vec) {
         let z = vmax(x, -x) * Vec(repeating: 0.707_106_781_186_547_5)
         let t = Vec(repeating: 1) / Vec(repeating: 1).addingProduct(z, Vec(repeating: 0.5))
@@ -28,11 +28,11 @@ public enum ErfGELU: ElementwiseActivation {
         return (phi, expVec(-z2))
     }
 
-    @inline(__always)
+    @_transparent
     public static func forwardVec(_ x: Vec) -> Vec { x * cdf(x).phi }
 
     /// dy/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
-    @inline(__always)
+    @_transparent
     public static func derivativeVec(_ x: Vec) -> Vec {
         let (phi, gauss) = cdf(x)
         return phi.addingProduct(x * gauss, Vec(repeating: 0.398_942_280_401_432_7))

@@ -26,6 +26,8 @@ public enum Linear {
         /// Converted in place after the bias gradient: row r's bf16 values at the start of its own
         /// float row (row stride 2 O), so a large gradient (the logits') needs no second buffer.
         case inPlace
+        /// Already converted that way by the kernel that produced it (no bias).
+        case convertedInPlace
     }
 
     /// dx = dout W (or += when `accumulateInput`); dweight += dout^T x; dbias += column sums of
@@ -51,6 +53,10 @@ public enum Linear {
         case .inPlace:
             if let dbias { addColumnSums(dbias, dout, rows: n, cols: o) }
             Profiler.measure(.conversion) { BF16Convert.inPlace(dout, rows: n, cols: o) }
+            gradient = .bf16(bf16(dout))
+            ld = 2 * o
+        case .convertedInPlace:
+            precondition(dbias == nil, "a bias gradient needs the float32 output gradient")
             gradient = .bf16(bf16(dout))
             ld = 2 * o
         }
@@ -94,11 +100,24 @@ public enum Linear {
         }
     }
 
+    /// Columns go in chunks of 64 (4 vectors) so each row's part of a chunk is whole cache lines,
+    /// read and (for the bf16 copy) written; a column's sum runs over the rows in order either way.
     private static func columnSums<Sink: VectorSink>(
         _ acc: UnsafeMutablePointer<Float>, _ m: UnsafePointer<Float>, rows n: Int, cols: Int, copy: Sink
     ) {
-        Parallel.forRanges(cols, grain: vecWidth) { _, range in
+        Parallel.forRanges(cols, grain: 4 * vecWidth) { _, range in
             var c = range.lowerBound
+            while c + 4 * vecWidth <= range.upperBound {
+                var s0 = loadVec(acc + c), s1 = loadVec(acc + c + 16), s2 = loadVec(acc + c + 32), s3 = loadVec(acc + c + 48)
+                for row in 0..<n {
+                    let i = row * cols + c
+                    let v0 = loadVec(m + i), v1 = loadVec(m + i + 16), v2 = loadVec(m + i + 32), v3 = loadVec(m + i + 48)
+                    s0 += v0; s1 += v1; s2 += v2; s3 += v3
+                    copy.store(v0, at: i); copy.store(v1, at: i + 16); copy.store(v2, at: i + 32); copy.store(v3, at: i + 48)
+                }
+                storeVec(s0, acc + c); storeVec(s1, acc + c + 16); storeVec(s2, acc + c + 32); storeVec(s3, acc + c + 48)
+                c += 4 * vecWidth
+            }
             while c + vecWidth <= range.upperBound {
                 var s = loadVec(acc + c)
                 for row in 0..<n { let v = loadVec(m + row * cols + c); s += v; copy.store(v, at: row * cols + c) }
