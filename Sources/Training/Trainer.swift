@@ -88,6 +88,7 @@ public final class Trainer {
     public init(model: LanguageModel, options: TrainingOptions, train: TokenStream, valid: TokenStream,
                 communicator: Communicator, state: TrainingState?, moments: (m: FloatBuffer, v: FloatBuffer)?) throws {
         try options.validate(model: model.config)
+        model.precision = options.matrixPrecision
         self.model = model
         self.options = options
         self.communicator = communicator
@@ -136,6 +137,7 @@ public final class Trainer {
                    ("resume.step", "\(step)"), ("resume.optimizerStep", "\(optimizer.step)")]
         try communicator.verifySameFields(fields, what: "run configuration")
         try communicator.broadcast(model.parameters, label: "parameter broadcast from rank 0")
+        model.parametersChanged()
         if resuming {
             try communicator.broadcast(optimizer.m, label: "Adam first-moment broadcast from rank 0")
             try communicator.broadcast(optimizer.v, label: "Adam second-moment broadcast from rank 0")
@@ -216,7 +218,7 @@ public final class Trainer {
             scaleInPlace(gradients.pointer, 1 / Float(contributions), count: gradients.count)
         }
         let norm = clipGradients(gradients, maxNorm: options.clip)
-        optimizer.update(parameters: model.parameters, gradients: gradients, learningRate: lr)
+        optimizer.update(parameters: model.parameters, gradients: gradients, learningRate: lr, weightCopy: model.weightCopy)
         step += 1
         let tokens = b * t * contributions
         tokensSeen += tokens
@@ -279,6 +281,7 @@ public final class Trainer {
         }
         kd.teacherHash = teacher.hashString
         options.distillation = kd
+        teacher.model.precision = options.matrixPrecision  // its forward passes in the run's precision
         self.teacher = teacher
         teacherCache = nil
     }
@@ -320,6 +323,7 @@ public final class Trainer {
     public func reconfigure(options newOptions: TrainingOptions, freshOptimizer: Bool) throws {
         try newOptions.validate(model: model.config)
         options = newOptions
+        model.precision = options.matrixPrecision
         inputs = Buffer(count: options.batch * options.seq)
         targets = Buffer(count: options.batch * options.seq)
         windows = Buffer(count: options.batch)
@@ -341,6 +345,7 @@ public final class Trainer {
                                              moments: (optimizer.m, optimizer.v), plan: plan,
                                              communicator: communicator, what: "after update \(step)")
         let grownModel = try makeModel(config: grown.config, parameters: grown.parameters)
+        grownModel.precision = options.matrixPrecision
         let tensors = grownModel.tensors
         optimizer = grown.moments.map { AdamW(tensors: tensors, settings: options.adam, m: $0.m, v: $0.v, step: optimizer.step) }
             ?? AdamW(tensors: tensors, count: grownModel.parameterCount, settings: options.adam)

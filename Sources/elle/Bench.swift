@@ -40,7 +40,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         let threads = Runtime.configureThreads(compute.threads)
-        let precision = compute.precision
+        let precision = compute.precision ?? .fp32
         Runtime.announce(precision: precision)
         let config = ModelConfig(architecture: architecture, layers: layers, width: width, heads: heads, vocab: vocab,
                                  context: seq, dropout: 0)

@@ -39,8 +39,8 @@ extension Precision: ExpressibleByArgument {}
 struct ComputeOptions: ParsableArguments {
     @Option(help: "Threads per process (default: OPENBLAS_NUM_THREADS when set, else all cores shared among the MPI ranks on this node).")
     var threads: Int?
-    @Option(help: "Operands of the model's matrix products: fp32, or bf16 (mixed precision: bf16 operands, float32 accumulation, weights, gradients and optimizer state; needs AVX512_BF16 to be fast).")
-    var precision: Precision = .fp32
+    @Option(help: "Operands of the model's matrix products: fp32 (default), or bf16 (mixed precision: bf16 operands; float32 accumulation, weights, gradients and optimizer state; fast with AVX512_BF16). A resumed run keeps its own unless given.")
+    var precision: Precision?
 
     func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1 (got \(threads))") }

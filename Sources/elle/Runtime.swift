@@ -24,6 +24,12 @@ enum Runtime {
         if precision == .bf16, !quiet, let advice = GemmRules.bf16Advice { warn(advice) }
     }
 
+    /// "fp32 products (OpenBLAS)", "bf16 products (oneDNN)": which numbers and library the run's
+    /// matrix products use (`GemmRules`).
+    static func describe(_ precision: Precision) -> String {
+        "\(precision) products (\(GemmRules.library(for: precision).rawValue))"
+    }
+
     /// Writes a line to standard error.
     static func warn(_ text: String) {
         FileHandle.standardError.write(Data((text + "\n").utf8))

@@ -118,6 +118,7 @@ struct Train: ParsableCommand {
             if let steps { options.steps = steps }
             if let data { options.dataPath = data }  // e.g. another node's copy (contents are compared)
             if let bucketMB { options.bucketMB = bucketMB }
+            if let precision = compute.precision { options.precision = precision }
             let loaded = try TrainingData(path: options.dataPath, domain: options.domain, validFraction: options.validFraction)
             tokenizer = loaded.tokenizer
             trainer = try Trainer.resume(from: saved, path: path, train: loaded.train, valid: loaded.valid,
@@ -166,6 +167,7 @@ struct Train: ParsableCommand {
             options.growth = try growth.schedule(source: config, steps: total, seed: seed)
             options.maskedLM = maskedLM
             options.distillation = ki.options(steps: total)
+            options.precision = compute.precision ?? .fp32
             let gpt = try initial.map { saved in
                 guard let parameters = saved.tensor("parameters") else {
                     throw CheckpointError(path: initFrom!, "holds no parameters tensor")
@@ -203,8 +205,9 @@ struct Train: ParsableCommand {
                 let target = growth.plan.target(source: trainer.model.config)
                 print("growth after update \(growth.step) to \(target) (\(formatCount(target.parameterCount)) parameters): \(growth.plan.summary)")
             }
-            print("training \(options.steps) updates of \(options.batch)x\(options.seq) tokens x \(options.accumulation) micro-batch(es) x \(communicator.size) rank(s), lr \(options.schedule), \(threads) thread(s), BLAS kernel \(BLASInfo.coreName)")
+            print("training \(options.steps) updates of \(options.batch)x\(options.seq) tokens x \(options.accumulation) micro-batch(es) x \(communicator.size) rank(s), lr \(options.schedule), \(threads) thread(s), BLAS kernel \(BLASInfo.coreName), \(Runtime.describe(options.matrixPrecision))")
         }
+        Runtime.announce(precision: options.matrixPrecision, quiet: !log)
         let metrics = log ? try MetricsLog(folder: out, append: resume) : nil
 
         let stop = min(options.steps, stopAfter ?? options.steps)
