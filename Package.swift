@@ -38,8 +38,9 @@ let package = Package(
         .target(name: "Model", dependencies: ["Tensors"], swiftSettings: kernelSettings),
         .target(name: "Corpus", dependencies: ["Tensors"], swiftSettings: kernelSettings),
         .target(name: "Communication", dependencies: ["CMPI", "Tensors"], swiftSettings: kernelSettings),
+        .target(name: "TensorBoard"),
         .target(
-            name: "Training", dependencies: ["Tensors", "Model", "Corpus", "Communication"],
+            name: "Training", dependencies: ["Tensors", "Model", "Corpus", "Communication", "TensorBoard"],
             swiftSettings: kernelSettings),
         .target(
             name: "Lifelong",
@@ -68,6 +69,7 @@ let package = Package(
         .testTarget(name: "ElleTests", dependencies: ["TestSupport"]),
         .testTarget(name: "LifelongTests", dependencies: ["Lifelong", "Model", "Corpus", "Communication", "Training", "TestSupport"]),
         .testTarget(name: "FinetuneTests", dependencies: ["Finetune", "Model", "Corpus", "Communication", "Training", "TestSupport"]),
+        .testTarget(name: "TensorBoardTests", dependencies: ["TensorBoard", "Training", "TestSupport"]),
         .testTarget(name: "InteropTests", dependencies: ["Interop", "Model", "Corpus", "Training", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]

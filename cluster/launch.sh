@@ -77,7 +77,11 @@ fi
 # rtc_hwloc_vmhole none: Open MPI 4.1's remote daemons (orted) otherwise map a shared hwloc
 # topology at an address they guess, which can collide with the stack and crash the daemon
 # (seen in about 1 launch in 4 here); the sharing is only an optimization.
-mpirun_args=(-n "$ranks" --bind-to none -x "OPENBLAS_NUM_THREADS=$threads" -x PATH --mca rtc_hwloc_vmhole none)
+# odls_base_sigkill_timeout 30: when a rank dies, mpirun signals the others (SIGTERM) and kills
+# them (SIGKILL) that many seconds apart (default 1 s); the survivors need that time to save the
+# last completed update (README: "Running on several ranks").
+mpirun_args=(-n "$ranks" --bind-to none -x "OPENBLAS_NUM_THREADS=$threads" -x PATH --mca rtc_hwloc_vmhole none
+             --mca odls_base_sigkill_timeout 30)
 [[ -n "${LD_LIBRARY_PATH:-}" ]] && mpirun_args+=(-x LD_LIBRARY_PATH)
 # Forward an explicit OpenBLAS kernel choice to every rank (see README: Threads and OpenBLAS).
 [[ -n "${OPENBLAS_CORETYPE:-}" ]] && mpirun_args+=(-x OPENBLAS_CORETYPE)

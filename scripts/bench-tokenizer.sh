@@ -3,13 +3,13 @@
 # elle with GPT-2's vocabulary and with a 16k vocabulary trained on 20 MB of it (training time
 # too), beside tiktoken's gpt2 and Hugging Face `tokenizers` (on the same tokenizer.json files),
 # each at 1 and 2 threads. Run by hand; needs scripts/fetch-corpora.sh, scripts/fetch-gpt2.sh, a
-# release build and ~/torch-venv with tiktoken and tokenizers (Python figures: one timed pass;
+# release build and .venv (scripts/setup.sh --python: tiktoken, tokenizers) (Python figures: one timed pass;
 # Hugging Face tokenizers runs at about 1 MB/s per thread, so they take minutes). The machine is
 # shared: repeat.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 text=${1:-corpora/text}
-python=${PYTHON:-$HOME/torch-venv/bin/python}
+python=${PYTHON:-.venv/bin/python}
 mkdir -p runs
 elle=.build/release/elle
 $elle bench tokenizer --text "$text" --tokenizer gpt2 --thread-counts 1,2 --repeats 3 --save runs/gpt2-tokenizer.json

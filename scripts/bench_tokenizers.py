@@ -2,8 +2,8 @@
 docs/PERFORMANCE.md): tiktoken's gpt2 and Hugging Face `tokenizers` (a tokenizer.json, e.g.
 GPT-2's as written by elle, or a trained one from `elle bench tokenizer --save`).
 
-    ~/torch-venv/bin/python scripts/bench_tokenizers.py --text corpora/text --threads 1
-    ~/torch-venv/bin/python scripts/bench_tokenizers.py --text corpora/text --threads 2 --hf runs/gpt2-tokenizer.json
+    .venv/bin/python scripts/bench_tokenizers.py --text corpora/text --threads 1
+    .venv/bin/python scripts/bench_tokenizers.py --text corpora/text --threads 2 --hf runs/gpt2-tokenizer.json
 
 Thread counts: tiktoken's encode_ordinary_batch uses a thread pool of --threads; tokenizers'
 encode_batch uses Rayon, limited by RAYON_NUM_THREADS (set here before it is imported).

@@ -4,7 +4,7 @@
 Run by hand after a release build (needs torch, transformers, safetensors; GPT-2's vocab.json +
 merges.txt in corpora/gpt2, from scripts/fetch-gpt2.sh):
     swift build -c release
-    ~/torch-venv/bin/python scripts/check_hf_interop.py [--work runs/interop] [--steps 200]
+    .venv/bin/python scripts/check_hf_interop.py [--work runs/interop] [--steps 200]
 
 Export: a small GPT is trained on data/sample prepared with a learned BPE (and a byte-level one on
 raw text), exported with `elle export --format hf`, and loaded with GPT2LMHeadModel.from_pretrained

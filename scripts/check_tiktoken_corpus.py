@@ -2,7 +2,7 @@
 equals tiktoken's gpt2 encode_ordinary. elle writes a token count and XXH64 per file:
 
     .build/release/elle bench tokenizer --text corpora/text --tokenizer gpt2 --repeats 1 --hashes runs/elle-gpt2.tsv
-    ~/torch-venv/bin/python scripts/check_tiktoken_corpus.py runs/elle-gpt2.tsv
+    .venv/bin/python scripts/check_tiktoken_corpus.py runs/elle-gpt2.tsv
 
 Exits non-zero and names the files (and first differing token) when any differ.
 """

@@ -63,5 +63,5 @@ for budget in "${budgets[@]}"; do
           awk '{ n = $0; sub(/\.yaml$/, "", n); sub(/.*-x/, "", n); print (n ~ /^[0-9]+$/ ? n : 0) "\t" $0 }' | sort -s -n -k1,1 | cut -f2
     } | xargs -P "$jobs" -I{} bash -c 'run_one "$@"' _ {} || status=1
 done
-~/torch-venv/bin/python scripts/plot_elle_experiment.py "${budgets[@]}" || status=1
+.venv/bin/python scripts/plot_elle_experiment.py "${budgets[@]}" || status=1
 exit $status

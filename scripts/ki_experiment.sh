@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 OUT=${1:-runs/ki}
 ELLE=${ELLE:-.build/release/elle}
-PY=${PY:-$HOME/torch-venv/bin/python}
+PY=${PY:-.venv/bin/python}
 RAW=${RAW:-corpora/text}
 DOMAIN=${DOMAIN:-literature}
 VOCAB=${VOCAB:-8192}

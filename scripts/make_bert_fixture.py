@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Writes PyTorch reference fixtures for elle's BERT (Tests/Fixtures/bert-*.json).
 
-Run by hand (needs torch and transformers):
-    ~/torch-venv/bin/python scripts/make_bert_fixture.py
+Run by hand with the repository's venv (`scripts/setup.sh --python-heavy` makes it, with torch and
+transformers):
+    .venv/bin/python scripts/make_bert_fixture.py
 
 The reference is Hugging Face's BertForMaskedLM in float32 without dropout: post-LN blocks,
 exact (erf) GELU, MLM head (dense, GELU, LayerNorm, decoder tied to the word embeddings, plus a
@@ -17,15 +18,20 @@ bias). Differences from elle's BERT are removed as follows:
 Each fixture holds, flattened in elle's BERTLayout order (weights [out, in]; q, k, v stacked
 into attn.qkv): the parameters, tokens and targets (-1 = not masked), the loss, the logits of
 every position, the gradients, and the parameters after one torch.optim.AdamW step (weight
-decay on 2-D tensors only).
+decay on 2-D tensors only). `steps` holds a short clipped training run from the same parameters,
+as scripts/make_gpt_fixture.py explains: the batch above and new masked batches, gradient
+clipping that acts at every step, AdamW with weight decay 0.1; per step the loss and the gradient
+norm before clipping, and the parameters at the end.
 """
-import json, os
+import os
 import torch
 import torch.nn.functional as F
+from fixture_steps import clipped_steps, compact_json
 from transformers import BertConfig, BertForMaskedLM
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures")
 ADAM = dict(lr=1e-3, beta1=0.9, beta2=0.98, eps=1e-6, weight_decay=0.01)
+STEPS = dict(count=3, lr=1e-3, beta1=0.9, beta2=0.98, eps=1e-6, weight_decay=0.1, clip=1.0)
 
 
 def elle_tensors(model, layers):
@@ -84,26 +90,34 @@ def make(name, layers, width, heads, vocab, seq, batch, seed, pads):
     tt.requires_grad_(False)
     assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
 
-    # Ordinary tokens, pads at the end of the last sequence, then about 30% of the other
-    # positions chosen (twice BERT's 15%, so the small fixture has enough predicted rows):
-    # 80% become the mask token, 10% a random token, 10% stay.
-    tokens = torch.randint(0, vocab - 3, (batch, seq))
-    if pads:
-        tokens[-1, seq - pads:] = pad
-    targets = torch.full((batch, seq), -1)
-    chosen = torch.rand(batch, seq) < 0.3
-    chosen[tokens == pad] = False
-    chosen[0, 1] = True
-    targets[chosen] = tokens[chosen]
-    u = torch.rand(batch, seq)
-    tokens[chosen & (u < 0.8)] = mask
-    random_ids = torch.randint(0, vocab - 3, (batch, seq))
-    replace = chosen & (u >= 0.8) & (u < 0.9)
-    tokens[replace] = random_ids[replace]
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
 
-    attention_mask = (tokens != pad).long()
-    logits = model(input_ids=tokens, attention_mask=attention_mask).logits
-    loss = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), ignore_index=-1)
+    def draw_batch():
+        """Ordinary tokens, pads at the end of the last sequence, then about 30% of the other
+        positions chosen (twice BERT's 15%, so the small fixture has enough predicted rows):
+        80% become the mask token, 10% a random token, 10% stay."""
+        tokens = torch.randint(0, vocab - 3, (batch, seq))
+        if pads:
+            tokens[-1, seq - pads:] = pad
+        targets = torch.full((batch, seq), -1)
+        chosen = torch.rand(batch, seq) < 0.3
+        chosen[tokens == pad] = False
+        chosen[0, 1] = True
+        targets[chosen] = tokens[chosen]
+        u = torch.rand(batch, seq)
+        tokens[chosen & (u < 0.8)] = mask
+        random_ids = torch.randint(0, vocab - 3, (batch, seq))
+        replace = chosen & (u >= 0.8) & (u < 0.9)
+        tokens[replace] = random_ids[replace]
+        return tokens, targets
+
+    def loss_of(tokens, targets):
+        logits = model(input_ids=tokens, attention_mask=(tokens != pad).long()).logits
+        return logits, F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), ignore_index=-1)
+
+    tokens, targets = draw_batch()
+    chosen = targets >= 0
+    logits, loss = loss_of(tokens, targets)
     loss.backward()
 
     params = flatten(model, layers)
@@ -118,29 +132,24 @@ def make(name, layers, width, heads, vocab, seq, batch, seed, pads):
     opt.step()
     updated = flatten(model, layers)
 
+    # The clipped steps, from the initial parameters: the batch above, then new ones.
+    batches = [(tokens, targets)] + [draw_batch() for _ in range(STEPS["count"] - 1)]
+    steps = clipped_steps(model, initial, batches, lambda t, y: loss_of(t, y)[1], decay, no_decay, STEPS, lambda: flatten(model, layers))
+    norms = ", ".join(format(r["norm"], ".3f") for r in steps["batches"])
+
     fixture = {
         "source": f"torch {torch.__version__}, BertForMaskedLM, scripts/make_bert_fixture.py seed {seed}",
         "config": dict(layers=layers, width=width, heads=heads, vocab=vocab, seq=seq, batch=batch, pad=pad),
         "adam": ADAM,
         "tokens": tokens.reshape(-1).tolist(), "targets": targets.reshape(-1).tolist(),
         "loss": loss.item(), "logits": logits.detach().reshape(-1).tolist(),
-        "parameters": params, "gradients": grads, "updated": updated,
+        "parameters": params, "gradients": grads, "updated": updated, "steps": steps,
     }
     path = os.path.join(OUT, f"bert-{name}.json")
     with open(path, "w") as f:
         f.write(compact_json(fixture))
-    print(f"wrote {path}: loss {loss.item():.6f} over {int(chosen.sum())} masked positions, {len(params)} parameters")
-
-
-def compact_json(value):
-    """JSON with floats at 9 significant digits: enough to round-trip float32 exactly."""
-    if isinstance(value, float):
-        return format(value, ".9g")
-    if isinstance(value, list):
-        return "[" + ",".join(compact_json(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(json.dumps(k) + ":" + compact_json(v) for k, v in value.items()) + "}"
-    return json.dumps(value)
+    print(f"wrote {path}: loss {loss.item():.6f} over {int(chosen.sum())} masked positions, {len(params)} parameters; "
+          f"{len(steps['batches'])} clipped steps, gradient norms {norms}")
 
 
 if __name__ == "__main__":

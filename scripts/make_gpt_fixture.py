@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Writes PyTorch reference fixtures for elle's GPT (Tests/Fixtures/gpt-*.json).
 
-Run by hand (needs torch and transformers):
-    python3 -m venv ~/torch-venv && ~/torch-venv/bin/pip install torch transformers
-    ~/torch-venv/bin/python scripts/make_gpt_fixture.py
+Run by hand with the repository's venv (`scripts/setup.sh --python-heavy` makes it, with torch and
+transformers):
+    .venv/bin/python scripts/make_gpt_fixture.py
 
 The reference is Hugging Face's GPT2LMHeadModel (pre-LN blocks, gelu_new, tied output
 embedding), run in float32 without dropout. Parameters are drawn at a larger scale than a real
@@ -11,14 +11,23 @@ initialization (and norms/biases away from 1/0) so every path carries a visible 
 fixture holds, flattened in elle's parameter layout (weights as [out, in]): the parameters, the
 input tokens and targets (-1 = no loss), the mean loss, the logits, the gradients, and the
 parameters after one torch.optim.AdamW step (weight decay only on 2-D tensors).
+
+One step cannot tell beta1 from beta2 (bias-corrected, its update is lr * g / |g| whatever the
+betas) and its weight decay (0.01 at lr 1e-3) moves a weight by 1e-5 of itself, the test's
+tolerance. So `steps` holds a short training run from the same parameters: STEPS["count"]
+updates on new batches, each forward, backward, gradient clipping at STEPS["clip"] (below every
+step's norm, so it acts) and AdamW with weight decay 0.1; per step the loss and the gradient norm
+before clipping, and the parameters at the end.
 """
-import json, os, sys
+import os, sys
 import torch
 import torch.nn.functional as F
+from fixture_steps import clipped_steps, compact_json
 from transformers import GPT2Config, GPT2LMHeadModel
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures")
 ADAM = dict(lr=1e-3, beta1=0.9, beta2=0.98, eps=1e-8, weight_decay=0.01)
+STEPS = dict(count=3, lr=1e-3, beta1=0.9, beta2=0.98, eps=1e-8, weight_decay=0.1, clip=1.0)
 
 
 def elle_order(model, layers, grad=False):
@@ -57,9 +66,15 @@ def make(name, layers, width, heads, vocab, seq, batch, seed):
                 p.copy_(0.1 * torch.randn_like(p))
             else:
                 p.copy_(0.2 * torch.randn_like(p))
-    tokens = torch.randint(0, vocab, (batch, seq))
-    targets = torch.randint(0, vocab, (batch, seq))
-    targets[0, 1] = -1  # a position without loss
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def draw_batch():
+        tokens = torch.randint(0, vocab, (batch, seq))
+        targets = torch.randint(0, vocab, (batch, seq))
+        targets[0, 1] = -1  # a position without loss
+        return tokens, targets
+
+    tokens, targets = draw_batch()
     logits = model(input_ids=tokens).logits
     loss = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), ignore_index=-1)
     loss.backward()
@@ -75,29 +90,27 @@ def make(name, layers, width, heads, vocab, seq, batch, seed):
     opt.step()
     updated = elle_order(model, layers)
 
+    # The clipped steps, from the initial parameters: the batch above, then new ones.
+    def loss_of(step_tokens, step_targets):
+        step_logits = model(input_ids=step_tokens).logits
+        return F.cross_entropy(step_logits.reshape(-1, vocab), step_targets.reshape(-1), ignore_index=-1)
+
+    batches = [(tokens, targets)] + [draw_batch() for _ in range(STEPS["count"] - 1)]
+    steps = clipped_steps(model, initial, batches, loss_of, decay, no_decay, STEPS, lambda: elle_order(model, layers))
+    norms = ", ".join(format(r["norm"], ".3f") for r in steps["batches"])
+
     fixture = {
         "source": f"torch {torch.__version__}, GPT2LMHeadModel, scripts/make_gpt_fixture.py seed {seed}",
         "config": dict(layers=layers, width=width, heads=heads, vocab=vocab, seq=seq, batch=batch),
         "adam": ADAM,
         "tokens": tokens.reshape(-1).tolist(), "targets": targets.reshape(-1).tolist(),
         "loss": loss.item(), "logits": logits.detach().reshape(-1).tolist(),
-        "parameters": params, "gradients": grads, "updated": updated,
+        "parameters": params, "gradients": grads, "updated": updated, "steps": steps,
     }
     path = os.path.join(OUT, f"gpt-{name}.json")
     with open(path, "w") as f:
         f.write(compact_json(fixture))
-    print(f"wrote {path}: loss {loss.item():.6f}, {len(params)} parameters")
-
-
-def compact_json(value):
-    """JSON with floats at 9 significant digits: enough to round-trip float32 exactly."""
-    if isinstance(value, float):
-        return format(value, ".9g")
-    if isinstance(value, list):
-        return "[" + ",".join(compact_json(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(json.dumps(k) + ":" + compact_json(v) for k, v in value.items()) + "}"
-    return json.dumps(value)
+    print(f"wrote {path}: loss {loss.item():.6f}, {len(params)} parameters; {len(steps['batches'])} clipped steps, gradient norms {norms}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 
 Run by hand (needs torch, transformers and safetensors; GPT-2's vocab.json + merges.txt in
 corpora/gpt2, which scripts/fetch-gpt2.sh fetches):
-    ~/torch-venv/bin/python scripts/make_interop_fixture.py [dtypes] [gpt2] [bert]
+    .venv/bin/python scripts/make_interop_fixture.py [dtypes] [gpt2] [bert]
 
 1. safetensors-dtypes.safetensors, written by safetensors.torch.save_file: F32, F16 (subnormal,
    signed zero, infinities, the largest half), BF16 and I64 tensors plus __metadata__;
@@ -112,6 +112,18 @@ def tiny_gpt2_fixture():
     print(f"wrote {folder}: {sorted(os.listdir(folder))}; {len(ids)} tokens ({tokens.shape[1]} run), vocab {n + 1}")
 
 
+def randomize_bert(model):
+    """Weights of a visible size (transformers initializes LayerNorm to 1/0 and biases to 0)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("LayerNorm.weight"):
+                p.copy_(1 + 0.2 * torch.randn_like(p))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+            else:
+                p.copy_(0.2 * torch.randn_like(p))
+
+
 def tiny_bert_fixture():
     vocab, merges, n = small_gpt2_vocab()
     tokenizer = GPT2Tokenizer(vocab=vocab, merges=merges)
@@ -127,14 +139,7 @@ def tiny_bert_fixture():
                      intermediate_size=40, max_position_embeddings=t, type_vocab_size=2, hidden_act="gelu",
                      layer_norm_eps=1e-12, pad_token_id=pad, tie_word_embeddings=True)
     model = BertForMaskedLM(cfg).float().eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("LayerNorm.weight"):
-                p.copy_(1 + 0.2 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.copy_(0.1 * torch.randn_like(p))
-            else:
-                p.copy_(0.2 * torch.randn_like(p))
+    randomize_bert(model)
     assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
     folder = os.path.join(OUT, "hf-bert-tiny")
     shutil.rmtree(folder, ignore_errors=True)

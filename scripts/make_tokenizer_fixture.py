@@ -3,7 +3,7 @@ Tests/Fixtures/bpe-edge-cases.txt (whole and line by line) and of excerpts of th
 (data/sample: public domain and CC-BY text only). elle's BPE with GPT-2's files must reproduce
 every one exactly (Tests/CorpusTests/BPETests.swift).
 
-    scripts/fetch-gpt2.sh && ~/torch-venv/bin/python scripts/make_tokenizer_fixture.py
+    scripts/fetch-gpt2.sh && .venv/bin/python scripts/make_tokenizer_fixture.py
 """
 import glob, json, os, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

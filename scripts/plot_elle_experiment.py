@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Plots and tables of the ELLE experiment (scripts/elle_experiment.sh) from each run's metrics.jsonl.
 
-    ~/torch-venv/bin/python scripts/plot_elle_experiment.py [BUDGET...]      # default: short long
+    .venv/bin/python scripts/plot_elle_experiment.py [BUDGET...]      # default: short long
 
 Writes docs/results/elle-BUDGET-domains.png (perplexity of every domain over training FLOPs),
 docs/results/NAME-ap-flops.png (AP after each stage against cumulative training FLOPs, every

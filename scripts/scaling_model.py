@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Cost model of elle's data-parallel step, calibrated on scripts/scaling.sh's measurements
-(docs/SCALING.md). Run by hand (needs numpy and matplotlib, e.g. ~/torch-venv/bin/python):
+(docs/SCALING.md). Run by hand (needs numpy and matplotlib, e.g. .venv/bin/python):
 
     scripts/scaling_model.py RESULTS.jsonl [...] [--plot docs/scaling.png] [--node-gflops G]
 

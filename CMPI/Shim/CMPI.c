@@ -235,6 +235,20 @@ static int unlocked_iallgather(const void *send, void *receive, int64_t count, c
     return MPI_SUCCESS;
 }
 
+static int unlocked_ialltoall(const void *send, void *receive, int64_t count, cmpi_datatype type,
+                    cmpi_request **request) {
+    *request = NULL;
+    if (count < 0 || count > INT_MAX) return MPI_ERR_COUNT;
+    cmpi_request *r = new_request(1, 0);
+    if (r == NULL) return MPI_ERR_NO_MEM;
+    int rc = MPI_Ialltoall(send, (int)count, datatype(type), receive, (int)count, datatype(type),
+                           MPI_COMM_WORLD, &r->parts[0]);
+    if (rc != MPI_SUCCESS) return fail(r, rc);
+    r->count = 1;
+    *request = r;
+    return MPI_SUCCESS;
+}
+
 static int unlocked_isend(const void *buffer, int64_t count, cmpi_datatype type, int destination, int tag,
                cmpi_request **request) {
     *request = NULL;
@@ -372,6 +386,14 @@ int cmpi_iallgather(const void *send, void *receive, int64_t count, cmpi_datatyp
                     cmpi_request **request) {
     pthread_mutex_lock(&mpi_mutex);
     int rc = unlocked_iallgather(send, receive, count, type, request);
+    pthread_mutex_unlock(&mpi_mutex);
+    return rc;
+}
+
+int cmpi_ialltoall(const void *send, void *receive, int64_t count, cmpi_datatype type,
+                   cmpi_request **request) {
+    pthread_mutex_lock(&mpi_mutex);
+    int rc = unlocked_ialltoall(send, receive, count, type, request);
     pthread_mutex_unlock(&mpi_mutex);
     return rc;
 }

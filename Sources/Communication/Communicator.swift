@@ -20,6 +20,10 @@ public protocol Communicator: AnyObject {
     /// In-place all-reduce of `count` elements.
     func startAllReduce<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, _ op: ReduceOp,
                                               label: String) throws -> PendingCollective
+    /// In-place sum of `count` floats whose bits do not depend on the library's algorithm: the
+    /// ranks' values are added in a pairwise tree over rank order, ((r0 + r1) + (r2 + r3)) + ...,
+    /// so a sum over a fixed tree of micro-batches gives the same bits on 1, 2, 4... ranks.
+    func startTreeSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) throws -> PendingCollective
     /// Overwrites `buffer` on every rank with root's.
     func startBroadcast<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, root: Int,
                                               label: String) throws -> PendingCollective
@@ -56,28 +60,59 @@ extension UInt64: CollectiveElement { public static var kind: ElementKind { .uin
 extension UInt8: CollectiveElement { public static var kind: ElementKind { .byte } }
 
 /// A collective in flight. `wait()` returns once it is complete on this rank (the buffers may be
-/// used again); `test()` asks without blocking.
+/// used again); `test()` asks without blocking. A collective may run in stages: when one MPI
+/// operation completes, the next stage does its local work and starts the following operation,
+/// or returns nil when there is none. Stages run only inside `wait()`: every rank waits for its
+/// collectives in the same order, so every rank starts the later operations in the same order
+/// (MPI requires it).
 public final class PendingCollective {
-    let request: MPIRequest?
+    private var request: MPIRequest?
     let label: String
+    private var stages: [() throws -> MPIRequest?]
+    private var inBackground = false
 
-    init(request: MPIRequest?, label: String) {
+    init(request: MPIRequest?, label: String, then stages: [() throws -> MPIRequest?] = []) {
         self.request = request
         self.label = label
+        self.stages = stages
     }
 
     /// Already complete (the single-process case).
     static func completed(_ label: String) -> PendingCollective { PendingCollective(request: nil, label: label) }
 
-    public func test() throws -> Bool { try request?.test() ?? true }
+    /// True once the collective is complete (a staged one completes only inside `wait()`).
+    public func test() throws -> Bool {
+        guard let current = request else { return true }
+        return try stages.isEmpty && current.test()
+    }
 
     /// Lets a helper thread test the collective until it completes, so it progresses while this
     /// thread computes (MPI moves data only inside MPI calls). `wait()` is still needed; the
     /// buffers must not be touched before it returns. No effect without MPI.
-    public func progressInBackground() { request?.progressInBackground() }
+    public func progressInBackground() {
+        inBackground = true
+        request?.progressInBackground()
+    }
 
     /// Blocks, under the watchdog, until the collective completes.
-    public func wait() throws { try request?.wait(label: label) }
+    public func wait() throws {
+        while let current = request {
+            try current.wait(label: label)
+            try advance()
+        }
+    }
+
+    /// The current operation is complete: run stages until one starts another operation.
+    private func advance() throws {
+        request = nil
+        while !stages.isEmpty {
+            if let following = try stages.removeFirst()() {
+                request = following
+                if inBackground { following.progressInBackground() }
+                return
+            }
+        }
+    }
 }
 
 /// An error every rank of the job raised together, as the outcome of a collective decision (a
@@ -101,6 +136,10 @@ public final class SingleProcess: Communicator {
 
     public func startAllReduce<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, _ op: ReduceOp,
                                                      label: String) throws -> PendingCollective {
+        .completed(label)
+    }
+
+    public func startTreeSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) throws -> PendingCollective {
         .completed(label)
     }
 

@@ -1,5 +1,6 @@
 import CMPI
 import Foundation
+import Tensors
 
 /// An MPI error code turned into a Swift error carrying MPI's own message.
 public struct MPIError: Error, CustomStringConvertible {
@@ -81,6 +82,40 @@ public final class MPICommunicator: Communicator {
     public func startAllReduce<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, _ op: ReduceOp,
                                                      label: String) throws -> PendingCollective {
         try start(label, "MPI_Iallreduce") { cmpi_iallreduce(buffer, Int64(count), T.kind.datatype, op.op, $0) }
+    }
+
+    /// Two ranks: MPI's sum (a + b on both, the same bits whatever its algorithm). More: each
+    /// rank receives every rank's share of the buffer (all-to-all), adds the shares in a
+    /// pairwise tree over rank order, and the sums are all-gathered, in stages of one
+    /// `PendingCollective`. Each float crosses the network twice, as in a ring all-reduce.
+    public func startTreeSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) throws -> PendingCollective {
+        if size <= 2 { return try startAllReduce(buffer, count: count, .sum, label: label) }
+        let w = size, share = (count + w - 1) / w
+        let outgoing = FloatBuffer(count: w * share), incoming = FloatBuffer(count: w * share)
+        outgoing.pointer.update(from: buffer, count: count)
+        func request(_ call: String, _ body: (UnsafeMutablePointer<OpaquePointer?>) -> Int32) throws -> MPIRequest {
+            var handle: OpaquePointer?
+            try MPIError.check(body(&handle), "\(call) (\(label))")
+            return MPIRequest(handle: handle, watchdog: watchdog, sequence: watchdog.begin(), progress: progress)
+        }
+        let first = try request("MPI_Ialltoall") { cmpi_ialltoall(outgoing.pointer, incoming.pointer, Int64(share), CMPI_FLOAT32, $0) }
+        return PendingCollective(request: first, label: label, then: [
+            { [self] in
+                // incoming holds rank r's share at r * share: add them pairwise into share 0.
+                var step = 1
+                while step < w {
+                    for r in stride(from: 0, to: w - step, by: 2 * step) {
+                        addInPlace(incoming.pointer + r * share, incoming.pointer + (r + step) * share, count: share)
+                    }
+                    step *= 2
+                }
+                return try request("MPI_Iallgather") { cmpi_iallgather(incoming.pointer, outgoing.pointer, Int64(share), CMPI_FLOAT32, $0) }
+            },
+            {
+                buffer.update(from: outgoing.pointer, count: count)
+                return nil
+            },
+        ])
     }
 
     public func startBroadcast<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, root: Int,

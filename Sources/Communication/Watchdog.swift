@@ -17,6 +17,8 @@ import Foundation
 public final class Watchdog {
     /// Longer than any checkpoint write, evaluation or growth pause.
     public static let defaultTimeout: Double = 600
+    /// How long a wait goes on after a stop signal before it gives up on its peers.
+    public static let stopGrace: Double = 3
     static let tag: Int32 = 0x4E11
 
     public let timeout: Double
@@ -77,9 +79,20 @@ public final class Watchdog {
         var extended = false
         var nextHeartbeat = start + heartbeatInterval
         var nextListen = start
+        var stopSeen: Double?
         while true {
             if try request.test() { return }
             let now = Watchdog.now()
+            if StopSignal.requested {
+                // A stop signal while waiting: when every rank was signalled (pre-emption) the
+                // collective still completes; when it does not within the grace period, a peer
+                // is gone (mpirun signals the survivors when a rank dies).
+                let seen = stopSeen ?? now
+                stopSeen = seen
+                if now - seen >= Watchdog.stopGrace {
+                    throw CollectiveInterrupted(rank: rank, label: label, waited: now - start)
+                }
+            }
             if now >= nextListen {
                 try listen(now)
                 nextListen = now + 0.01
@@ -206,6 +219,19 @@ public struct MissingRank: Sendable, CustomStringConvertible {
 }
 
 /// A collective that did not complete within the watchdog's timeout.
+/// A rank was told to stop (SIGTERM/SIGINT) while waiting in a collective that did not complete
+/// within `Watchdog.stopGrace`: a peer has most likely died and mpirun is ending the job. The
+/// training state is still that of the last completed update, so the rank can save it alone.
+public struct CollectiveInterrupted: Error, CustomStringConvertible {
+    public let rank: Int
+    public let label: String
+    public let waited: Double
+
+    public var description: String {
+        String(format: "rank %d was stopped while waiting %.1f s in %@, which did not complete: a peer rank has stopped", rank, waited, label)
+    }
+}
+
 public struct WatchdogTimeout: Error, CustomStringConvertible {
     public let rank: Int
     public let label: String

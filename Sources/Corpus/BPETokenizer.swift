@@ -18,7 +18,7 @@ import Dispatch
 ///
 /// Special tokens are only ever inserted by id: text that spells `<|endoftext|>` is encoded as
 /// ordinary text (like tiktoken's `encode_ordinary`).
-public final class BPETokenizer: Tokenizer, @unchecked Sendable {
+public final class BPETokenizer: SubwordTokenizer, @unchecked Sendable {
     public static let endOfTextName = "<|endoftext|>"
     public static let requiredSpecials = ["<|endoftext|>", "<|pad|>", "<|mask|>", "<|bos|>"]
     public static let sparePrompts = 16
@@ -104,24 +104,19 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
     public func promptId(domain: String) -> Int32? { specialId(BPETokenizer.promptName(domain)) }
 
     /// Domains that have prompt tokens, in id order.
-    public var promptDomains: [String] {
-        specials.compactMap { name in
-            guard name.hasPrefix("<|domain:"), !name.hasPrefix("<|domain:spare-") else { return nil }
-            return String(name.dropFirst(9).dropLast(2))
-        }
-    }
+    public var promptDomains: [String] { DomainPrompts.domains(in: specials) }
 
     /// Gives `domain` a prompt token, taking the first spare when it has none. Vocabulary size is
     /// unchanged. Throws when no spare is left.
     @discardableResult
     public func assignPrompt(domain: String) throws -> Int32 {
         if let id = promptId(domain: domain) { return id }
-        guard let spare = specials.firstIndex(where: { $0.hasPrefix("<|domain:spare-") }) else {
-            throw DataError(path: "tokenizer", "has no spare domain prompt left for domain \(domain)")
-        }
-        specials[spare] = BPETokenizer.promptName(domain)
-        return Int32(tokenBytes.count + spare)
+        return Int32(tokenBytes.count + (try DomainPrompts.assign(domain, in: &specials)))
     }
+
+    public var specialTokens: [(id: Int, name: String)] { specials.enumerated().map { (tokenBytes.count + $0, $1) } }
+
+    public func makeEncoder() -> PieceEncoder { BPEEncoder(self) }
 
     /// Printable text of any id (special names for specials).
     public func tokenText(_ id: Int32) -> String {

@@ -185,6 +185,10 @@ final class ByteStringTable {
             }
         }
 
+        /// The first stored token of a slot `find` returned.
+        @inline(__always)
+        func value(at slot: Int) -> Int32 { valueTokens[Int(entries[slot][2])] }
+
         /// Appends the stored tokens for `p[0..<n]` to `out` and returns true, or returns false.
         @inline(__always)
         func appendValue(_ p: UnsafePointer<UInt8>, _ n: Int, hash h: UInt64, to out: inout [Int32]) -> Bool {

@@ -40,8 +40,8 @@ public struct MaskedLM: Codable, Equatable, Sendable {
         self.prompt = prompt
     }
 
-    /// The special tokens of a BPE tokenizer (docs/DATA.md).
-    public init(tokenizer: BPETokenizer, prompt: Int32? = nil) {
+    /// The special tokens of a BPE or WordPiece tokenizer (docs/DATA.md).
+    public init(tokenizer: SubwordTokenizer, prompt: Int32? = nil) {
         self.init(beginToken: tokenizer.beginOfSequence, maskToken: tokenizer.mask, padToken: tokenizer.pad,
                   ordinaryTokens: Int32(tokenizer.ordinaryCount), prompt: prompt)
     }

@@ -132,21 +132,50 @@ public enum PreTokenizer {
         var cuts: [Int] = []
         let target = n / parts
         var previous = 0
+        // Past this offset the text has no newline cut (found once, so a text without newlines is
+        // scanned once, not once per part).
+        var noNewlineFrom = n
         for k in 1..<parts {
-            var i = max(previous + 1, k * target, 1)
-            var found = -1
-            while i < n - 2 {
-                if p[i] == 0x0A && !isSpaceByte(p[i - 1]) {
-                    if !isSpaceByte(p[i + 1]) { found = i + 1; break }
-                    if p[i + 1] == 0x0A && !isSpaceByte(p[i + 2]) { found = i + 1; break }
-                }
-                i += 1
+            let from = max(previous + 1, k * target, 1)
+            var found = from < noNewlineFrom ? newlineCut(p, n, from: from) : -1
+            if found < 0 {
+                noNewlineFrom = min(noNewlineFrom, from)
+                // Text without (usable) newlines, e.g. a domain that is one long line: cut before
+                // the space of "letter, space, letter", where the pre-tokenizer always ends a
+                // word and starts " word".
+                found = spaceCut(p, n, from: from)
             }
             if found < 0 { break }
             cuts.append(found)
             previous = found
         }
         return cuts
+    }
+
+    /// The first cut after a newline at or after `from`: "\n" between non-space bytes, or between
+    /// two newlines followed by a non-space (-1 when there is none).
+    static func newlineCut(_ p: UnsafePointer<UInt8>, _ n: Int, from: Int) -> Int {
+        var i = from
+        while i < n - 2 {
+            if p[i] == 0x0A && !isSpaceByte(p[i - 1]) {
+                if !isSpaceByte(p[i + 1]) { return i + 1 }
+                if p[i + 1] == 0x0A && !isSpaceByte(p[i + 2]) { return i + 1 }
+            }
+            i += 1
+        }
+        return -1
+    }
+
+    /// The first offset at or after `from` holding a space between two ASCII letters (-1 when
+    /// there is none).
+    static func spaceCut(_ p: UnsafePointer<UInt8>, _ n: Int, from: Int) -> Int {
+        @inline(__always) func letter(_ b: UInt8) -> Bool { (b | 0x20) >= 0x61 && (b | 0x20) <= 0x7A }
+        var i = max(from, 1)
+        while i < n - 1 {
+            if p[i] == 0x20 && letter(p[i - 1]) && letter(p[i + 1]) { return i }
+            i += 1
+        }
+        return -1
     }
 
     /// Conservative: true for ASCII whitespace and for any byte of a multi-byte scalar (which may

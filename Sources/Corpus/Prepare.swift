@@ -75,6 +75,8 @@ public struct PrepareOptions {
     public var threads = 1
     /// Only these domains (all when empty).
     public var domains: [String] = []
+    /// The longest sequence (tokens) training will use: every split must hold a window of it.
+    public var seq = 128
 
     public init(raw: String, out: String, tokenizer: TokenizerChoice) {
         self.raw = raw
@@ -131,12 +133,7 @@ public enum DataPreparer {
                 throw DataError(path: folder, "is an empty domain (no .txt files)")
             }
             var texts: [[UInt8]] = []
-            for file in files {
-                guard let data = FileManager.default.contents(atPath: file) else { throw DataError(path: file, "cannot be read") }
-                let bytes = [UInt8](data)
-                try bytes.withUnsafeBufferPointer { try TextCheck.validate($0, path: file) }
-                texts.append(bytes)
-            }
+            for file in files { texts.append(try TextCheck.read(file)) }
             var domain = RawDomain(name: name, folder: folder, files: files, texts: texts)
             if domain.bytes == 0 { throw DataError(path: folder, "is an empty domain (its .txt files hold no text)") }
             domain.pieces = cutPieces(domain)
@@ -146,14 +143,14 @@ public enum DataPreparer {
 
         // 2. The tokenizer, with a prompt token per domain.
         let names = domains.map(\.name)
-        let tokenizer: BPETokenizer
+        let tokenizer: SubwordTokenizer
         let source: String
         switch options.tokenizer {
         case .gpt2(let folder):
             tokenizer = try BPETokenizer.loadGPT2(vocab: folder + "/vocab.json", merges: folder + "/merges.txt", domains: names)
             source = "gpt2"
         case .file(let path):
-            tokenizer = try BPETokenizer.load(path)
+            tokenizer = try TokenizerFile.load(path)
             for name in names { try tokenizer.assignPrompt(domain: name) }
             source = path
         case .train(let size):
@@ -172,8 +169,17 @@ public enum DataPreparer {
         var entries: [DataManifest.Domain] = []
         for domain in domains {
             let encoded = encode(domain, tokenizer: tokenizer, threads: options.threads)
-            entries.append(try writeDomain(domain, encoded: encoded, tokenizer: tokenizer, options: options))
-            log("\(domain.name): \(entries.last!.train.tokens) train / \(entries.last!.valid.tokens) valid / \(entries.last!.memory.tokens) memory tokens (\(elapsed()))")
+            let entry = try writeDomain(domain, encoded: encoded, tokenizer: tokenizer, options: options)
+            entries.append(entry)
+            let total = entry.train.tokens + entry.valid.tokens
+            log(String(format: "%@: %d train / %d valid (%.1f%%) / %d memory (%.1f%% of train) tokens; %d / %d / %d sequences of %d (%@)",
+                       entry.name, entry.train.tokens, entry.valid.tokens, 100 * Double(entry.valid.tokens) / Double(total),
+                       entry.memory.tokens, 100 * Double(entry.memory.tokens) / Double(max(1, entry.train.tokens)),
+                       entry.train.tokens / options.seq, entry.valid.tokens / options.seq, entry.memory.tokens / options.seq, options.seq, elapsed()))
+            for warning in [shareWarning(entry.name, "valid", tokens: entry.valid.tokens, of: total, asked: options.validFraction),
+                            shareWarning(entry.name, "memory", tokens: entry.memory.tokens, of: entry.train.tokens, asked: options.memoryFraction)] {
+                if let warning { log(warning) }
+            }
         }
         let manifest = DataManifest(
             tokenizer: .init(file: "tokenizer.json", source: source, vocabularySize: tokenizer.vocabularySize, endOfText: tokenizer.endOfText),
@@ -183,10 +189,11 @@ public enum DataPreparer {
         return manifest
     }
 
-    /// Pieces of about domain bytes / 256 (between 4 KB and 1 MB), so even a one-file domain has
-    /// enough pieces for a validation split.
+    /// Pieces of about domain bytes / 256 (between 64 bytes and 1 MB), so even a one-file or a
+    /// small domain has enough pieces for its valid and memory splits to land within half a
+    /// point of the shares asked for.
     static func cutPieces(_ domain: RawDomain) -> [Piece] {
-        let target = min(1 << 20, max(1 << 12, domain.bytes / 256))
+        let target = min(1 << 20, max(64, domain.bytes / 256))
         var pieces: [Piece] = []
         for (f, text) in domain.texts.enumerated() where !text.isEmpty {
             let cuts = text.withUnsafeBufferPointer { b in
@@ -205,7 +212,7 @@ public enum DataPreparer {
         var sample: [UnsafeBufferPointer<UInt8>] = []
         let share = bytes / max(1, domains.count)
         for (d, domain) in domains.enumerated() {
-            var rng = Xoshiro256(seed: SplitMix64.mix(seed, 0x70C, UInt64(d)))
+            var rng = Xoshiro256(seed: SeedStream.tokenizerSample(seed: seed, domain: d))
             var order = Array(domain.texts.indices)
             for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, rng.nextInt(below: i + 1)) }
             var used = 0
@@ -219,14 +226,14 @@ public enum DataPreparer {
     }
 
     /// Tokens of each piece, end-of-text appended to pieces that end a document.
-    static func encode(_ domain: RawDomain, tokenizer: BPETokenizer, threads: Int) -> [[Int32]] {
+    static func encode(_ domain: RawDomain, tokenizer: SubwordTokenizer, threads: Int) -> [[Int32]] {
         let count = domain.pieces.count
         let results = UnsafeMutablePointer<[Int32]>.allocate(capacity: count)
         results.initialize(repeating: [], count: count)
         defer { results.deinitialize(count: count); results.deallocate() }
         let workers = max(1, min(threads, count))
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
-            let encoder = BPEEncoder(tokenizer)
+            let encoder = tokenizer.makeEncoder()
             var k = worker
             while k < count {
                 let piece = domain.pieces[k]
@@ -241,20 +248,28 @@ public enum DataPreparer {
     }
 
     /// Seeded split of a domain's pieces: in an order shuffled by (seed, domain name), the first
-    /// pieces go to valid until it holds validFraction of the tokens (at least one piece when
-    /// there are two), the rest to train; memory (the replay buffer) is the next train pieces in
-    /// that order until it holds memoryFraction of the train tokens (its tokens are also in
-    /// train). Each split keeps text order. Writes the three splits' shards.
-    static func writeDomain(_ domain: RawDomain, encoded: [[Int32]], tokenizer: BPETokenizer,
+    /// pieces go to valid while that brings it closer to validFraction of the tokens (at least one
+    /// piece when there are two), the rest to train; memory (the replay buffer) is the next train
+    /// pieces in that order while that brings it closer to memoryFraction of the train tokens
+    /// (its tokens are also in train). Each split keeps text order. Checks each split holds a
+    /// window of `options.seq` tokens (an error naming the domain otherwise) and says when a share
+    /// could not come within a point of what was asked (a domain too small to split finer).
+    /// Writes the three splits' shards.
+    static func writeDomain(_ domain: RawDomain, encoded: [[Int32]], tokenizer: SubwordTokenizer,
                             options: PrepareOptions) throws -> DataManifest.Domain {
         let total = encoded.reduce(0) { $0 + $1.count }
-        var rng = Xoshiro256(seed: SplitMix64.mix(options.seed, 0x5B17, domain.name.hashValueStable))
+        var rng = Xoshiro256(seed: SeedStream.domainSplit(seed: options.seed, domainHash: domain.name.hashValueStable))
         var order = Array(encoded.indices)
         for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, rng.nextInt(below: i + 1)) }
+        /// Whether adding `piece` tokens to `have` brings it closer to `target` (or it is empty).
+        func closer(_ have: Int, _ piece: Int, _ target: Double) -> Bool {
+            have == 0 || abs(Double(have + piece) - target) < abs(Double(have) - target)
+        }
         var isValid = [Bool](repeating: false, count: encoded.count)
         var validTokens = 0
         var taken = 0
-        while taken < order.count - 1 && (Double(validTokens) < options.validFraction * Double(total)) {
+        let validTarget = options.validFraction * Double(total)
+        while taken < order.count - 1 && options.validFraction > 0 && closer(validTokens, encoded[order[taken]].count, validTarget) {
             isValid[order[taken]] = true
             validTokens += encoded[order[taken]].count
             taken += 1
@@ -262,10 +277,13 @@ public enum DataPreparer {
         let trainTokens = total - validTokens
         var isMemory = [Bool](repeating: false, count: encoded.count)
         var memoryTokens = 0
-        for k in order[taken...] where Double(memoryTokens) < options.memoryFraction * Double(trainTokens) {
+        let memoryTarget = options.memoryFraction * Double(trainTokens)
+        for k in order[taken...] {
+            guard options.memoryFraction > 0, closer(memoryTokens, encoded[k].count, memoryTarget) else { break }
             isMemory[k] = true
             memoryTokens += encoded[k].count
         }
+        try checkSplits(domain, total: total, valid: validTokens, memory: memoryTokens, pieces: encoded.count, options: options)
         let folder = options.out + "/" + domain.name
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         func split(_ name: String, _ member: (Int) -> Bool) throws -> DataManifest.Split {
@@ -290,6 +308,27 @@ public enum DataPreparer {
             promptToken: tokenizer.promptId(domain: domain.name),
             train: try split("train") { !isValid[$0] }, valid: try split("valid") { isValid[$0] },
             memory: try split("memory") { isMemory[$0] })
+    }
+
+    /// Every split must hold a window of `options.seq` tokens (found here, not when training
+    /// starts); a share more than a point off what was asked is reported as a warning.
+    static func checkSplits(_ domain: RawDomain, total: Int, valid: Int, memory: Int, pieces: Int,
+                            options: PrepareOptions) throws {
+        let train = total - valid, window = options.seq + 1
+        let splits = [("train", train, 1.0), ("valid", valid, options.validFraction), ("memory", memory, options.memoryFraction)]
+        for (name, tokens, share) in splits where share > 0 && tokens < window {
+            throw DataError(path: domain.folder, "domain \(domain.name) is too small: its \(name) split would hold \(tokens) tokens, "
+                            + "fewer than one sequence of \(options.seq) (the domain has \(total) tokens in \(pieces) pieces); "
+                            + "add text to it, raise --valid-fraction / --memory-fraction, or prepare for shorter sequences with --seq")
+        }
+    }
+
+    /// The share of a split that is more than a point off what was asked, as a warning line.
+    static func shareWarning(_ domain: String, _ split: String, tokens: Int, of total: Int, asked: Double) -> String? {
+        let share = Double(tokens) / Double(max(1, total))
+        guard abs(share - asked) > 0.01 else { return nil }
+        return String(format: "warning: domain %@: the %@ split holds %.1f%% of the tokens (asked %.1f%%): the domain is too small to split finer; add text to it for an exact share",
+                      domain, split, 100 * share, 100 * asked)
     }
 
     /// Deletes temporary files a killed run left behind (`*.tmp-PID`).
@@ -329,7 +368,7 @@ public struct PreparedData {
 
     public var tokenizerPath: String { folder + "/" + manifest.tokenizer.file }
 
-    public func tokenizer() throws -> BPETokenizer { try BPETokenizer.load(tokenizerPath) }
+    public func tokenizer() throws -> SubwordTokenizer { try TokenizerFile.load(tokenizerPath) }
 
     /// The named domain, or the only one when `name` is nil.
     public func domain(_ name: String?) throws -> DataManifest.Domain {

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Checks that raw input is text: binary data (NUL bytes) and invalid UTF-8 are errors naming
 /// the file and the byte offset, never a crash or silently mangled tokens.
 public enum TextCheck {
@@ -38,5 +40,31 @@ public enum TextCheck {
             }
             i += length
         }
+    }
+}
+
+extension TextCheck {
+    /// A text file as elle reads it: checked (`validate`), a UTF-8 byte-order mark at its start
+    /// dropped, and Windows (CRLF) and old Mac (lone CR) line endings turned into LF, so text
+    /// from any platform splits into pieces and tokenizes the same way. LF text is unchanged.
+    public static func read(_ path: String) throws -> [UInt8] {
+        guard let data = FileManager.default.contents(atPath: path) else { throw DataError(path: path, "cannot be read") }
+        var bytes = [UInt8](data)
+        try bytes.withUnsafeBufferPointer { try validate($0, path: path) }
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) }
+        guard bytes.contains(0x0D) else { return bytes }
+        var out = [UInt8]()
+        out.reserveCapacity(bytes.count)
+        var i = 0
+        while i < bytes.count {
+            if bytes[i] == 0x0D {
+                out.append(0x0A)
+                if i + 1 < bytes.count && bytes[i + 1] == 0x0A { i += 1 }
+            } else {
+                out.append(bytes[i])
+            }
+            i += 1
+        }
+        return out
     }
 }

@@ -1,19 +1,16 @@
 import Foundation
 import Tensors
 
-public struct DataError: Error, CustomStringConvertible {
-    public let path: String
-    public let message: String
-    public init(path: String, _ message: String) {
-        self.path = path
-        self.message = message
-    }
-    public var description: String { "\(path): \(message)" }
+/// A bad data file or folder: "PATH: message".
+public typealias DataError = LocatedError<DataErrorKind>
+public enum DataErrorKind: FileErrorKind {
+    public static func describe(_ path: String, _ message: String) -> String { "\(path): \(message)" }
 }
 
 /// A text file, or a folder of `.txt` files (recursively, in sorted path order), tokenized into
 /// one stream with end-of-text after each document and split into train and validation parts.
-/// Files that are not UTF-8 text are errors naming the file (`TextCheck`).
+/// Files that are not UTF-8 text are errors naming the file; line endings are read as LF
+/// (`TextCheck.read`).
 public struct TextCorpus {
     public let files: [String]
     public let train: Buffer<Int32>
@@ -25,12 +22,7 @@ public struct TextCorpus {
         let files = try TextCorpus.listFiles(path)
         var stream: [Int32] = []
         for file in files {
-            guard let data = FileManager.default.contents(atPath: file) else {
-                throw DataError(path: file, "cannot be read")
-            }
-            let bytes = [UInt8](data)
-            try bytes.withUnsafeBufferPointer { try TextCheck.validate($0, path: file) }
-            stream += tokenizer.encode(bytes: bytes)
+            stream += tokenizer.encode(bytes: try TextCheck.read(file))
             stream.append(tokenizer.endOfText)
         }
         if stream.count <= files.count {

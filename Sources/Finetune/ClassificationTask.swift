@@ -150,7 +150,7 @@ public struct EncodedSplit {
         self.labels = labels
     }
 
-    public init(_ examples: [ClassificationTask.Example], tokenizer: BPETokenizer, format: SequenceFormat) {
+    public init(_ examples: [ClassificationTask.Example], tokenizer: SubwordTokenizer, format: SequenceFormat) {
         self.init(sequences: examples.map { format.sequence(tokenizer.encode($0.text)) }, labels: examples.map { Int32($0.label) })
     }
 }

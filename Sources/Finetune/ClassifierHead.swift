@@ -54,7 +54,7 @@ public final class ClassifierHead {
     public func initialize(seed: UInt64) {
         parameters.zero()
         for (index, spec) in tensors.enumerated() where spec.decays {
-            var rng = Xoshiro256(seed: SplitMix64.mix(seed, 0x4845_4144, UInt64(index)))
+            var rng = Xoshiro256(seed: SeedStream.classifierInit(seed: seed, tensor: index))
             let p = parameters.pointer + spec.offset
             for i in 0..<spec.count { p[i] = Float(rng.nextNormal() * 0.02) }
         }

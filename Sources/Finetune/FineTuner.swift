@@ -116,62 +116,30 @@ public final class FineTuner {
         }
     }
 
-    /// Trains on `train`, early-stopping on `dev`; leaves the best dev weights in the model and
-    /// head. `log` receives progress lines (call it on rank 0 only, if at all).
-    public func train(_ train: EncodedSplit, dev: EncodedSplit, log: (String) -> Void = { _ in }) throws -> FineTuneResult {
-        let perEpoch = (train.count + options.batch - 1) / options.batch
-        let total = perEpoch * options.epochs
-        let schedule = LearningRateSchedule(kind: .linear, peak: options.lr, warmup: Int((options.warmup * Double(total)).rounded()),
-                                            total: total)
-        let evalEvery = options.evalEvery > 0 ? options.evalEvery : perEpoch
-        var stopping = EarlyStopping(patience: options.patience)
-        var history: [Double] = []
-        var bestScores = ClassificationScores(predictions: [], labels: [], classes: head.classes)
-        let bestEncoder = FloatBuffer(count: model.parameterCount), bestHead = FloatBuffer(count: head.parameterCount)
-        bestEncoder.copy(from: model.parameters)
-        bestHead.copy(from: head.parameters)
-        var lossSum = 0.0, lossCount = 0
-        var stopped = false
-        training: for epoch in 0..<options.epochs {
-            let order = Self.permutation(train.count, seed: SplitMix64.mix(options.seed, 0x4550_4F43, UInt64(epoch)))
-            for first in stride(from: 0, to: train.count, by: options.batch) {
-                let batch = Array(order[first..<min(first + options.batch, train.count)])
-                lossSum += try update(batch.map { train.sequences[$0] }, labels: batch.map { train.labels[$0] }, lr: schedule(step))
-                lossCount += 1
-                if step % evalEvery == 0 || step == total {
-                    let scores = try evaluate(dev)
-                    history.append(scores.macroF1)
-                    let improved = stopping.record(scores.macroF1, step: step)
-                    if improved {
-                        bestScores = scores
-                        bestEncoder.copy(from: model.parameters)
-                        bestHead.copy(from: head.parameters)
-                    }
-                    log(String(format: "epoch %.2f update %d/%d | train loss %.4f | lr %.2e | dev accuracy %.4f macro-F1 %.4f%@",
-                               Double(step) / Double(perEpoch), step, total, lossSum / Double(max(1, lossCount)), schedule(step - 1),
-                               scores.accuracy, scores.macroF1, improved ? " (best)" : ""))
-                    lossSum = 0; lossCount = 0
-                    if stopping.shouldStop {
-                        log("early stop: no dev gain in \(options.patience) evaluations; best at update \(stopping.bestStep)")
-                        stopped = true
-                        break training
-                    }
-                }
-            }
-        }
-        model.parameters.copy(from: bestEncoder)
-        head.parameters.copy(from: bestHead)
+    /// Trains on `train`, early-stopping on `dev`, in the run loop (`FineTunePhase`); leaves the
+    /// best dev weights in the model and head. `log` receives progress lines (call it on rank 0
+    /// only, if at all). A stop signal ends training early with the best weights so far. With
+    /// `tensorboard`, rank 0 writes each evaluation's scores there (`event` dev).
+    public func train(_ train: EncodedSplit, dev: EncodedSplit, tensorboard: String? = nil,
+                      log: @escaping (String) -> Void = { _ in }) throws -> FineTuneResult {
+        let output = try RunOutput(folder: nil, enabled: true, append: false, print: log)
+        if let tensorboard, communicator.isRoot { output.add(try TensorBoardSink(folder: tensorboard, resumed: false)) }
+        let phase = FineTunePhase(tuner: self, train: train, dev: dev, output: output, log: log)
+        _ = try TrainingLoop(communicator: communicator, output: output).run(phase)
+        model.parameters.copy(from: phase.bestEncoder)
+        head.parameters.copy(from: phase.bestHead)
         if communicator.size > 1 {
             _ = try communicator.verifyIdentical(model.parameters.rawBytes, what: "fine-tuned encoder parameters")
             _ = try communicator.verifyIdentical(head.parameters.rawBytes, what: "fine-tuned classifier head")
         }
-        return FineTuneResult(updates: step, epochs: Double(step) / Double(perEpoch), stoppedEarly: stopped,
-                              bestDev: bestScores, bestStep: stopping.bestStep, devHistory: history)
+        return FineTuneResult(updates: step, epochs: Double(step) / Double(phase.perEpoch), stoppedEarly: phase.finishedEarly,
+                              bestDev: phase.bestScores, bestStep: phase.stopping.bestStep, devHistory: phase.history)
     }
 
     /// One update on a global batch (every rank passes the same one and runs rows rank, rank +
     /// size, ...). Returns the batch's mean loss.
     func update(_ sequences: [[Int32]], labels batchLabels: [Int32], lr: Float) throws -> Double {
+        precondition(!sequences.isEmpty, "an empty batch")
         let global = sequences.count
         let mine = Array(stride(from: communicator.rank, to: global, by: communicator.size))
         model.zeroGradients()
@@ -182,10 +150,10 @@ public final class FineTuner {
             prepare(rows: b, seq: t)
             SequenceFormat.fill(mine.map { sequences[$0] }, pad: model.config.padToken!, tokens: tokens.pointer, seq: t)
             for (r, i) in mine.enumerated() { labels[r] = batchLabels[i] }
-            let dropoutSeed = SplitMix64.mix(options.seed, 0xF1E7, UInt64(step), UInt64(communicator.rank))
+            let dropoutSeed = SeedStream.finetuneDropout(seed: options.seed, step: step, rank: communicator.rank)
             let hidden = model.encodeFirstPositions(tokens: tokens.pointer, batch: b, seq: t, dropoutSeed: dropoutSeed)
             let headDropout = options.headDropout > 0
-                ? Dropout(probability: options.headDropout, key: UInt32(truncatingIfNeeded: SplitMix64.mix(dropoutSeed, 0x4844))) : nil
+                ? Dropout(probability: options.headDropout, key: UInt32(truncatingIfNeeded: SeedStream.classifierDropout(dropoutSeed))) : nil
             lossSum = head.forward(hidden: hidden, batch: b, labels: labels.pointer, dropout: headDropout)
             model.backwardFirstPositions(head.backward(scale: 1 / Float(global)))
         }

@@ -11,53 +11,12 @@ import Model
 /// when `token_type_ids` are all 0, as for single sentences) and drops the other types.
 public struct BertArchitecture: HFArchitecture {
     public init() {}
+    public var architecture: Architecture { .bert }
+    public var maskedLM: Bool { true }
     public var modelType: String { "bert" }
     public var modelClass: String { "BertForMaskedLM" }
     public var basePrefix: String { "bert." }
     static let tokenTypes = "bert.embeddings.token_type_embeddings.weight"
-
-    /// elle block tensor -> BERT layer entry (`bert.encoder.layer.L.` + entry).
-    static let blockTable: [String: String] = [
-        "attn.proj.weight": "attention.output.dense.weight", "attn.proj.bias": "attention.output.dense.bias",
-        "ln1.weight": "attention.output.LayerNorm.weight", "ln1.bias": "attention.output.LayerNorm.bias",
-        "mlp.fc.weight": "intermediate.dense.weight", "mlp.fc.bias": "intermediate.dense.bias",
-        "mlp.proj.weight": "output.dense.weight", "mlp.proj.bias": "output.dense.bias",
-        "ln2.weight": "output.LayerNorm.weight", "ln2.bias": "output.LayerNorm.bias",
-    ]
-    static let topTable: [String: String] = [
-        "wte": "bert.embeddings.word_embeddings.weight", "wpe": "bert.embeddings.position_embeddings.weight",
-        "emb_ln.weight": "bert.embeddings.LayerNorm.weight", "emb_ln.bias": "bert.embeddings.LayerNorm.bias",
-        "head.dense.weight": "cls.predictions.transform.dense.weight", "head.dense.bias": "cls.predictions.transform.dense.bias",
-        "head.ln.weight": "cls.predictions.transform.LayerNorm.weight", "head.ln.bias": "cls.predictions.transform.LayerNorm.bias",
-        "head.bias": "cls.predictions.bias",
-    ]
-
-    public func tensorNames(for config: ModelConfig) -> [HFTensorName] {
-        BERTLayout(config: config).tensors.flatMap { spec -> [HFTensorName] in
-            if let hf = BertArchitecture.topTable[spec.name] {
-                return [HFTensorName(elle: spec.name, hf: hf, transposed: false,
-                                     tokenRows: spec.name == "wte" || spec.name == "head.bias", shape: spec.shape)]
-            }
-            // "blocks.L.REST"
-            let parts = spec.name.split(separator: ".", maxSplits: 2).map(String.init)
-            guard parts.count == 3, parts[0] == "blocks" else {
-                preconditionFailure("BertArchitecture has no Hugging Face name for elle tensor \(spec.name)")
-            }
-            let layer = "bert.encoder.layer.\(parts[1])."
-            if parts[2] == "attn.qkv.weight" || parts[2] == "attn.qkv.bias" {
-                // q, k, v stacked in that order, heads contiguous in each: as BERT's three Linears.
-                let a = config.attentionWidth, kind = parts[2].hasSuffix("weight") ? "weight" : "bias"
-                return ["query", "key", "value"].enumerated().map { k, name in
-                    HFTensorName(elle: spec.name, hf: layer + "attention.self.\(name).\(kind)", transposed: false, tokenRows: false,
-                                 shape: [a] + spec.shape.dropFirst(), rows: (k * a)..<((k + 1) * a))
-                }
-            }
-            guard let entry = BertArchitecture.blockTable[parts[2]] else {
-                preconditionFailure("BertArchitecture has no Hugging Face name for elle tensor \(spec.name)")
-            }
-            return [HFTensorName(elle: spec.name, hf: layer + entry, transposed: false, tokenRows: false, shape: spec.shape)]
-        }
-    }
 
     public func skipped(_ hfName: String) -> HFSkippedTensor? {
         switch hfName {
@@ -125,21 +84,13 @@ public struct BertArchitecture: HFArchitecture {
         try field.require("is_decoder", equals: false, default: false, why: "elle's BERT attends in both directions")
         try field.require("add_cross_attention", equals: false, default: false, why: "elle's BERT has no cross-attention")
         try field.require("tie_word_embeddings", equals: true, default: true, why: "elle's BERT ties its MLM decoder to the word embeddings")
-        var config = ModelConfig(
+        let config = ModelConfig(
             architecture: .bert, layers: try field.int("num_hidden_layers"), width: try field.int("hidden_size"),
             heads: try field.int("num_attention_heads"), vocab: try field.int("vocab_size"),
             context: try field.optionalInt("max_position_embeddings") ?? 512,
             ffn: try field.optionalInt("intermediate_size") ?? 3072,
             dropout: Float(try field.double("hidden_dropout_prob", default: 0.1)),
             layerNormEpsilon: Float(try field.double("layer_norm_eps", default: 1e-12)))
-        if let elle = json["elle"] as? [String: Any], let origins = elle["layer_origins"] as? [Int], origins.count == config.layers {
-            config.layerOrigins = origins
-        }
-        do {
-            try config.validate()
-        } catch let error as ConfigError {
-            throw InteropError(path: path, "describes a model elle cannot build: \(error.description)")
-        }
-        return config
+        return try config.checked(json: json, path: path)
     }
 }

@@ -1,24 +1,6 @@
 import Foundation
 import Model
-
-/// One elle parameter tensor and the Hugging Face state-dict entry that holds it.
-public struct HFTensorName: Equatable, Sendable {
-    /// The tensor's name in elle's layout (`TensorSpec.name`).
-    public var elle: String
-    /// Its key in the Hugging Face model class's state dict.
-    public var hf: String
-    /// Stored transposed: GPT-2's `Conv1D` keeps weights `[in, out]` where elle keeps `[out, in]`.
-    public var transposed: Bool
-    /// Rows indexed by token id (embeddings, output biases): an import whose tokenizer adds or
-    /// reorders special tokens moves these rows with the tokens.
-    public var tokenRows: Bool
-    /// Shape of the entry in elle's layout, and as the Hugging Face class stores it.
-    public var shape: [Int]
-    /// The entry holds only these rows (first dimension) of the elle tensor: BERT's query, key and
-    /// value are three entries of elle's fused `attn.qkv`. Nil: the whole tensor.
-    public var rows: Range<Int>? = nil
-    public var hfShape: [Int] { transposed ? shape.reversed() : shape }
-}
+import Tensors
 
 /// Why an import may pass over a state-dict entry that no elle tensor maps to.
 public enum HFSkippedTensor: Equatable {
@@ -48,19 +30,22 @@ public struct HFSpecialIds: Equatable, Sendable {
     }
 }
 
-/// How one elle architecture corresponds to a Hugging Face model class: tensor names and
-/// layouts, which entries to skip, and `config.json` both ways. One conforming type per
-/// architecture; `HFArchitectures` picks it. GPT is `GPT2LMHeadModel`; BERT
-/// (`BertForMaskedLM`) plugs in as a second type with its own table.
+/// How one elle architecture corresponds to a Hugging Face model class: which entries to skip,
+/// and `config.json` both ways. The tensor names themselves are declared with the tensors, in the
+/// architecture's layout (`ModelLayout.huggingFaceNames`). One conforming type per architecture;
+/// `HFArchitectures` picks it. GPT is `GPT2LMHeadModel`; BERT is `BertForMaskedLM`.
 public protocol HFArchitecture {
+    /// The elle architecture it maps.
+    var architecture: Architecture { get }
+    /// A masked LM (BERT): its tokenizer needs <|mask|> and <|pad|> (so no byte tokenizer), and
+    /// its attention ignores the pad token's keys.
+    var maskedLM: Bool { get }
     /// `config.json`'s `model_type`, and the class its `architectures` names.
     var modelType: String { get }
     var modelClass: String { get }
     /// Prefix of the base model's entries inside the class ("transformer." for GPT-2). Files
     /// saved from the base model alone (such as openai-community/gpt2's) lack it; import accepts both.
     var basePrefix: String { get }
-    /// Every elle tensor, in layout order, with its Hugging Face entry.
-    func tensorNames(for config: ModelConfig) -> [HFTensorName]
     /// Whether an import may pass over an entry the table does not name (with the prefix removed).
     func skipped(_ hfName: String) -> HFSkippedTensor?
     /// `config.json` for a model of this config.
@@ -79,6 +64,11 @@ public protocol HFArchitecture {
 }
 
 extension HFArchitecture {
+    public var maskedLM: Bool { false }
+
+    /// Every elle tensor, in layout order, with its Hugging Face entries.
+    public func tensorNames(for config: ModelConfig) -> [HFTensorName] { config.layout.huggingFaceNames }
+
     public func zeroTensors(for config: ModelConfig) -> [(hf: String, shape: [Int])] { [] }
     public func foldUnmapped(into parameters: UnsafeMutablePointer<Float>, config: ModelConfig,
                              read: (String) throws -> (shape: [Int], values: [Float], file: String)?) throws -> [String] { [] }
@@ -90,23 +80,16 @@ public enum HFArchitectures {
 
     /// The mapping for an elle architecture.
     public static func forElle(_ architecture: Architecture) -> HFArchitecture {
-        switch architecture {
-        case .gpt: return GPT2Architecture()
-        case .bert: return BertArchitecture()
-        }
+        all.first { $0.architecture == architecture }!
     }
 
     public static func forModelType(_ type: String) -> HFArchitecture? { all.first { $0.modelType == type } }
 }
 
-public struct InteropError: Error, CustomStringConvertible {
-    public let path: String
-    public let message: String
-    public init(path: String, _ message: String) {
-        self.path = path
-        self.message = message
-    }
-    public var description: String { "\(path): \(message)" }
+/// A Hugging Face folder or file elle cannot read or write: "PATH: message".
+public typealias InteropError = LocatedError<InteropErrorKind>
+public enum InteropErrorKind: FileErrorKind {
+    public static func describe(_ path: String, _ message: String) -> String { "\(path): \(message)" }
 }
 
 /// elle's GPT as Hugging Face's `GPT2LMHeadModel`: the same pre-LN blocks with `gelu_new`, the
@@ -114,39 +97,10 @@ public struct InteropError: Error, CustomStringConvertible {
 /// in `Conv1D` layout (`[in, out]`, transposed from elle's `[out, in]`).
 public struct GPT2Architecture: HFArchitecture {
     public init() {}
+    public var architecture: Architecture { .gpt }
     public var modelType: String { "gpt2" }
     public var modelClass: String { "GPT2LMHeadModel" }
     public var basePrefix: String { "transformer." }
-
-    /// elle block tensor -> (GPT-2 block entry, stored transposed).
-    static let blockTable: [(elle: String, hf: String, transposed: Bool)] = [
-        ("ln1.weight", "ln_1.weight", false), ("ln1.bias", "ln_1.bias", false),
-        ("attn.qkv.weight", "attn.c_attn.weight", true), ("attn.qkv.bias", "attn.c_attn.bias", false),
-        ("attn.proj.weight", "attn.c_proj.weight", true), ("attn.proj.bias", "attn.c_proj.bias", false),
-        ("ln2.weight", "ln_2.weight", false), ("ln2.bias", "ln_2.bias", false),
-        ("mlp.fc.weight", "mlp.c_fc.weight", true), ("mlp.fc.bias", "mlp.c_fc.bias", false),
-        ("mlp.proj.weight", "mlp.c_proj.weight", true), ("mlp.proj.bias", "mlp.c_proj.bias", false),
-    ]
-    static let topTable: [String: String] = [
-        "wte": "wte.weight", "wpe": "wpe.weight", "lnf.weight": "ln_f.weight", "lnf.bias": "ln_f.bias",
-    ]
-
-    public func tensorNames(for config: ModelConfig) -> [HFTensorName] {
-        GPTLayout(config: config).tensors.map { spec in
-            if let hf = GPT2Architecture.topTable[spec.name] {
-                return HFTensorName(elle: spec.name, hf: basePrefix + hf, transposed: false,
-                                    tokenRows: spec.name == "wte", shape: spec.shape)
-            }
-            // "blocks.L.REST"
-            let parts = spec.name.split(separator: ".", maxSplits: 2).map(String.init)
-            guard parts.count == 3, parts[0] == "blocks",
-                  let entry = GPT2Architecture.blockTable.first(where: { $0.elle == parts[2] }) else {
-                preconditionFailure("GPT2Architecture has no Hugging Face name for elle tensor \(spec.name)")
-            }
-            return HFTensorName(elle: spec.name, hf: basePrefix + "h.\(parts[1])." + entry.hf,
-                                transposed: entry.transposed, tokenRows: false, shape: spec.shape)
-        }
-    }
 
     public func skipped(_ hfName: String) -> HFSkippedTensor? {
         if hfName == "lm_head.weight" { return .tied(to: basePrefix + "wte.weight") }
@@ -183,13 +137,22 @@ public struct GPT2Architecture: HFArchitecture {
         try field.require("scale_attn_by_inverse_layer_idx", equals: false, default: false, why: "elle does not scale attention by layer")
         try field.require("add_cross_attention", equals: false, default: false, why: "elle's GPT has no cross-attention")
         try field.require("tie_word_embeddings", equals: true, default: true, why: "elle's GPT ties its output layer to the token embedding")
-        var config = ModelConfig(
+        let config = ModelConfig(
             architecture: .gpt, layers: try field.int("n_layer"), width: width, heads: try field.int("n_head"),
             vocab: try field.int("vocab_size"), context: try field.int("n_positions", fallback: "n_ctx"),
             ffn: try field.optionalInt("n_inner") ?? 4 * width,
             dropout: Float(try field.double("resid_pdrop", default: 0.1)),
             layerNormEpsilon: Float(try field.double("layer_norm_epsilon", default: 1e-5)))
-        if let elle = json["elle"] as? [String: Any], let origins = elle["layer_origins"] as? [Int], origins.count == config.layers {
+        return try config.checked(json: json, path: path)
+    }
+}
+
+extension ModelConfig {
+    /// The config read from a `config.json`, with the layer lineage elle wrote into its `elle`
+    /// entry, if any; throws naming the file when elle cannot build it.
+    func checked(json: [String: Any], path: String) throws -> ModelConfig {
+        var config = self
+        if let elle = json["elle"] as? [String: Any], let origins = elle["layer_origins"] as? [Int], origins.count == layers {
             config.layerOrigins = origins
         }
         do {

@@ -6,8 +6,9 @@ import Training
 
 /// A Hugging Face model folder (`save_pretrained` layout): `config.json`, `model.safetensors`
 /// (or shards named by `model.safetensors.index.json`) and the tokenizer files. `write` exports
-/// an elle model into one; `read` imports one. Names and layouts come from the architecture's
-/// table (`HFArchitecture`).
+/// an elle model into one; `read` imports one. Tensor names and layouts come from the model's
+/// layout (`ModelLayout.huggingFaceNames`), `config.json` and skipped entries from the
+/// architecture's `HFArchitecture`.
 public enum HFModelFolder {
     public static let weightsFile = "model.safetensors"
     public static let indexFile = "model.safetensors.index.json"
@@ -33,10 +34,10 @@ public enum HFModelFolder {
         guard tokenizer.vocabularySize <= config.vocab else {
             throw InteropError(path: folder, "cannot export: the tokenizer has \(tokenizer.vocabularySize) tokens but the model only \(config.vocab) rows")
         }
-        if config.architecture == .bert, case .bytes = tokenizer {
-            throw InteropError(path: folder, "cannot export a BERT model with the byte tokenizer: BertForMaskedLM needs a BPE tokenizer with <|mask|> and <|pad|>")
-        }
         let architecture = HFArchitectures.forElle(config.architecture)
+        if architecture.maskedLM, case .bytes = tokenizer {
+            throw InteropError(path: folder, "cannot export a BERT model with the byte tokenizer: \(architecture.modelClass) needs a BPE tokenizer with <|mask|> and <|pad|>")
+        }
         let layout = TensorTable(config)
         guard parameters.count == config.parameterCount else {
             throw InteropError(path: folder, "cannot export: \(parameters.count) parameters, but \(config) has \(config.parameterCount)")
@@ -69,7 +70,7 @@ public enum HFModelFolder {
         }
 
         var ids = HFSpecialIds(endOfText: tokenizer.endOfText, pad: tokenizer.pad)
-        if case .bpe(let t) = tokenizer { (ids.begin, ids.mask) = (Int(t.beginOfSequence), Int(t.mask)) }
+        if let t = tokenizer.subword { (ids.begin, ids.mask) = (Int(t.beginOfSequence), Int(t.mask)) }
         var json = architecture.configJSON(for: config, ids: ids)
         var elle: [String: Any] = provenance
         if case .bytes = tokenizer { elle["tokenizer"] = "bytes" }
@@ -77,7 +78,7 @@ public enum HFModelFolder {
         json["elle"] = elle
         let data = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
         try writeAtomically(data, to: (folder as NSString).appendingPathComponent("config.json"))
-        try tokenizer.writeHF(folder: folder, context: config.context, maskedLM: config.architecture == .bert)
+        try tokenizer.writeHF(folder: folder, context: config.context, maskedLM: architecture.maskedLM)
         return ExportSummary(modelClass: architecture.modelClass, tensors: entries.count,
                              bytes: entries.reduce(0) { $0 + $1.bytes.count },
                              files: [weightsFile, "config.json", "tokenizer.json", "tokenizer_config.json"])
@@ -121,9 +122,9 @@ public enum HFModelFolder {
         let found = try ModelTokenizer.readHF(folder: folder)
         var tokenizer = found.tokenizer
         if let override {
-            let chosen = try BPETokenizer.load(override)
+            let chosen = ModelTokenizer(try TokenizerFile.load(override))
             try requireSameOrdinaryTokens(chosen, as: found.tokenizer, folderFile: found.file, path: override)
-            tokenizer = .bpe(chosen)
+            tokenizer = chosen
         }
         var rowSource = [Int?](repeating: nil, count: max(tokenizer.vocabularySize, source.vocab))
         let ordinary = tokenizer.vocabularySize - tokenizer.specials.count
@@ -138,8 +139,8 @@ public enum HFModelFolder {
         }
         var config = source
         config.vocab = rowSource.count
-        // BERT's attention ignores padding keys: elle marks them by the pad token's id.
-        if config.architecture == .bert, case .bpe(let t) = tokenizer { config.padToken = t.pad }
+        // A masked LM's attention ignores padding keys: elle marks them by the pad token's id.
+        if architecture.maskedLM, let t = tokenizer.subword { config.padToken = t.pad }
 
         let weights = try WeightFiles(folder: folder)
         let layout = TensorTable(config)
@@ -204,12 +205,28 @@ public enum HFModelFolder {
         return Checkpoint(config: model.config, state: state, tensors: [("parameters", model.parameters)])
     }
 
-    static func requireSameOrdinaryTokens(_ chosen: BPETokenizer, as folder: ModelTokenizer, folderFile: String, path: String) throws {
+    static func requireSameOrdinaryTokens(_ chosenTokenizer: ModelTokenizer, as folder: ModelTokenizer, folderFile: String, path: String) throws {
+        if case .wordPiece(let chosen) = chosenTokenizer {
+            guard case .wordPiece(let reference) = folder else {
+                throw InteropError(path: path, "is a WordPiece tokenizer but the model's tokenizer \(folderFile) is not")
+            }
+            guard chosen.tokens == reference.tokens else {
+                let id = chosen.tokens.indices.first { $0 < reference.tokens.count && chosen.tokens[$0] != reference.tokens[$0] } ?? min(chosen.tokens.count, reference.tokens.count)
+                throw InteropError(path: path, "has \(chosen.tokens.count) vocabulary tokens, the model's tokenizer \(folderFile) \(reference.tokens.count); they differ from id \(id)")
+            }
+            guard chosen.normalization == reference.normalization else {
+                throw InteropError(path: path, "normalizes text otherwise (lowercasing, accents, CJK) than the model's tokenizer \(folderFile)")
+            }
+            return
+        }
+        guard case .bpe(let chosen) = chosenTokenizer else { throw InteropError(path: path, "is not a tokenizer.json") }
         let reference: BPETokenizer
         switch folder {
         case .bpe(let t): reference = t
         case .bytes:
             reference = try BPETokenizer(tokenBytes: (0..<256).map { [UInt8($0)] }, merges: [])
+        case .wordPiece:
+            throw InteropError(path: path, "is a byte-level BPE but the model's tokenizer \(folderFile) is WordPiece")
         }
         guard chosen.ordinaryCount == reference.ordinaryCount else {
             throw InteropError(path: path, "has \(chosen.ordinaryCount) ordinary tokens but the model's tokenizer \(folderFile) has \(reference.ordinaryCount)")

@@ -2,70 +2,79 @@ import Corpus
 import Foundation
 
 /// The tokenizer a checkpoint was trained with: elle's byte tokenizer (ids 0-255 the bytes, 256
-/// end-of-text) or a byte-level BPE (`docs/DATA.md`).
+/// end-of-text), a byte-level BPE or a WordPiece (`docs/DATA.md`).
 public enum ModelTokenizer {
     case bytes
     case bpe(BPETokenizer)
+    case wordPiece(WordPieceTokenizer)
+
+    public init(_ tokenizer: SubwordTokenizer) {
+        if let w = tokenizer as? WordPieceTokenizer { self = .wordPiece(w) } else { self = .bpe(tokenizer as! BPETokenizer) }
+    }
 
     /// The tokenizer a checkpoint names in `options.tokenizer` ("bytes" or a tokenizer.json path).
     public static func load(named name: String) throws -> ModelTokenizer {
-        name == "bytes" ? .bytes : .bpe(try BPETokenizer.load(name))
+        name == "bytes" ? .bytes : ModelTokenizer(try TokenizerFile.load(name))
     }
 
-    public var vocabularySize: Int {
+    /// The BPE or WordPiece tokenizer (nil for bytes).
+    public var subword: SubwordTokenizer? {
         switch self {
-        case .bytes: return 257
-        case .bpe(let t): return t.vocabularySize
+        case .bytes: return nil
+        case .bpe(let t): return t
+        case .wordPiece(let t): return t
         }
     }
+
+    public var vocabularySize: Int { subword?.vocabularySize ?? 257 }
 
     public var endOfText: Int { self.tokenizer.endOfText.asInt }
 
-    public var tokenizer: Tokenizer {
-        switch self {
-        case .bytes: return ByteTokenizer()
-        case .bpe(let t): return t
-        }
-    }
+    public var tokenizer: Tokenizer { subword ?? ByteTokenizer() }
 
-    /// Names of the special tokens by id (end-of-text first).
+    /// Names of elle's special tokens by id, after the vocabulary's own tokens (end-of-text first
+    /// for BPE; a WordPiece's own specials keep their ids among its tokens).
     public var specials: [(id: Int, name: String)] {
         switch self {
         case .bytes: return [(256, BPETokenizer.endOfTextName)]
         case .bpe(let t): return t.specials.enumerated().map { (t.ordinaryCount + $0, $1) }
+        case .wordPiece(let t): return t.specials.enumerated().map { (t.ordinaryCount + $0, $1) }
         }
     }
 
-    var pad: Int? {
-        switch self {
-        case .bytes: return nil
-        case .bpe(let t): return t.pad.asInt
-        }
-    }
+    var pad: Int? { subword?.pad.asInt }
 
     // MARK: writing
 
-    /// Writes `tokenizer.json` (byte-level BPE; every special an added token) and
-    /// `tokenizer_config.json` into `folder`, so `AutoTokenizer.from_pretrained(folder)` loads it.
-    /// For a masked LM (BERT) the config also names `<|mask|>` as mask token and `<|bos|>`, which
-    /// begins elle's BERT sequences, as bos and cls token.
+    /// Writes `tokenizer.json` (every special an added token) and `tokenizer_config.json` into
+    /// `folder`, so `AutoTokenizer.from_pretrained(folder)` loads it. A BPE's config names
+    /// `GPT2Tokenizer`, and for a masked LM (BERT) also `<|mask|>` as mask token and `<|bos|>`,
+    /// which begins elle's BERT sequences, as bos and cls token; a WordPiece's names
+    /// `BertTokenizer` with its own [CLS], [SEP], [PAD], [MASK], [UNK] and normalization.
     public func writeHF(folder: String, context: Int, maskedLM: Bool = false) throws {
         let path = (folder as NSString).appendingPathComponent("tokenizer.json")
-        switch self {
-        case .bpe(let t): try t.save(to: path)
-        case .bytes: try writeAtomically(try ModelTokenizer.byteTokenizerJSON(), to: path)
-        }
+        if let t = subword { try t.save(to: path) } else { try writeAtomically(try ModelTokenizer.byteTokenizerJSON(), to: path) }
         var config: [String: Any] = [
             "tokenizer_class": "GPT2Tokenizer", "model_max_length": context, "add_prefix_space": false,
             "add_bos_token": false, "clean_up_tokenization_spaces": false, "errors": "replace",
             "bos_token": BPETokenizer.endOfTextName, "eos_token": BPETokenizer.endOfTextName,
             "unk_token": BPETokenizer.endOfTextName,
         ]
-        if case .bpe = self { config["pad_token"] = "<|pad|>" }
-        if maskedLM, case .bpe = self {
-            config["mask_token"] = "<|mask|>"
-            config["bos_token"] = "<|bos|>"
-            config["cls_token"] = "<|bos|>"
+        switch self {
+        case .bytes: break
+        case .bpe:
+            config["pad_token"] = "<|pad|>"
+            if maskedLM {
+                config["mask_token"] = "<|mask|>"
+                config["bos_token"] = "<|bos|>"
+                config["cls_token"] = "<|bos|>"
+            }
+        case .wordPiece(let t):
+            let n = t.normalization
+            config = ["tokenizer_class": "BertTokenizer", "model_max_length": context, "do_lower_case": n.lowercase,
+                      "strip_accents": n.stripAccents.map { $0 as Any } ?? NSNull(), "tokenize_chinese_chars": n.handleChineseChars,
+                      "clean_up_tokenization_spaces": false, "unk_token": t.tokenText(t.unknown), "pad_token": t.tokenText(t.pad),
+                      "cls_token": t.tokenText(t.beginOfSequence), "sep_token": t.tokenText(t.endOfText), "mask_token": t.tokenText(t.mask)]
         }
         let data = try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
         try writeAtomically(data, to: (folder as NSString).appendingPathComponent("tokenizer_config.json"))
@@ -92,29 +101,35 @@ public enum ModelTokenizer {
 
     // MARK: reading
 
-    /// A Hugging Face folder's tokenizer: its `tokenizer.json` if present, else GPT-2's
-    /// `vocab.json` + `merges.txt`. `sourceIds` gives each special token's id in the folder's
-    /// files, so model rows follow their tokens when elle's id layout differs. A BPE of the 256
-    /// bytes in order with no merges and only end-of-text (what `writeHF` writes for `.bytes`) is
-    /// read back as `.bytes`.
+    /// A Hugging Face folder's tokenizer: its `tokenizer.json` if present (byte-level BPE or
+    /// WordPiece), else BERT's `vocab.txt` (WordPiece, with `tokenizer_config.json`'s settings),
+    /// else GPT-2's `vocab.json` + `merges.txt`. `sourceIds` gives each of elle's special tokens
+    /// its id in the folder's files, so model rows follow their tokens when elle's id layout
+    /// differs. A BPE of the 256 bytes in order with no merges and only end-of-text (what
+    /// `writeHF` writes for `.bytes`) is read back as `.bytes`.
     public static func readHF(folder: String) throws -> (tokenizer: ModelTokenizer, sourceIds: [String: Int], file: String) {
         let json = (folder as NSString).appendingPathComponent("tokenizer.json")
+        let wordPieceVocab = (folder as NSString).appendingPathComponent("vocab.txt")
         let vocab = (folder as NSString).appendingPathComponent("vocab.json")
         let merges = (folder as NSString).appendingPathComponent("merges.txt")
         let files = FileManager.default
         if files.fileExists(atPath: json) {
-            let bpe = try BPETokenizer.load(json)
-            let ids = try specialIds(tokenizerJSON: json, names: bpe.specials)
+            let loaded = try TokenizerFile.load(json)
+            let ids = try specialIds(tokenizerJSON: json, names: ModelTokenizer(loaded).specials.map(\.name))
+            guard let bpe = loaded as? BPETokenizer else { return (ModelTokenizer(loaded), ids, json) }
             let isBytes = bpe.merges.isEmpty && bpe.ordinaryCount == 256
                 && bpe.tokenBytes.enumerated().allSatisfy { $0.element == [UInt8($0.offset)] }
                 && ids == [BPETokenizer.endOfTextName: 256]
             return (isBytes ? .bytes : .bpe(bpe), ids, json)
         }
+        if files.fileExists(atPath: wordPieceVocab) {
+            return (.wordPiece(try WordPieceTokenizer.loadVocabulary(wordPieceVocab)), [:], wordPieceVocab)
+        }
         if files.fileExists(atPath: vocab), files.fileExists(atPath: merges) {
             let bpe = try BPETokenizer.loadGPT2(vocab: vocab, merges: merges)
             return (.bpe(bpe), [BPETokenizer.endOfTextName: bpe.endOfText.asInt], vocab)
         }
-        throw InteropError(path: folder, "has no tokenizer: neither tokenizer.json nor vocab.json + merges.txt")
+        throw InteropError(path: folder, "has no tokenizer: neither tokenizer.json, vocab.txt nor vocab.json + merges.txt")
     }
 
     /// Special tokens' ids in a tokenizer.json: its added tokens, and vocabulary entries that

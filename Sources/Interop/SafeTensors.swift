@@ -1,4 +1,5 @@
 import Foundation
+import Tensors
 
 #if canImport(Glibc)
 import Glibc
@@ -37,14 +38,10 @@ public enum SafeTensorsDType: String, CaseIterable, Sendable {
     public static let floats: [SafeTensorsDType] = [.f32, .f16, .bf16]
 }
 
-public struct SafeTensorsError: Error, CustomStringConvertible {
-    public let path: String
-    public let message: String
-    public init(path: String, _ message: String) {
-        self.path = path
-        self.message = message
-    }
-    public var description: String { "safetensors file \(path) \(message)" }
+/// A malformed safetensors file: "safetensors file PATH message".
+public typealias SafeTensorsError = LocatedError<SafeTensorsErrorKind>
+public enum SafeTensorsErrorKind: FileErrorKind {
+    public static func describe(_ path: String, _ message: String) -> String { "safetensors file \(path) \(message)" }
 }
 
 /// A safetensors file, memory-mapped read-only. Opening validates the header and the tensors'

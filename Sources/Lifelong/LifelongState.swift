@@ -1,7 +1,8 @@
 import Corpus
 import Foundation
+import Training
 
-/// Where a lifelong run stands and what it has measured: saved in every checkpoint (inside
+/// Where a lifelong run stands and what it has measured: saved in every checkpoint (in
 /// `TrainingState.lifelong`) so a run can report and continue.
 public struct LifelongState: Codable, Equatable, Sendable {
     public enum Phase: String, Codable, Sendable {
@@ -26,6 +27,10 @@ public struct LifelongState: Codable, Equatable, Sendable {
     /// Validation perplexity of the seen domains around each growth, by stage: before growing,
     /// right after, and after the warmup.
     public var growthEffects: [GrowthEffect]
+    /// The number of ranks the plan's per-rank `accumulation` was meant for (the job that started
+    /// the run): a resume on another rank count keeps accumulation x this many micro-batches per
+    /// update. Nil in checkpoints from before elastic resume (their own rank count then).
+    public var planRanks: Int?
 
     public struct GrowthEffect: Codable, Equatable, Sendable {
         public var stage: Int
@@ -34,7 +39,8 @@ public struct LifelongState: Codable, Equatable, Sendable {
         public var afterWarmup: [Double]?
     }
 
-    public init(domains: [String]) {
+    public init(domains: [String], ranks: Int) {
+        planRanks = ranks
         stage = 0
         phase = nil
         stepInPhase = 0
@@ -45,13 +51,16 @@ public struct LifelongState: Codable, Equatable, Sendable {
         growthEffects = []
     }
 
+    /// The state a lifelong checkpoint holds; nil for a plain run's checkpoint.
+    public init?(checkpoint state: TrainingState) throws {
+        guard let value = state.lifelong else { return nil }
+        self = try value.decode(LifelongState.self)
+    }
+
+    /// Canonical JSON (sorted keys), compared across ranks before every checkpoint.
     public func encoded() throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return String(decoding: try encoder.encode(self), as: UTF8.self)
-    }
-
-    public static func decode(_ text: String) throws -> LifelongState {
-        try JSONDecoder().decode(LifelongState.self, from: Data(text.utf8))
     }
 }

@@ -27,7 +27,7 @@ public enum ReplayScheduler {
     ) -> ReplayDecision {
         var sources = [Int?](repeating: nil, count: a)
         guard !weights.isEmpty, ratio > 0 else { return ReplayDecision(sources: sources) }
-        var rng = Xoshiro256(seed: SplitMix64.mix(seed, 0x5245_504C, UInt64(stage), UInt64(update)))
+        var rng = Xoshiro256(seed: SeedStream.replay(seed: seed, phase: stage, update: update))
         let count = min(a, Int((ratio * Double(a) + rng.nextDouble()).rounded(.down)))
         let total = weights.reduce(0, +)
         for slot in (a - count)..<a {

@@ -13,18 +13,12 @@ import Tensors
 /// projection, norms, MLP) only at those rows; its attention still reads every position. Both
 /// are exact: nothing else reads the skipped rows.
 ///
-/// Parameters and gradients are flat buffers laid out by `BERTLayout`; activations live in one
-/// buffer sized for the batch shape; `backward` adds into `gradients`. Under `precision` bf16 the
-/// products read a bf16 copy of the weights and bf16 activations (docs/ARCHITECTURE.md, "bf16").
-public final class BERT: LanguageModel {
-    public let config: ModelConfig
-    public let layout: BERTLayout
-    public let parameters: FloatBuffer
-    public let gradients: FloatBuffer
-
-    private var acts: BERTActivations?
-    private var actBuffer = FloatBuffer(count: 0)
-    private var tokens = Buffer<Int32>(count: 0)
+/// Parameters and gradients are flat buffers laid out by `BERTLayout`; the config, buffers,
+/// initialization and activation memory are `TransformerModel`'s. Activations live in one buffer
+/// sized for the batch shape; `backward` adds into `gradients`. `logits` has `predictedCount` rows.
+/// Under `precision` bf16 the products read the bf16 weight copy and bf16 activations
+/// (docs/ARCHITECTURE.md, "bf16").
+public final class BERT: TransformerModel<BERTLayout, BERTActivations>, ArchitectureModel {
     /// Rows the head predicts (positions in the (B, T) batch) and their targets, compacted.
     private var predicted = Buffer<Int32>(count: 0)
     private var predictedTargets = Buffer<Int32>(count: 0)
@@ -35,82 +29,13 @@ public final class BERT: LanguageModel {
     private var lastHadTargets = false
     /// Whether the last pass was `encodeFirstPositions` (no head).
     private var lastEncodedOnly = false
-    private var lastDropoutSeed: UInt64?
-    /// The operands of matrix products: float32, or bf16 with the weights read from `weightCopy`.
-    public var precision: Precision = .fp32 { didSet { weightCopy = BF16Copy.matching(precision, weightCopy, count: parameters.count) } }
-    public private(set) var weightCopy: BF16Copy?
     /// Number of rows the head predicted in the last forward pass (rows of `logits`).
     public private(set) var predictedCount = 0
     /// The mean loss over the predicted positions of the last forward pass with targets, in Float64.
     public private(set) var lastLoss: Double = 0
 
-    /// A model with freshly initialized parameters (BERT's scheme, deterministic from `seed`).
-    public convenience init(config: ModelConfig, seed: UInt64) throws {
-        try self.init(config: config, parameters: nil)
-        initializeParameters(seed: seed)
-    }
-
-    /// A model over existing parameters (e.g. from a checkpoint), or zeros when nil.
-    public init(config: ModelConfig, parameters: FloatBuffer?) throws {
-        try config.validate()
-        guard config.architecture == .bert else {
-            throw ConfigError(field: "architecture", message: "is \(config.architecture), but this is the BERT model")
-        }
-        self.config = config
-        layout = BERTLayout(config: config)
-        if let parameters {
-            guard parameters.count == layout.parameterCount else {
-                throw ConfigError(field: "parameters",
-                    message: "has \(parameters.count) values but \(config) needs \(layout.parameterCount)")
-            }
-            self.parameters = parameters
-        } else {
-            self.parameters = FloatBuffer(count: layout.parameterCount)
-        }
-        gradients = FloatBuffer(count: layout.parameterCount)
-    }
-
-    public var tensors: [TensorSpec] { layout.tensors }
-
-    /// Weights and embeddings ~ N(0, 0.02), biases 0, norm gains 1 (BERT). Chunks of 64 Ki
-    /// values each draw from their own stream seeded by (seed, tensor, chunk), so the result does
-    /// not depend on the thread count.
-    public func initializeParameters(seed: UInt64) {
-        for (index, spec) in layout.tensors.enumerated() {
-            let p = parameters.pointer + spec.offset
-            if spec.name.hasSuffix("bias") {
-                p.update(repeating: 0, count: spec.count)
-            } else if spec.name.hasSuffix("ln.weight") || spec.name.hasSuffix("ln1.weight") || spec.name.hasSuffix("ln2.weight") {
-                p.update(repeating: 1, count: spec.count)
-            } else {
-                let chunk = 1 << 16
-                let chunks = (spec.count + chunk - 1) / chunk
-                Parallel.forRanges(chunks) { _, range in
-                    for c in range {
-                        var rng = Xoshiro256(seed: SplitMix64.mix(seed, UInt64(index), UInt64(c)))
-                        for i in (c * chunk)..<min((c + 1) * chunk, spec.count) {
-                            p[i] = Float(rng.nextNormal() * 0.02)
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    public func zeroGradients() { gradients.zero() }
-
-    /// Logits (predictedCount, V) of the last forward pass (overwritten by `backward`).
-    public var logits: UnsafeMutablePointer<Float> {
-        guard let acts else { preconditionFailure("logits read before any forward pass") }
-        return actBuffer.pointer + acts.logits
-    }
-
     /// The batch positions (b * T + t) of the rows of `logits`, in order.
     public var predictedPositions: UnsafePointer<Int32> { UnsafePointer(predicted.pointer) }
-
-    public func activationCount(batch: Int, seq: Int) -> Int {
-        BERTActivations(config: config, batch: batch, seq: seq, threads: Parallel.threads, precision: precision).count
-    }
 
     /// Runs B sequences of T tokens (row-major (B, T)). With `targets` ((B, T), negative = not
     /// predicted) returns the mean loss over the positions with a target; without, the head
@@ -149,7 +74,7 @@ public final class BERT: LanguageModel {
         // MLM head on the predicted rows (the first m rows of the last output, in order):
         // logits = LN(GELU(dense(x))) wte^T + bias.
         let P = parameters.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
-        let W = WeightOperands(parameters: P, copy: weightCopy?.pointer)
+        let W = weights(refreshing: false)
         let eps = c.layerNormEpsilon
         Linear.forward(out: A + acts.headPre, x: acts.output[c.layers].operand(A), weight: W[layout.headDenseWeight],
                        bias: P + layout.headDenseBias, rows: m, inFeatures: d, outFeatures: d)
@@ -202,8 +127,7 @@ public final class BERT: LanguageModel {
             preconditionFailure("token id \(inputTokens[i]) at position \(i) outside vocabulary 0..<\(c.vocab)")
         }
         let P = parameters.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
-        weightCopy?.refresh(from: parameters)
-        let W = WeightOperands(parameters: P, copy: weightCopy?.pointer)
+        let W = weights(refreshing: true)
         let eps = c.layerNormEpsilon
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
         let scratch = A + acts.attentionScratch
@@ -271,7 +195,7 @@ public final class BERT: LanguageModel {
         guard let acts, lastHadTargets else { preconditionFailure("backward without a forward pass with targets") }
         let c = config, m = predictedCount, d = c.width, v = c.vocab
         let P = parameters.pointer, G = gradients.pointer, A = actBuffer.pointer
-        let W = WeightOperands(parameters: P, copy: weightCopy?.pointer)
+        let W = weights(refreshing: false)
         let affine = c.normalization == .affine
         let dOutput = A + acts.dOutput, dResidual = A + acts.dResidual, branch = A + acts.branch
 
@@ -306,7 +230,7 @@ public final class BERT: LanguageModel {
         let c = config, b = lastBatch, t = lastSeq, n = b * t
         let d = c.width, a = c.attentionWidth, f = c.ffn
         let P = parameters.pointer, G = gradients.pointer, A = actBuffer.pointer
-        let W = WeightOperands(parameters: P, copy: weightCopy?.pointer), copy = Linear.GradientCopy.scratch(acts.doutCopy, in: A)
+        let W = weights(refreshing: false), copy = Linear.GradientCopy.scratch(acts.doutCopy, in: A)
         let affine = c.normalization == .affine
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
         let scratch = A + acts.attentionScratch
@@ -379,21 +303,8 @@ public final class BERT: LanguageModel {
 
     // MARK: helpers
 
-    /// Allocates activations for (b, t) if the current ones are too small or a different shape.
-    private func prepare(batch b: Int, seq t: Int) {
-        if let acts, acts.batch == b, acts.seq == t, acts.threads >= Parallel.threads, acts.precision == precision { return }
-        let fresh = BERTActivations(config: config, batch: b, seq: t, threads: Parallel.threads, precision: precision)
-        actBuffer = FloatBuffer(count: fresh.count)
-        tokens = Buffer<Int32>(count: b * t)
-        predicted = Buffer<Int32>(count: b * t)
-        predictedTargets = Buffer<Int32>(count: b * t)
-        acts = fresh
-    }
-
-    /// This pass's dropout sites (0: the embedding output; 1 + 3l: attention probabilities of
-    /// block l; 2 + 3l and 3 + 3l: its two residual branches); dropped gradients go to the branch
-    /// scratch.
-    private var dropouts: DropoutSites {
-        DropoutSites(seed: lastDropoutSeed, probability: config.dropout, scratch: actBuffer.pointer + (acts?.branch ?? 0))
+    override func allocatePositionBuffers(_ positions: Int) {
+        predicted = Buffer<Int32>(count: positions)
+        predictedTargets = Buffer<Int32>(count: positions)
     }
 }

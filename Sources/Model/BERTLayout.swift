@@ -1,12 +1,15 @@
 import Tensors
 
 /// Where every BERT parameter lives in the flat parameter buffer (gradients and Adam moments use
-/// the same layout). Weights are stored [out, in] (y = x W^T + b).
+/// the same layout), declared with what each tensor is (`ModelLayout`). Weights are stored
+/// [out, in] (y = x W^T + b); Hugging Face names are `BertForMaskedLM`'s.
 ///
 /// Order: embeddings and their norm, blocks 0..<L (each in forward order: attention, post-norm
 /// `ln1`, MLP, post-norm `ln2`), then the MLM head (dense, GELU, norm, projection tied to `wte`,
-/// output bias).
-public struct BERTLayout: Sendable {
+/// output bias). For growth the encoder norms are `norm`, the head's dense layer maps the residual
+/// stream to itself, and the head's norm is the `outputNorm`, where the tied embedding's division
+/// goes (docs/GROWTH.md).
+public struct BERTLayout: ModelLayout {
     public struct Block: Sendable {
         public var qkvWeight, qkvBias: Int          // (3A, D), (3A)
         public var attnProjWeight, attnProjBias: Int // (D, A), (D)
@@ -16,6 +19,7 @@ public struct BERTLayout: Sendable {
         public var ln2Weight, ln2Bias: Int          // (D), (D): LN(x + MLP)
     }
 
+    public static let architecture = Architecture.bert
     public let tokenEmbedding: Int        // (V, D), also the MLM output projection (tied)
     public let positionEmbedding: Int     // (context, D)
     public let embeddingNormWeight, embeddingNormBias: Int // (D), (D)
@@ -23,82 +27,43 @@ public struct BERTLayout: Sendable {
     public let headDenseWeight, headDenseBias: Int  // (D, D), (D)
     public let headNormWeight, headNormBias: Int    // (D), (D): the last norm before the tied projection
     public let outputBias: Int                      // (V)
+    public let declarations: [TensorDeclaration]
     public let tensors: [TensorSpec]
     public let parameterCount: Int
 
     public init(config c: ModelConfig) {
         let d = c.width, a = c.attentionWidth, f = c.ffn
-        var carve = Carver()
-        tokenEmbedding = carve.take("wte", [c.vocab, d], decays: true)
-        positionEmbedding = carve.take("wpe", [c.context, d], decays: true)
-        embeddingNormWeight = carve.take("emb_ln.weight", [d])
-        embeddingNormBias = carve.take("emb_ln.bias", [d])
+        var table = ParameterTable(huggingFacePrefix: "bert.embeddings.")
+        tokenEmbedding = table.embedding("wte", rows: c.vocab, width: d, huggingFace: "word_embeddings.weight", tokenRows: true)
+        positionEmbedding = table.embedding("wpe", rows: c.context, width: d, huggingFace: "position_embeddings.weight")
+        (embeddingNormWeight, embeddingNormBias) = table.norm("emb_ln", width: d, huggingFace: "LayerNorm")
         var blocks: [Block] = []
         for l in 0..<c.layers {
-            let p = "blocks.\(l)."
-            blocks.append(Block(
-                qkvWeight: carve.take(p + "attn.qkv.weight", [3 * a, d], decays: true),
-                qkvBias: carve.take(p + "attn.qkv.bias", [3 * a]),
-                attnProjWeight: carve.take(p + "attn.proj.weight", [d, a], decays: true),
-                attnProjBias: carve.take(p + "attn.proj.bias", [d]),
-                ln1Weight: carve.take(p + "ln1.weight", [d]),
-                ln1Bias: carve.take(p + "ln1.bias", [d]),
-                fcWeight: carve.take(p + "mlp.fc.weight", [f, d], decays: true),
-                fcBias: carve.take(p + "mlp.fc.bias", [f]),
-                fcProjWeight: carve.take(p + "mlp.proj.weight", [d, f], decays: true),
-                fcProjBias: carve.take(p + "mlp.proj.bias", [d]),
-                ln2Weight: carve.take(p + "ln2.weight", [d]),
-                ln2Bias: carve.take(p + "ln2.bias", [d])))
+            table.beginBlock(l, huggingFacePrefix: "bert.encoder.layer.\(l).")
+            // q, k, v stacked in that order, heads contiguous in each: as BERT's three Linears.
+            let qkv = table.linear("attn.qkv", out: (.qkv, 3 * a), in: (.residual, d),
+                                   huggingFace: .rowBlocks(["attention.self.query", "attention.self.key", "attention.self.value"]))
+            // The branch outputs an identity block zeroes (not exact here: see docs/GROWTH.md).
+            let proj = table.linear("attn.proj", out: (.residual, d), in: (.attention, a),
+                                    writesResidualBranch: true, huggingFace: .linear("attention.output.dense"))
+            let ln1 = table.norm("ln1", width: d, huggingFace: "attention.output.LayerNorm")
+            let fc = table.linear("mlp.fc", out: (.ffn, f), in: (.residual, d), huggingFace: .linear("intermediate.dense"))
+            let fcProj = table.linear("mlp.proj", out: (.residual, d), in: (.ffn, f),
+                                      writesResidualBranch: true, huggingFace: .linear("output.dense"))
+            let ln2 = table.norm("ln2", width: d, huggingFace: "output.LayerNorm")
+            blocks.append(Block(qkvWeight: qkv.weight, qkvBias: qkv.bias, attnProjWeight: proj.weight, attnProjBias: proj.bias,
+                                ln1Weight: ln1.weight, ln1Bias: ln1.bias, fcWeight: fc.weight, fcBias: fc.bias,
+                                fcProjWeight: fcProj.weight, fcProjBias: fcProj.bias, ln2Weight: ln2.weight, ln2Bias: ln2.bias))
         }
         self.blocks = blocks
-        headDenseWeight = carve.take("head.dense.weight", [d, d], decays: true)
-        headDenseBias = carve.take("head.dense.bias", [d])
-        headNormWeight = carve.take("head.ln.weight", [d])
-        headNormBias = carve.take("head.ln.bias", [d])
-        outputBias = carve.take("head.bias", [c.vocab])
-        tensors = carve.tensors
-        parameterCount = carve.count
-    }
-
-    public func tensor(named name: String) -> TensorSpec? { tensors.first { $0.name == name } }
-
-    /// The growth role of every tensor, in layout order (docs/GROWTH.md): encoder norms are
-    /// `norm`, the MLM-head dense layer maps the residual stream to itself, and the MLM-head norm
-    /// is the `outputNorm`, where the tied embedding's division goes. Throws for a tensor without
-    /// a rule.
-    public func growthRoles() throws -> [TensorGrowthInfo] {
-        try tensors.map { spec in
-            func info(_ role: TensorRole) -> TensorGrowthInfo { TensorGrowthInfo(role: role, layer: nil, writesResidualBranch: false) }
-            switch spec.name {
-            case "wte", "wpe": return info(.embedding)
-            case "emb_ln.weight", "emb_ln.bias": return info(.norm)
-            case "head.dense.weight": return info(.weight(out: .residual, in: .residual))
-            case "head.dense.bias": return info(.bias(.residual))
-            case "head.ln.weight", "head.ln.bias": return info(.outputNorm)
-            case "head.bias": return info(.bias(.fixed))
-            default: break
-            }
-            let parts = spec.name.split(separator: ".", maxSplits: 2)
-            guard parts.count == 3, parts[0] == "blocks", let layer = Int(parts[1]) else {
-                throw GrowthPlanError(field: spec.name, message: "is a tensor growth has no rule for")
-            }
-            let role: TensorRole
-            switch parts[2] {
-            case "ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias": role = .norm
-            case "attn.qkv.weight": role = .weight(out: .qkv, in: .residual)
-            case "attn.qkv.bias": role = .bias(.qkv)
-            case "attn.proj.weight": role = .weight(out: .residual, in: .attention)
-            case "attn.proj.bias": role = .bias(.residual)
-            case "mlp.fc.weight": role = .weight(out: .ffn, in: .residual)
-            case "mlp.fc.bias": role = .bias(.ffn)
-            case "mlp.proj.weight": role = .weight(out: .residual, in: .ffn)
-            case "mlp.proj.bias": role = .bias(.residual)
-            default: throw GrowthPlanError(field: spec.name, message: "is a tensor growth has no rule for")
-            }
-            // The branch outputs an identity block zeroes (not exact here: see docs/GROWTH.md).
-            let writes = ["attn.proj.weight", "attn.proj.bias", "mlp.proj.weight", "mlp.proj.bias"].contains(parts[2])
-            return TensorGrowthInfo(role: role, layer: layer, writesResidualBranch: writes)
-        }
+        table.endBlocks(huggingFacePrefix: "cls.predictions.")
+        (headDenseWeight, headDenseBias) = table.linear("head.dense", out: (.residual, d), in: (.residual, d),
+                                                        huggingFace: .linear("transform.dense"))
+        (headNormWeight, headNormBias) = table.norm("head.ln", width: d, role: .outputNorm, huggingFace: "transform.LayerNorm")
+        outputBias = table.bias("head.bias", .fixed, count: c.vocab, huggingFace: "bias", tokenRows: true)
+        declarations = table.tensors
+        tensors = table.tensors.map(\.spec)
+        parameterCount = table.parameterCount
     }
 }
 
@@ -108,7 +73,7 @@ public struct BERTLayout: Sendable {
 /// Under bf16 what only products read (qkv, attention output, GELU output, the head's norm) is
 /// kept as bf16 alone, and what both products and float32 kernels read (block outputs, ln1's
 /// output) in both (`OperandSlot`).
-struct BERTActivations {
+public struct BERTActivations {
     struct Layer {
         var qkv: OperandSlot                // (N, 3A); under bf16 the bf16 copy attention makes
         var att: Int                        // (B, H, T, T) softmax probabilities
@@ -122,7 +87,7 @@ struct BERTActivations {
         var ln2Mean, ln2Rstd: Int           // (N), (N)
     }
 
-    let batch: Int, seq: Int, threads: Int, precision: Precision
+    public let batch: Int, seq: Int, threads: Int, precision: Precision
     let embeddingSum: Int                   // (N, D) wte[token] + wpe[position]
     let embeddingMean, embeddingRstd: Int   // (N), (N)
     /// output[0] is the (dropped-out) embedding norm's output; output[l + 1] block l's (its ln2). (N, D)
@@ -137,10 +102,10 @@ struct BERTActivations {
     let headPre, headPost: Int              // (N, D) dense output before and after GELU
     let headNorm: OperandSlot               // (N, D) read by the output projection
     let headMean, headRstd: Int             // (N), (N)
-    let logits: Int                         // (N, V); overwritten by dlogits in backward
+    public let logits: Int                  // (N, V); overwritten by dlogits in backward
     let logSumExp, losses: Int              // (N), (N)
     // Scratch shared across layers.
-    let branch: Int                         // (N, D) a branch output, or its gradient
+    public let branch: Int                  // (N, D) a branch output, or its gradient
     let dOutput: Int                        // (N, D) gradient of a block's output
     let dResidual: Int                      // (N, D) gradient of a norm's input
     let dQKV: Int                           // (N, 3A)
@@ -151,9 +116,9 @@ struct BERTActivations {
     let qkvFloat: Int?
     let doutCopy: Int?
     let attentionScratch: Int               // (threads, Attention.scratchPerThread)
-    let count: Int
+    public let count: Int
 
-    init(config c: ModelConfig, batch b: Int, seq t: Int, threads: Int, precision: Precision) {
+    public init(config c: ModelConfig, batch b: Int, seq t: Int, threads: Int, precision: Precision) {
         let n = b * t, d = c.width, a = c.attentionWidth, f = c.ffn
         batch = b; seq = t; self.threads = threads; self.precision = precision
         var carve = Carver()

@@ -4,97 +4,19 @@ import Tensors
 /// blocks (LayerNorm, causal self-attention, residual; LayerNorm, GELU MLP, residual), a final
 /// LayerNorm, and an output projection tied to the token embedding.
 ///
-/// Parameters and gradients are flat buffers laid out by `GPTLayout`. `forward` saves what
+/// Parameters and gradients are flat buffers laid out by `GPTLayout`; the config, buffers,
+/// initialization and activation memory are `TransformerModel`'s. `forward` saves what
 /// `backward` needs in one activation buffer sized for the batch shape (reallocated only when the
 /// shape grows). `backward` adds into `gradients`: call `zeroGradients()` before a micro-batch.
-/// Under `precision` bf16 the products read a bf16 copy of the weights (`weightCopy`) and bf16
-/// activations (docs/ARCHITECTURE.md, "bf16").
-public final class GPT: LanguageModel {
-    public let config: ModelConfig
-    public let layout: GPTLayout
-    public let parameters: FloatBuffer
-    public let gradients: FloatBuffer
-
-    private var acts: GPTActivations?
-    private var actBuffer = FloatBuffer(count: 0)
-    private var tokens = Buffer<Int32>(count: 0)
+/// Under `precision` bf16 the products read the bf16 weight copy and bf16 activations
+/// (docs/ARCHITECTURE.md, "bf16").
+public final class GPT: TransformerModel<GPTLayout, GPTActivations>, ArchitectureModel {
     private var targets = Buffer<Int32>(count: 0)
     /// Shape and loss bookkeeping of the last forward pass.
     private var lastBatch = 0, lastSeq = 0, lastCounted = 0
     private var lastHadTargets = false
     /// The mean loss of the last forward pass with targets, in Float64 (summed over rows in order).
     public private(set) var lastLoss: Double = 0
-    private var lastDropoutSeed: UInt64?
-    /// The operands of matrix products: float32, or bf16 with the weights read from `weightCopy`.
-    public var precision: Precision = .fp32 { didSet { weightCopy = BF16Copy.matching(precision, weightCopy, count: parameters.count) } }
-    public private(set) var weightCopy: BF16Copy?
-
-    /// A model with freshly initialized parameters (GPT-2 scheme, deterministic from `seed`).
-    public convenience init(config: ModelConfig, seed: UInt64) throws {
-        try self.init(config: config, parameters: nil)
-        initializeParameters(seed: seed)
-    }
-
-    /// A model over existing parameters (e.g. from a checkpoint), or zeros when nil.
-    public init(config: ModelConfig, parameters: FloatBuffer?) throws {
-        try config.validate()
-        self.config = config
-        layout = GPTLayout(config: config)
-        if let parameters {
-            guard parameters.count == layout.parameterCount else {
-                throw ConfigError(field: "parameters",
-                    message: "has \(parameters.count) values but \(config) needs \(layout.parameterCount)")
-            }
-            self.parameters = parameters
-        } else {
-            self.parameters = FloatBuffer(count: layout.parameterCount)
-        }
-        gradients = FloatBuffer(count: layout.parameterCount)
-    }
-
-    public var tensors: [TensorSpec] { layout.tensors }
-
-    /// Weights ~ N(0, 0.02), the two residual output projections ~ N(0, 0.02 / sqrt(2 L)),
-    /// biases 0, norm gains 1 (GPT-2). Every tensor is filled in chunks of 64 Ki values, each
-    /// from its own stream seeded by (seed, tensor, chunk), so the result does not depend on
-    /// the thread count.
-    public func initializeParameters(seed: UInt64) {
-        let residualStd = 0.02 / (2 * Double(config.layers)).squareRoot()
-        for (index, spec) in layout.tensors.enumerated() {
-            let p = parameters.pointer + spec.offset
-            if spec.name.hasSuffix(".bias") {
-                p.update(repeating: 0, count: spec.count)
-            } else if spec.name.hasSuffix("ln1.weight") || spec.name.hasSuffix("ln2.weight")
-                        || spec.name == "lnf.weight" {
-                p.update(repeating: 1, count: spec.count)
-            } else {
-                let std = spec.name.hasSuffix("proj.weight") ? residualStd : 0.02
-                let chunk = 1 << 16
-                let chunks = (spec.count + chunk - 1) / chunk
-                Parallel.forRanges(chunks) { _, range in
-                    for c in range {
-                        var rng = Xoshiro256(seed: SplitMix64.mix(seed, UInt64(index), UInt64(c)))
-                        for i in (c * chunk)..<min((c + 1) * chunk, spec.count) {
-                            p[i] = Float(rng.nextNormal() * std)
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    public func zeroGradients() { gradients.zero() }
-
-    /// Logits (B*T, V) of the last forward pass (overwritten by `backward`).
-    public var logits: UnsafeMutablePointer<Float> {
-        guard let acts else { preconditionFailure("logits read before any forward pass") }
-        return actBuffer.pointer + acts.logits
-    }
-
-    /// Floats of activation memory for a batch shape (what `forward` allocates).
-    public func activationCount(batch: Int, seq: Int) -> Int {
-        GPTActivations(config: config, batch: batch, seq: seq, threads: Parallel.threads, precision: precision).count
-    }
 
     /// Runs B sequences of T tokens (row-major (B, T)). With `targets` ((B, T), negative = no
     /// loss at that position) returns the mean loss over counted positions; without, returns 0
@@ -118,8 +40,7 @@ public final class GPT: LanguageModel {
         lastDropoutSeed = c.dropout > 0 ? dropoutSeed : nil
 
         let P = parameters.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
-        weightCopy?.refresh(from: parameters)
-        let W = WeightOperands(parameters: P, copy: weightCopy?.pointer)
+        let W = weights(refreshing: true)
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
         let scratch = A + acts.attentionScratch
 
@@ -183,7 +104,7 @@ public final class GPT: LanguageModel {
         let c = config, b = lastBatch, t = lastSeq, n = b * t
         let d = c.width, a = c.attentionWidth, f = c.ffn, v = c.vocab
         let P = parameters.pointer, G = gradients.pointer, A = actBuffer.pointer
-        let W = WeightOperands(parameters: P, copy: weightCopy?.pointer)
+        let W = weights(refreshing: false)
         let affine = c.normalization == .affine
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
         let scratch = A + acts.attentionScratch
@@ -200,13 +121,10 @@ public final class GPT: LanguageModel {
         let scale: Float = lastCounted > 0 ? 1 / Float(lastCounted) : 0
         if let headGradient {
             headGradient(A + acts.logits)
-        } else if precision == .bf16 {
-            CrossEntropy.backwardBF16InPlace(logits: A + acts.logits, logSumExp: A + acts.logSumExp,
-                                             targets: targets.pointer, rows: n, vocab: v, scale: scale)
-            logitsCopy = .convertedInPlace
         } else {
-            CrossEntropy.backward(logits: A + acts.logits, logSumExp: A + acts.logSumExp,
-                                  targets: targets.pointer, rows: n, vocab: v, scale: scale)
+            CrossEntropy.backward(logits: A + acts.logits, logSumExp: A + acts.logSumExp, targets: targets.pointer,
+                                  rows: n, vocab: v, scale: scale, bf16InPlace: precision == .bf16)
+            if precision == .bf16 { logitsCopy = .convertedInPlace }
         }
         Linear.backward(dx: dNorm, dweight: G + layout.tokenEmbedding, dbias: nil, dout: A + acts.logits,
                         x: acts.lnf.operand(A), weight: W[layout.tokenEmbedding], rows: n, inFeatures: d, outFeatures: v,
@@ -258,20 +176,5 @@ public final class GPT: LanguageModel {
 
     // MARK: helpers
 
-    /// Allocates activations for (b, t) if the current ones are too small or a different shape.
-    private func prepare(batch b: Int, seq t: Int) {
-        if let acts, acts.batch == b, acts.seq == t, acts.threads >= Parallel.threads, acts.precision == precision { return }
-        let fresh = GPTActivations(config: config, batch: b, seq: t, threads: Parallel.threads, precision: precision)
-        actBuffer = FloatBuffer(count: fresh.count)
-        tokens = Buffer<Int32>(count: b * t)
-        targets = Buffer<Int32>(count: b * t)
-        acts = fresh
-    }
-
-    /// This pass's dropout sites (0: the embedding output; 1 + 3l: attention probabilities of
-    /// block l; 2 + 3l and 3 + 3l: its two residual branches); dropped gradients go to the branch
-    /// scratch.
-    private var dropouts: DropoutSites {
-        DropoutSites(seed: lastDropoutSeed, probability: config.dropout, scratch: actBuffer.pointer + (acts?.branch ?? 0))
-    }
+    override func allocatePositionBuffers(_ positions: Int) { targets = Buffer<Int32>(count: positions) }
 }

@@ -70,18 +70,12 @@ extension LanguageModel {
 
 /// A model of `config.architecture` over existing parameters (zeros when nil).
 public func makeModel(config: ModelConfig, parameters: FloatBuffer?) throws -> LanguageModel {
-    switch config.architecture {
-    case .gpt: return try GPT(config: config, parameters: parameters)
-    case .bert: return try BERT(config: config, parameters: parameters)
-    }
+    try config.architecture.modelType.init(config: config, parameters: parameters)
 }
 
 /// A freshly initialized model of `config.architecture`, deterministic from `seed`.
 public func makeModel(config: ModelConfig, seed: UInt64) throws -> LanguageModel {
-    switch config.architecture {
-    case .gpt: return try GPT(config: config, seed: seed)
-    case .bert: return try BERT(config: config, seed: seed)
-    }
+    try config.architecture.modelType.init(config: config, seed: seed)
 }
 
 /// Told by `backward(observer:)` as parts of the gradient become final, so a data-parallel trainer

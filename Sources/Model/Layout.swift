@@ -1,42 +1,12 @@
 import Tensors
 
-/// One named tensor inside a flat buffer.
-public struct TensorSpec: Sendable, Equatable {
-    public var name: String
-    public var shape: [Int]
-    public var offset: Int
-    /// Whether AdamW applies weight decay (matrices and embeddings yes; biases and norms no).
-    public var decays: Bool
-    public var count: Int { shape.reduce(1, *) }
-    public var range: Range<Int> { offset..<(offset + count) }
-
-    public init(name: String, shape: [Int], offset: Int, decays: Bool) {
-        self.name = name
-        self.shape = shape
-        self.offset = offset
-        self.decays = decays
-    }
-}
-
-/// Hands out consecutive offsets in a flat buffer and records what each one is.
-struct Carver {
-    private(set) var tensors: [TensorSpec] = []
-    private(set) var count = 0
-
-    mutating func take(_ name: String, _ shape: [Int], decays: Bool = false) -> Int {
-        let spec = TensorSpec(name: name, shape: shape, offset: count, decays: decays)
-        tensors.append(spec)
-        count += spec.count
-        return spec.offset
-    }
-}
-
 /// Where every GPT parameter lives in the flat parameter buffer (gradients and Adam moments use
-/// the same layout). Weights are stored [out, in] (y = x W^T + b).
+/// the same layout), declared with what each tensor is (`ModelLayout`). Weights are stored
+/// [out, in] (y = x W^T + b); Hugging Face names are `GPT2LMHeadModel`'s.
 ///
 /// Order: embeddings, then blocks 0..<L, then the final norm. Backward finishes them in reverse,
 /// so gradients become final from the end of the buffer towards its start.
-public struct GPTLayout: Sendable {
+public struct GPTLayout: ModelLayout {
     public struct Block: Sendable {
         public var ln1Weight, ln1Bias: Int          // (D), (D)
         public var qkvWeight, qkvBias: Int          // (3A, D), (3A)
@@ -46,43 +16,44 @@ public struct GPTLayout: Sendable {
         public var fcProjWeight, fcProjBias: Int    // (D, F), (D)
     }
 
+    public static let architecture = Architecture.gpt
     public let tokenEmbedding: Int     // (V, D), also the output projection (tied)
     public let positionEmbedding: Int  // (context, D)
     public let blocks: [Block]
-    public let finalNormWeight, finalNormBias: Int // (D), (D)
+    public let finalNormWeight, finalNormBias: Int // (D), (D): the output norm
+    public let declarations: [TensorDeclaration]
     public let tensors: [TensorSpec]
     public let parameterCount: Int
 
     public init(config c: ModelConfig) {
         let d = c.width, a = c.attentionWidth, f = c.ffn
-        var carve = Carver()
-        tokenEmbedding = carve.take("wte", [c.vocab, d], decays: true)
-        positionEmbedding = carve.take("wpe", [c.context, d], decays: true)
+        // GPT-2 draws the two projections that write the residual stream with std 0.02 / sqrt(2 L).
+        let residualStd = 0.02 / (2 * Double(c.layers)).squareRoot()
+        var table = ParameterTable(huggingFacePrefix: "transformer.")
+        tokenEmbedding = table.embedding("wte", rows: c.vocab, width: d, huggingFace: "wte.weight", tokenRows: true)
+        positionEmbedding = table.embedding("wpe", rows: c.context, width: d, huggingFace: "wpe.weight")
         var blocks: [Block] = []
         for l in 0..<c.layers {
-            let p = "blocks.\(l)."
-            blocks.append(Block(
-                ln1Weight: carve.take(p + "ln1.weight", [d]),
-                ln1Bias: carve.take(p + "ln1.bias", [d]),
-                qkvWeight: carve.take(p + "attn.qkv.weight", [3 * a, d], decays: true),
-                qkvBias: carve.take(p + "attn.qkv.bias", [3 * a]),
-                attnProjWeight: carve.take(p + "attn.proj.weight", [d, a], decays: true),
-                attnProjBias: carve.take(p + "attn.proj.bias", [d]),
-                ln2Weight: carve.take(p + "ln2.weight", [d]),
-                ln2Bias: carve.take(p + "ln2.bias", [d]),
-                fcWeight: carve.take(p + "mlp.fc.weight", [f, d], decays: true),
-                fcBias: carve.take(p + "mlp.fc.bias", [f]),
-                fcProjWeight: carve.take(p + "mlp.proj.weight", [d, f], decays: true),
-                fcProjBias: carve.take(p + "mlp.proj.bias", [d])))
+            table.beginBlock(l, huggingFacePrefix: "transformer.h.\(l).")
+            let ln1 = table.norm("ln1", width: d, huggingFace: "ln_1")
+            let qkv = table.linear("attn.qkv", out: (.qkv, 3 * a), in: (.residual, d), huggingFace: .conv1D("attn.c_attn"))
+            let proj = table.linear("attn.proj", out: (.residual, d), in: (.attention, a), std: residualStd,
+                                    writesResidualBranch: true, huggingFace: .conv1D("attn.c_proj"))
+            let ln2 = table.norm("ln2", width: d, huggingFace: "ln_2")
+            let fc = table.linear("mlp.fc", out: (.ffn, f), in: (.residual, d), huggingFace: .conv1D("mlp.c_fc"))
+            let fcProj = table.linear("mlp.proj", out: (.residual, d), in: (.ffn, f), std: residualStd,
+                                      writesResidualBranch: true, huggingFace: .conv1D("mlp.c_proj"))
+            blocks.append(Block(ln1Weight: ln1.weight, ln1Bias: ln1.bias, qkvWeight: qkv.weight, qkvBias: qkv.bias,
+                                attnProjWeight: proj.weight, attnProjBias: proj.bias, ln2Weight: ln2.weight, ln2Bias: ln2.bias,
+                                fcWeight: fc.weight, fcBias: fc.bias, fcProjWeight: fcProj.weight, fcProjBias: fcProj.bias))
         }
         self.blocks = blocks
-        finalNormWeight = carve.take("lnf.weight", [d])
-        finalNormBias = carve.take("lnf.bias", [d])
-        tensors = carve.tensors
-        parameterCount = carve.count
+        table.endBlocks(huggingFacePrefix: "transformer.")
+        (finalNormWeight, finalNormBias) = table.norm("lnf", width: d, role: .outputNorm, huggingFace: "ln_f")
+        declarations = table.tensors
+        tensors = table.tensors.map(\.spec)
+        parameterCount = table.parameterCount
     }
-
-    public func tensor(named name: String) -> TensorSpec? { tensors.first { $0.name == name } }
 }
 
 /// Where every activation of one forward pass lives, for a batch of B sequences of length T.
@@ -90,7 +61,7 @@ public struct GPTLayout: Sendable {
 /// probabilities, attention output, MLP pre- and post-activation, logits. Backward scratch is
 /// shared by all layers. Under bf16 the activations only products read (norm outputs, qkv,
 /// attention output, GELU output) are kept as bf16 alone (`OperandSlot`).
-struct GPTActivations {
+public struct GPTActivations {
     struct Layer {
         var ln1: OperandSlot            // (BT, D) read by the qkv product
         var ln1Mean, ln1Rstd: Int       // (BT), (BT)
@@ -104,16 +75,16 @@ struct GPTActivations {
         var fcPost: OperandSlot         // (BT, F) after GELU
     }
 
-    let batch: Int, seq: Int, threads: Int, precision: Precision
+    public let batch: Int, seq: Int, threads: Int, precision: Precision
     /// residual[l] is the input of block l; residual[L] feeds the final norm. (BT, D) each.
     let residual: [Int]
     let layers: [Layer]
     let lnf: OperandSlot               // (BT, D)
     let lnfMean, lnfRstd: Int          // (BT), (BT)
-    let logits: Int                    // (BT, V); overwritten by dlogits in backward
+    public let logits: Int             // (BT, V); overwritten by dlogits in backward
     let logSumExp: Int                 // (BT)
     // Scratch shared across layers.
-    let branch: Int                    // (BT, D) attention/MLP branch output, or its gradient
+    public let branch: Int             // (BT, D) attention/MLP branch output, or its gradient
     let dResidual: Int                 // (BT, D)
     let dNorm: Int                     // (BT, D)
     let dQKV: Int                      // (BT, 3A)
@@ -124,9 +95,9 @@ struct GPTActivations {
     let qkvFloat: Int?
     let doutCopy: Int?
     let attentionScratch: Int          // (threads, Attention.scratchPerThread)
-    let count: Int
+    public let count: Int
 
-    init(config c: ModelConfig, batch b: Int, seq t: Int, threads: Int, precision: Precision) {
+    public init(config c: ModelConfig, batch b: Int, seq t: Int, threads: Int, precision: Precision) {
         let n = b * t, d = c.width, a = c.attentionWidth, f = c.ffn
         batch = b; seq = t; self.threads = threads; self.precision = precision
         var carve = Carver()

@@ -1,3 +1,5 @@
+import Tensors
+
 /// The model family.
 public enum Architecture: String, Codable, Sendable, CaseIterable {
     /// Causal LM, pre-LN blocks, tied output embedding (`GPT`).
@@ -76,35 +78,24 @@ public struct ModelConfig: Codable, Equatable, Sendable, CustomStringConvertible
 
     public var attentionWidth: Int { heads * headDim }
 
-    /// Every parameter tensor of this architecture, in layout order (`GPTLayout`, `BERTLayout`).
-    public var parameterTensors: [TensorSpec] {
-        switch architecture {
-        case .gpt: return GPTLayout(config: self).tensors
-        case .bert: return BERTLayout(config: self).tensors
-        }
-    }
+    /// Where this config's parameters live and what each tensor is (`GPTLayout`, `BERTLayout`).
+    public var layout: any ModelLayout { architecture.modelType.layout(for: self) }
+
+    /// Every parameter tensor of this architecture, in layout order.
+    public var parameterTensors: [TensorSpec] { layout.tensors }
 
     /// Number of trainable parameters (embeddings included).
-    public var parameterCount: Int {
-        switch architecture {
-        case .gpt: return GPTLayout(config: self).parameterCount
-        case .bert: return BERTLayout(config: self).parameterCount
-        }
-    }
+    public var parameterCount: Int { layout.parameterCount }
 
     /// Throws a message naming the first invalid field.
     public func validate() throws {
-        func check(_ ok: Bool, _ field: String, _ why: String) throws {
-            if !ok { throw ConfigError(field: field, message: why) }
-        }
-        try check(layers >= 1, "layers", "must be at least 1 (got \(layers))")
-        try check(width >= 1, "width", "must be at least 1 (got \(width))")
-        try check(heads >= 1, "heads", "must be at least 1 (got \(heads))")
+        let check = ConfigError.check
+        try ConfigError.checkPositive(["layers": layers, "width": width, "heads": heads])
         try check(heads * headDim == width, "heads",
                   "must divide width: \(heads) heads x \(headDim) dims != width \(width)")
-        try check(ffn >= 1, "ffn", "must be at least 1 (got \(ffn))")
+        try ConfigError.checkPositive(["ffn": ffn])
         try check(vocab >= 2, "vocab", "must be at least 2 (got \(vocab))")
-        try check(context >= 1, "context", "must be at least 1 (got \(context))")
+        try ConfigError.checkPositive(["context": context])
         try check(dropout >= 0 && dropout < 1, "dropout", "must be in [0, 1) (got \(dropout))")
         try check(layerNormEpsilon > 0, "layerNormEpsilon", "must be positive")
         if let layerOrigins {
@@ -123,12 +114,8 @@ public struct ModelConfig: Codable, Equatable, Sendable, CustomStringConvertible
     }
 }
 
-public struct ConfigError: Error, CustomStringConvertible {
-    public var field: String
-    public var message: String
-    public init(field: String, message: String) {
-        self.field = field
-        self.message = message
-    }
-    public var description: String { "invalid model config: \(field) \(message)" }
+/// A bad field of a model config (or of training options): "invalid model config: FIELD message".
+public typealias ConfigError = LocatedError<ConfigErrorKind>
+public enum ConfigErrorKind: FieldErrorKind {
+    public static func describe(_ field: String, _ message: String) -> String { "invalid model config: \(field) \(message)" }
 }

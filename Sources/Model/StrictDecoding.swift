@@ -13,7 +13,12 @@ extension Decoder {
     /// Throws a `DecodingError.dataCorrupted` naming the first key of this object that is not
     /// one of `Keys`, and the keys that are allowed.
     public func rejectUnknownKeys<Keys: CodingKey & CaseIterable>(_ keys: Keys.Type) throws {
-        let allowed = Set(Keys.allCases.map(\.stringValue))
+        try rejectUnknownKeys(allowed: Keys.allCases.map(\.stringValue))
+    }
+
+    /// The same for a list of allowed key names (objects whose keys come from several tables).
+    public func rejectUnknownKeys(allowed names: [String]) throws {
+        let allowed = Set(names)
         let container = try self.container(keyedBy: AnyCodingKey.self)
         for key in container.allKeys where !allowed.contains(key.stringValue) {
             throw DecodingError.dataCorrupted(DecodingError.Context(

@@ -87,6 +87,12 @@ public enum GemmRules {
         }
     }
 
+    /// "fp32 products (OpenBLAS)", "bf16 products (oneDNN)": the numbers and library of a run's
+    /// products, for its summary line.
+    public static func describe(_ precision: Precision) -> String {
+        "\(precision) products (\(library(for: precision).rawValue))"
+    }
+
     /// One line for the user when bf16 will be slower than float32 on this CPU, else nil.
     public static var bf16Advice: String? {
         if library(for: .bf16) == .oneDNN { return nil }

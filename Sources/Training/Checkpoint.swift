@@ -156,14 +156,10 @@ public struct Checkpoint {
     }
 }
 
-public struct CheckpointError: Error, CustomStringConvertible {
-    public let path: String
-    public let message: String
-    public init(path: String, _ message: String) {
-        self.path = path
-        self.message = message
-    }
-    public var description: String { "checkpoint \(path) \(message)" }
+/// A checkpoint that cannot be read or written: "checkpoint PATH message".
+public typealias CheckpointError = LocatedError<CheckpointErrorKind>
+public enum CheckpointErrorKind: FileErrorKind {
+    public static func describe(_ path: String, _ message: String) -> String { "checkpoint \(path) \(message)" }
 }
 
 /// A file written under a temporary name and renamed into place only when complete and synced.

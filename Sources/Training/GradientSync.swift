@@ -42,7 +42,10 @@ final class GradientSynchronizer: GradientObserver {
     private var count = 0
     /// Added into `target` range by range as they become final (the last micro-batch's gradient
     /// when accumulating); nil when `target` is the model's own gradient buffer.
-    private var source: UnsafePointer<Float>?
+    private var source: UnsafeMutablePointer<Float>?
+    /// Partial sums of earlier micro-batches folded into `source` first, newest first
+    /// (`MicroBatchSum`: the pairwise tree's right-hand subtrees).
+    private var partials: [UnsafePointer<Float>] = []
     private var overlapping = false
     /// Ranges reported final (and summed into `target`) in this update.
     private var reported: [Range<Int>] = []
@@ -78,9 +81,10 @@ final class GradientSynchronizer: GradientObserver {
     /// Before each micro-batch's backward. On the last one, collectives start as ranges become
     /// final; `gradient` (the model's buffer) is added into the target first when it is not the
     /// target itself.
-    func beginMicroBatch(last: Bool, gradient: UnsafePointer<Float>) {
+    func beginMicroBatch(last: Bool, gradient: UnsafeMutablePointer<Float>, partials: [UnsafePointer<Float>] = []) {
         overlapping = last
-        source = last && gradient != UnsafePointer(target!) ? gradient : nil
+        source = last && gradient != target! ? gradient : nil
+        self.partials = last ? partials : []
         embeddingRows.beginMicroBatch(last: last)
     }
 
@@ -93,7 +97,7 @@ final class GradientSynchronizer: GradientObserver {
 
     func gradientsFinal(_ range: Range<Int>) {
         guard overlapping, !range.isEmpty, let target else { return }
-        if let source { addInPlace(target + range.lowerBound, source + range.lowerBound, count: range.count) }
+        addLastMicroBatch(range, into: target)
         reported.append(range)
         guard bucketElements > 0 else { return }  // everything is sent after backward
         do {
@@ -138,9 +142,7 @@ final class GradientSynchronizer: GradientObserver {
         if let deferredError { throw deferredError }
         // What the model did not report is final now.
         let gaps = unreported()
-        if let source {
-            for gap in gaps { addInPlace(target + gap.lowerBound, source + gap.lowerBound, count: gap.count) }
-        }
+        for gap in gaps { addLastMicroBatch(gap, into: target) }
         if bucketElements == 0 {
             try start(0..<count)
         } else {
@@ -158,6 +160,14 @@ final class GradientSynchronizer: GradientObserver {
         source = nil
     }
 
+    /// target[range] = bottom partial + (... + (newer partial + last micro-batch)): the last
+    /// micro-batch's part of the pairwise sum, for a range backward has finished.
+    private func addLastMicroBatch(_ range: Range<Int>, into target: UnsafeMutablePointer<Float>) {
+        guard let source else { return }
+        for partial in partials { addInPlace(source + range.lowerBound, partial + range.lowerBound, count: range.count) }
+        addInPlace(target + range.lowerBound, source + range.lowerBound, count: range.count)
+    }
+
     /// All-reduces `range` in equal pieces of at most `bucketElements`.
     private func startBucket(_ range: Range<Int>) throws {
         let pieces = (range.count + bucketElements - 1) / bucketElements
@@ -170,8 +180,8 @@ final class GradientSynchronizer: GradientObserver {
 
     private func start(_ range: Range<Int>) throws {
         guard communicator.size > 1, !range.isEmpty, let target else { return }
-        let collective = try communicator.startAllReduce(
-            target + range.lowerBound, count: range.count, .sum,
+        let collective = try communicator.startTreeSum(
+            target + range.lowerBound, count: range.count,
             label: "\(label) (gradient elements \(range.lowerBound)..<\(range.upperBound))")
         collective.progressInBackground()
         pending.append((collective, range))
@@ -192,9 +202,10 @@ final class GradientSynchronizer: GradientObserver {
 }
 
 /// The token-embedding lookup's gradient of one update, kept by row slot: each distinct token
-/// gets the next slot, each micro-batch scatters into zeroed slots (`scratch`) and is then added
-/// into the update's sum (`sum`), as micro-batch gradients are. Buffers grow to the largest
-/// update seen and are reused.
+/// gets the next slot, each micro-batch scatters into zeroed slots (`scratch`), and the update's
+/// sum (`sum`) adds the micro-batches in the same pairwise tree as the rest of the gradient
+/// (`MicroBatchSum`): a stack of partial sums (`levels`) folded once the last micro-batch is in.
+/// Buffers grow to the largest update seen and are reused.
 final class TokenRowGradients {
     private var vocab = 0, width = 0, offset = 0
     /// Per vocabulary row, its slot in this update, or -1.
@@ -205,6 +216,10 @@ final class TokenRowGradients {
     private var positionSlots = Buffer<Int32>(count: 0)
     private var scratch = FloatBuffer(count: 0)
     private var sum = FloatBuffer(count: 0)
+    /// Partial sums over slots (micro-batches summed, buffer, floats valid: slots that appeared
+    /// later count as zero), bottom first; `spare` buffers are reused.
+    private var levels: [(size: Int, buffer: FloatBuffer, valid: Int)] = []
+    private var spare: [FloatBuffer] = []
     /// Slots of the current micro-batch, each once (`slotStamp` marks those listed), and the
     /// number of positions it has.
     private var microSlots: [Int32] = []
@@ -222,6 +237,8 @@ final class TokenRowGradients {
     func beginUpdate() {
         for row in rows { slotOfRow[Int(row)] = -1 }
         rows = []
+        spare += levels.map(\.buffer)
+        levels = []
         active = false
         merge = nil
         rowCollective = nil
@@ -256,12 +273,10 @@ final class TokenRowGradients {
             positionSlots[i] = slot
         }
         positions = count
-        let slots = rows.count
-        grow(&scratch, to: slots * width, keeping: 0)
-        grow(&sum, to: slots * width, keeping: firstNew * width)
-        // New slots start at zero in the sum; every slot this micro-batch touches starts at zero
-        // in the scratch (whole rows: a slot may be touched many times).
-        (sum.pointer + firstNew * width).update(repeating: 0, count: (slots - firstNew) * width)
+        _ = firstNew
+        grow(&scratch, to: rows.count * width, keeping: 0)
+        // Every slot this micro-batch touches starts at zero in the scratch (whole rows: a slot
+        // may be touched many times).
         stamp &+= 1
         for i in 0..<count {
             let slot = positionSlots[i]
@@ -274,14 +289,50 @@ final class TokenRowGradients {
         return TokenEmbeddingGradient(gradient: scratch.pointer, rows: UnsafePointer(positionSlots.pointer))
     }
 
-    /// Adds the micro-batch's rows into the update's sum.
+    /// Pushes the micro-batch's rows (0 + its gradient where it touched a slot, 0 elsewhere) as
+    /// a partial sum and merges equal-sized neighbours.
     func endMicroBatch() {
         guard positions > 0 else { return }
+        let floats = rows.count * width
+        var entry = spare.popLast() ?? FloatBuffer(count: 0)
+        grow(&entry, to: floats, keeping: 0)
+        entry.pointer.update(repeating: 0, count: floats)
         for slot in microSlots {
             let at = Int(slot) * width
-            addInPlace(sum.pointer + at, scratch.pointer + at, count: width)
+            addInPlace(entry.pointer + at, scratch.pointer + at, count: width)
+        }
+        levels.append((1, entry, floats))
+        while levels.count >= 2 && levels[levels.count - 1].size == levels[levels.count - 2].size {
+            let top = levels.removeLast()
+            extend(levels.count - 1, to: floats)
+            addInPlace(levels[levels.count - 1].buffer.pointer, top.buffer.pointer, count: floats)
+            levels[levels.count - 1].size *= 2
+            spare.append(top.buffer)
         }
         positions = 0
+    }
+
+    /// Zero-fills levels[k] for the slots that appeared since it was made.
+    private func extend(_ k: Int, to floats: Int) {
+        var buffer = levels[k].buffer
+        let valid = levels[k].valid
+        guard valid < floats else { return }
+        grow(&buffer, to: floats, keeping: valid)
+        (buffer.pointer + valid).update(repeating: 0, count: floats - valid)
+        levels[k].buffer = buffer
+        levels[k].valid = floats
+    }
+
+    /// The update's sum over slots: the partial sums folded newest first (0 + newest, then each
+    /// older one added), the pairwise tree's last steps.
+    private func foldLevels() {
+        let floats = rows.count * width
+        grow(&sum, to: floats, keeping: 0)
+        sum.pointer.update(repeating: 0, count: floats)
+        for k in levels.indices.reversed() {
+            extend(k, to: floats)
+            addInPlace(sum.pointer, levels[k].buffer.pointer, count: floats)
+        }
     }
 
     /// Starts merging the touched rows across ranks (a presence count per vocabulary row).
@@ -297,6 +348,7 @@ final class TokenRowGradients {
     /// its all-reduce. Returns the number of floats sent.
     func startRowSum(_ communicator: Communicator, label: String) throws -> Int {
         guard active else { return 0 }
+        foldLevels()
         if communicator.size > 1 {
             guard let merge else { preconditionFailure("\(label): the rows of the last micro-batch were not merged") }
             try merge.wait()
@@ -315,7 +367,7 @@ final class TokenRowGradients {
             }
         }
         guard communicator.size > 1 else { return 0 }
-        rowCollective = try communicator.startAllReduce(rowSum.pointer, count: merged.count * width, .sum, label: label)
+        rowCollective = try communicator.startTreeSum(rowSum.pointer, count: merged.count * width, label: label)
         rowCollective?.progressInBackground()
         return merged.count * width
     }

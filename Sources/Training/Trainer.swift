@@ -18,6 +18,19 @@ public struct StepResult: Sendable {
     /// cross-entropy (equal to `loss` when a_t = 0).
     public var distillationWeight: Float = 0
     public var crossEntropy: Float = 0
+
+    public init(step: Int, loss: Float, learningRate: Float, gradientNorm: Float, tokens: Int, seconds: Double,
+                communicationWaitSeconds: Double = 0, distillationWeight: Float = 0, crossEntropy: Float? = nil) {
+        self.step = step
+        self.loss = loss
+        self.learningRate = learningRate
+        self.gradientNorm = gradientNorm
+        self.tokens = tokens
+        self.seconds = seconds
+        self.communicationWaitSeconds = communicationWaitSeconds
+        self.distillationWeight = distillationWeight
+        self.crossEntropy = crossEntropy ?? loss
+    }
 }
 
 /// Plain single-domain training: micro-batches from a `SequenceLoader`, gradient accumulation,
@@ -38,7 +51,7 @@ public struct StepResult: Sendable {
 public final class Trainer {
     public private(set) var model: LanguageModel
     public private(set) var optimizer: AdamW
-    public private(set) var options: TrainingOptions
+    public internal(set) var options: TrainingOptions
     public let communicator: Communicator
     public private(set) var step: Int
     public private(set) var tokensSeen: Int
@@ -47,25 +60,30 @@ public final class Trainer {
     public private(set) var flops: Double
     let loader: SequenceLoader
     let validTokens: TokenStream
-    private var inputs: Buffer<Int32>
-    private var targets: Buffer<Int32>
+    var inputs: Buffer<Int32>
+    var targets: Buffer<Int32>
     /// Sum of micro-batch gradients when accumulating (nil with one micro-batch per update).
     private var gradientSum: FloatBuffer?
     /// Sums the gradient across ranks, overlapped with backward.
-    private let synchronizer: GradientSynchronizer
+    let synchronizer: GradientSynchronizer
+    /// How a resume on another number of ranks re-split the global batch (nil otherwise), for
+    /// the log.
+    public private(set) var resplit: String?
+    /// The earlier micro-batches' gradients, summed in a pairwise tree.
+    let microBatchSum = MicroBatchSum()
     /// The step of the last growth, so a scheduled growth is applied once.
     private var grownAtStep: Int?
     /// Knowledge inheritance (`options.distillation`): the live teacher or its top-K cache
     /// (`attachTeacher`, `attachTeacherCache`). Updates with a_t = 0 never touch them, so they
     /// are exactly plain training.
-    public private(set) var teacher: Teacher?
-    public private(set) var teacherCache: TeacherCache?
-    private let distillationLoss = DistillationLoss()
+    public internal(set) var teacher: Teacher?
+    public internal(set) var teacherCache: TeacherCache?
+    let distillationLoss = DistillationLoss()
     /// This rank's window indices of the micro-batch being filled by `trainStep` (for the cache).
-    private var windows: Buffer<Int32>
-    private var windowsFilled = false
-    private var cachedIds = Buffer<Int32>(count: 0)
-    private var cachedLogits = FloatBuffer(count: 0)
+    var windows: Buffer<Int32>
+    var windowsFilled = false
+    var cachedIds = Buffer<Int32>(count: 0)
+    var cachedLogits = FloatBuffer(count: 0)
     /// Compare a hash of the parameters across ranks every N updates (0: only before
     /// checkpoints). A mismatch means the replicas diverged and ends the job naming the rank.
     public var replicaCheckEvery = 100
@@ -85,8 +103,14 @@ public final class Trainer {
     }
 
     /// A run continued from a checkpoint's tensors and state.
-    public init(model: LanguageModel, options: TrainingOptions, train: TokenStream, valid: TokenStream,
+    public init(model: LanguageModel, options requested: TrainingOptions, train: TokenStream, valid: TokenStream,
                 communicator: Communicator, state: TrainingState?, moments: (m: FloatBuffer, v: FloatBuffer)?) throws {
+        var options = requested
+        if let state, state.worldSize != communicator.size {
+            options.accumulation = try Trainer.accumulation(keeping: options.accumulation * state.worldSize,
+                                                            from: state.worldSize, on: communicator.size)
+            resplit = "the checkpoint's \(state.worldSize) rank(s) x \(requested.accumulation) micro-batch(es) of \(options.batch) sequences now run as \(communicator.size) rank(s) x \(options.accumulation)"
+        }
         try options.validate(model: model.config)
         model.precision = options.matrixPrecision
         self.model = model
@@ -98,10 +122,7 @@ public final class Trainer {
             optimizer.v.copy(from: moments.v)
         }
         if let state {
-            guard state.worldSize == communicator.size, state.loaders.count == state.worldSize else {
-                throw JobError("the checkpoint was written by a job of \(state.worldSize) rank(s) but this job has \(communicator.size); "
-                               + "resume with the same number of ranks (each rank continues its own data position)")
-            }
+            guard !state.loaders.isEmpty else { throw JobError("the checkpoint holds no data position (no loaders)") }
             step = state.step
             tokensSeen = state.tokensSeen
             flops = state.flops ?? Double(state.tokensSeen) * FLOPCount.trainingPerToken(model.config, parameters: model.parameterCount, seq: options.seq)
@@ -111,9 +132,10 @@ public final class Trainer {
             tokensSeen = 0
             flops = 0
         }
+        // Every rank's loader stands at the same place (an update's batches are numbered globally).
         loader = try SequenceLoader(stream: train, seq: options.seq, seed: options.seed,
                                     rank: communicator.rank, worldSize: communicator.size,
-                                    position: state?.loaders[communicator.rank] ?? LoaderPosition())
+                                    position: state?.loaders[0] ?? LoaderPosition())
         validTokens = valid
         inputs = Buffer(count: options.batch * options.seq)
         targets = Buffer(count: options.batch * options.seq)
@@ -121,6 +143,17 @@ public final class Trainer {
         gradientSum = options.accumulation > 1 ? FloatBuffer(count: model.parameterCount) : nil
         synchronizer = GradientSynchronizer(communicator: communicator, bucketElements: options.bucketElements)
         try synchronizeReplicas(train: train, resuming: moments != nil)
+    }
+
+    /// Micro-batches per rank that keep the global batch of `global` micro-batches on `ranks`
+    /// ranks (a resume on another rank count keeps what one update means); throws naming the
+    /// numbers when it cannot be split evenly.
+    public static func accumulation(keeping global: Int, from saved: Int, on ranks: Int) throws -> Int {
+        guard global % ranks == 0 else {
+            throw JobError("cannot resume on \(ranks) rank(s): the run's updates have \(global) micro-batches (\(saved) rank(s) x \(global / saved)), "
+                           + "which \(ranks) ranks cannot share evenly; use a number of ranks that divides \(global)")
+        }
+        return global / ranks
     }
 
     /// Makes every rank start from rank 0's run: the configuration, options and data must agree
@@ -146,175 +179,100 @@ public final class Trainer {
 
     /// Runs one update on the run's own data at the schedule's rate: accumulation micro-batches
     /// on each rank, gradient average over all of them, clipping, AdamW. The loss returned is
-    /// the mean over every rank's micro-batches.
+    /// the mean over every rank's micro-batches. Global micro-batch g reads the loader's batch g
+    /// of the update; the loader moves once the update is complete, so an interrupted update
+    /// leaves the data position of the last completed one.
     public func trainStep() throws -> StepResult {
         defer { windowsFilled = false }
-        return try update(learningRate: options.schedule(step)) { _, inputs, targets in
-            loader.next(batch: options.batch, inputs: inputs, targets: targets, windows: windows.pointer)
+        let result = try update(learningRate: options.schedule(step)) { g, inputs, targets in
+            loader.fill(batch: g, size: options.batch, inputs: inputs, targets: targets, windows: windows.pointer)
             windowsFilled = true
         }
+        loader.advance(batches: globalMicroBatches, size: options.batch)
+        return result
     }
 
-    /// Fills one micro-batch: (micro-batch index within the update, inputs, targets), each
+    /// Micro-batches per update over all ranks (G): rank r runs global micro-batches
+    /// r * accumulation ..< (r + 1) * accumulation.
+    public var globalMicroBatches: Int { options.accumulation * communicator.size }
+
+    /// Fills one micro-batch: (global micro-batch index g in 0..<G, inputs, targets), each
     /// (options.batch, options.seq) tokens.
     public typealias MicroBatchFiller = (Int, UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) throws -> Void
 
     /// One update whose micro-batches come from `fill` (the lifelong run mixes domains this way)
-    /// at learning rate `lr`. `prompt(micro)`, when given, is that micro-batch's domain prompt,
+    /// at learning rate `lr`. `prompt(g)`, when given, is global micro-batch g's domain prompt,
     /// placed as the architecture wants it (`PromptedBatch` for GPT, after `<|bos|>` for BERT).
-    /// Collective.
+    ///
+    /// Everything a micro-batch draws (data, dropout and mask seeds) follows its global index g,
+    /// and the gradients are summed over g in one fixed pairwise tree: inside a rank over its
+    /// consecutive micro-batches (`MicroBatchSum`), then across ranks in rank order. So the
+    /// update has the same bits for any split of G whose shares are aligned to that tree (1, 2,
+    /// 4... ranks). Collective.
     public func update(learningRate lr: Float, prompt: ((Int) -> Int32?)? = nil, fill: MicroBatchFiller) throws -> StepResult {
         let start = DispatchTime.now().uptimeNanoseconds
         let b = options.batch, t = options.seq, accumulation = options.accumulation
-        var lossSum = 0.0, crossEntropySum = 0.0
+        let G = globalMicroBatches, firstMicro = communicator.rank * accumulation
+        // Per global micro-batch: (loss, cross-entropy), zero where another rank runs it.
+        let losses = Buffer<Double>(count: 2 * G)
+        losses.zero()
         let kdWeight = options.distillation?.weight(atStep: step) ?? 0
         let gradients = gradientSum ?? model.gradients
         synchronizer.beginUpdate(target: gradients.pointer, count: gradients.count, label: "gradient all-reduce of update \(step + 1)")
+        microBatchSum.beginUpdate()
         for micro in 0..<accumulation {
-            try fill(micro, inputs.pointer, targets.pointer)
-            let globalMicro = communicator.rank * accumulation + micro
-            let domainPrompt = prompt?(micro)
+            let g = firstMicro + micro
+            try fill(g, inputs.pointer, targets.pointer)
+            let domainPrompt = prompt?(g)
             if var masked = options.maskedLM {
                 if let domainPrompt { masked.prompt = domainPrompt }
                 masked.makeSequences(tokens: inputs.pointer, targets: targets.pointer, batch: b, seq: t,
-                                     key: SplitMix64.mix(options.seed, 0x4D41_534B, UInt64(step), UInt64(globalMicro)))
+                                     key: SeedStream.trainingMasks(seed: options.seed, step: step, microBatch: g))
             } else if let domainPrompt {
                 PromptedBatch.apply(prompt: domainPrompt, inputs: inputs.pointer, targets: targets.pointer, rows: b, seq: t)
             }
-            let dropoutSeed = SplitMix64.mix(options.seed, 0xD50_0000, UInt64(step), UInt64(globalMicro))
+            let dropoutSeed = SeedStream.dropout(seed: options.seed, step: step, microBatch: g)
             model.zeroGradients()
             // The last micro-batch's gradient is added into the sum and all-reduced range by
-            // range as backward finishes them; earlier ones are added whole.
+            // range as backward finishes them; earlier ones go into the pairwise sum whole.
             let last = micro == accumulation - 1
-            synchronizer.beginMicroBatch(last: last, gradient: model.gradients.pointer)
+            synchronizer.beginMicroBatch(last: last, gradient: model.gradients.pointer,
+                                         partials: last ? microBatchSum.partials : [])
             if kdWeight > 0 {
                 let value = try distill(weight: kdWeight, batch: b, seq: t, dropoutSeed: dropoutSeed)
-                lossSum += value.loss
-                crossEntropySum += value.crossEntropy
+                losses[2 * g] = value.loss
+                losses[2 * g + 1] = value.crossEntropy
             } else {
-                lossSum += Double(model.forward(tokens: inputs.pointer, targets: targets.pointer,
-                                                batch: b, seq: t, dropoutSeed: dropoutSeed))
+                losses[2 * g] = Double(model.forward(tokens: inputs.pointer, targets: targets.pointer,
+                                                     batch: b, seq: t, dropoutSeed: dropoutSeed))
+                losses[2 * g + 1] = losses[2 * g]
                 model.backward(observer: synchronizer)
             }
             synchronizer.endMicroBatch()
-            if let gradientSum, !last {
-                if micro == 0 {
-                    gradientSum.copy(from: model.gradients)
-                } else {
-                    addInPlace(gradientSum.pointer, model.gradients.pointer, count: gradientSum.count)
-                }
-            }
+            if let gradientSum, !last { microBatchSum.add(model.gradients, into: gradientSum) }
         }
         try synchronizer.finish()
-        let contributions = accumulation * communicator.size
-        if communicator.size > 1 {
-            lossSum = try communicator.allReduce(lossSum, .sum, label: "loss all-reduce of update \(step + 1)")
-            if kdWeight > 0 {
-                crossEntropySum = try communicator.allReduce(crossEntropySum, .sum, label: "cross-entropy all-reduce of update \(step + 1)")
-            }
+        // One non-zero term per entry: the vector's sum is exact, and added in g order it has
+        // the same bits for any number of ranks.
+        if communicator.size > 1 { try communicator.allReduce(losses, .sum, label: "loss all-reduce of update \(step + 1)") }
+        var lossSum = 0.0, crossEntropySum = 0.0
+        for g in 0..<G {
+            lossSum += losses[2 * g]
+            crossEntropySum += losses[2 * g + 1]
         }
-        if kdWeight == 0 { crossEntropySum = lossSum }
-        if contributions > 1 {
-            scaleInPlace(gradients.pointer, 1 / Float(contributions), count: gradients.count)
-        }
+        if G > 1 { scaleInPlace(gradients.pointer, 1 / Float(G), count: gradients.count) }
         let norm = clipGradients(gradients, maxNorm: options.clip)
         optimizer.update(parameters: model.parameters, gradients: gradients, learningRate: lr, weightCopy: model.weightCopy)
         step += 1
-        let tokens = b * t * contributions
+        let tokens = b * t * G
         tokensSeen += tokens
         flops += Double(tokens) * FLOPCount.trainingPerToken(model.config, parameters: model.parameterCount, seq: t)
         if communicator.size > 1 && replicaCheckEvery > 0 && step % replicaCheckEvery == 0 { try verifyReplicas() }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        return StepResult(step: step, loss: Float(lossSum / Double(contributions)), learningRate: lr,
+        return StepResult(step: step, loss: Float(lossSum / Double(G)), learningRate: lr,
                           gradientNorm: norm, tokens: tokens, seconds: seconds,
                           communicationWaitSeconds: synchronizer.lastWaitSeconds, distillationWeight: kdWeight,
-                          crossEntropy: Float(crossEntropySum / Double(contributions)))
-    }
-
-    /// Forward and backward of one micro-batch (in `inputs`, `targets`) under the KI loss
-    /// (1 - a) CE + a tau^2 KL(p_T(tau) || p_S(tau)): the student's forward pass, the teacher's
-    /// rows for the same inputs (live, or from the cache by window), then the student's backward
-    /// from the mixed logit gradient.
-    private func distill(weight: Float, batch b: Int, seq t: Int, dropoutSeed: UInt64) throws -> DistillationLoss.Value {
-        guard let kd = options.distillation else { preconditionFailure("distill without distillation options") }
-        model.forward(tokens: inputs.pointer, targets: targets.pointer, batch: b, seq: t, dropoutSeed: dropoutSeed)
-        let rows: TeacherRows
-        if let cache = teacherCache {
-            guard windowsFilled else {
-                throw ConfigError(field: "distillation.cache", message: "a teacher cache needs the run's own loader (plain elle train); this update's batches come from elsewhere")
-            }
-            let k = cache.header.topK, count = b * t * k
-            if cachedIds.count < count {
-                cachedIds = Buffer(count: count)
-                cachedLogits = FloatBuffer(count: count)
-            }
-            cache.rows(windows: windows.pointer, count: b, ids: cachedIds.pointer, logits: cachedLogits.pointer)
-            rows = .topK(ids: UnsafePointer(cachedIds.pointer), logits: UnsafePointer(cachedLogits.pointer), k: k)
-        } else if let teacher {
-            rows = teacher.predict(tokens: inputs.pointer, targets: targets.pointer, batch: b, seq: t, topK: kd.topK)
-            precondition(teacher.model.config.architecture == .gpt || teacher.model.logitRowCount == model.logitRowCount,
-                         "teacher and student predict different rows")
-        } else {
-            throw ConfigError(field: "distillation.teacher", message: "update \(step + 1) distills but no teacher or teacher cache is attached")
-        }
-        var value: DistillationLoss.Value?
-        let student = model
-        model.backward(headGradient: { [distillationLoss] logits in
-            value = distillationLoss.apply(logits: logits, targets: student.logitRowTargets, rows: student.logitRowCount,
-                                           vocab: student.config.vocab, teacher: rows, temperature: kd.temperature,
-                                           weight: weight, writeGradient: true)
-        }, observer: synchronizer)
-        return value!
-    }
-
-    /// Attaches the live teacher of `options.distillation` after checking it fits the student
-    /// (architecture, vocabulary, context) and, on resume, that it is the teacher the run started
-    /// with (its parameters' XXH64 is saved in the options).
-    public func attachTeacher(_ teacher: Teacher) throws {
-        guard var kd = options.distillation else {
-            throw ConfigError(field: "distillation", message: "a teacher was given but the run has no distillation options")
-        }
-        try teacher.check(student: model.config, seq: options.seq)
-        if let saved = kd.teacherHash, saved != teacher.hashString {
-            throw ConfigError(field: "distillation.teacher",
-                              message: "\(teacher.source) has parameters XXH64 \(teacher.hashString) but the run was started with a teacher of XXH64 \(saved)")
-        }
-        kd.teacherHash = teacher.hashString
-        options.distillation = kd
-        teacher.model.precision = options.matrixPrecision  // its forward passes in the run's precision
-        self.teacher = teacher
-        teacherCache = nil
-    }
-
-    /// Attaches a top-K teacher cache built for this run's train stream, sequence length and
-    /// vocabulary (GPT students: BERT masks change at every update).
-    public func attachTeacherCache(_ cache: TeacherCache) throws {
-        guard var kd = options.distillation else {
-            throw ConfigError(field: "distillation", message: "a teacher cache was given but the run has no distillation options")
-        }
-        guard model.config.architecture == .gpt else {
-            throw ConfigError(field: "distillation.cache", message: "a teacher cache fits a GPT only: BERT's masks are drawn anew at every update, so a BERT run uses the live teacher")
-        }
-        try cache.check(train: loader.tokens, seq: options.seq, vocab: model.config.vocab)
-        if let saved = kd.teacherHash, saved != cache.header.teacherXXH64 {
-            throw ConfigError(field: "distillation.cache",
-                              message: "\(cache.path) holds the teacher of XXH64 \(cache.header.teacherXXH64) but the run was started with \(saved)")
-        }
-        kd.teacherHash = cache.header.teacherXXH64
-        kd.topK = cache.header.topK
-        options.distillation = kd
-        teacherCache = cache
-        teacher = nil
-    }
-
-    /// Teacher FLOPs spent so far on all ranks: forward passes of the updates with a_t > 0 (or,
-    /// with a cache, the forward passes that built it). 0 without KI.
-    public var teacherFLOPs: Double {
-        guard let kd = options.distillation else { return 0 }
-        if let teacherCache { return teacherCache.header.teacherFLOPs }
-        guard let teacher else { return 0 }
-        let tokensPerUpdate = Double(options.batch * options.seq * options.accumulation * communicator.size)
-        return Double(kd.teacherUpdates(before: step)) * tokensPerUpdate * teacher.forwardFLOPsPerToken(seq: options.seq)
+                          crossEntropy: Float(crossEntropySum / Double(G)))
     }
 
     /// Switches to new options between updates (a lifelong run's next stage or warmup): batch
@@ -375,130 +333,4 @@ public final class Trainer {
                                          what: "parameters after update \(step)")
     }
 
-    /// Mean loss per predicted token (every token for GPT, the masked ones for BERT) over the
-    /// first `options.evalBatches` batches of the run's validation tokens (no dropout), or nil
-    /// when they are shorter than one sequence.
-    public func evaluate() throws -> Float? {
-        try evaluate(validTokens, batches: options.evalBatches)
-    }
-
-    /// Mean loss per token over the first `batches` batches of `stream`'s windows (no dropout),
-    /// or nil when it is shorter than one sequence. With a `prompt`, each sequence starts with
-    /// that token (`PromptedBatch`). Batches are dealt to ranks round-robin; their losses are
-    /// all-reduced as a vector and added in batch order, so the result has the same bits for any
-    /// number of ranks. Collective.
-    public func evaluate(_ stream: TokenStream, batches wanted: Int, prompt: Int32? = nil) throws -> Float? {
-        let b = options.batch, t = options.seq
-        let windows = stream.windowCount(seq: t)
-        if windows == 0 { return nil }
-        let batches = min(wanted, (windows + b - 1) / b)
-        // (batch loss * tokens, tokens) per batch; zero where another rank evaluates it.
-        let sums = Buffer<Double>(count: 2 * batches)
-        for batch in stride(from: communicator.rank, to: batches, by: communicator.size) {
-            let first = batch * b, rows = min(b, windows - first)
-            for r in 0..<rows {
-                stream.copyWindow(first + r, seq: t, inputs: inputs.pointer + r * t, targets: targets.pointer + r * t)
-            }
-            if var masked = options.maskedLM {
-                // Masked LM: the same masks at every evaluation (keyed by the batch, not the step);
-                // the prompt goes after the begin token.
-                if let prompt { masked.prompt = prompt }
-                masked.makeSequences(tokens: inputs.pointer, targets: targets.pointer, batch: rows, seq: t,
-                                     key: SplitMix64.mix(options.seed, 0x5641_4C44, UInt64(batch)))
-            } else if let prompt {
-                PromptedBatch.apply(prompt: prompt, inputs: inputs.pointer, targets: targets.pointer, rows: rows, seq: t)
-            }
-            let loss = model.forward(tokens: inputs.pointer, targets: targets.pointer, batch: rows, seq: t)
-            let counted = (0..<(rows * t)).reduce(0) { $0 + (targets[$1] >= 0 ? 1 : 0) }
-            sums[2 * batch] = Double(loss) * Double(counted)
-            sums[2 * batch + 1] = Double(counted)
-        }
-        if communicator.size > 1 { try communicator.allReduce(sums, .sum, label: "validation loss all-reduce after update \(step)") }
-        var total = 0.0, tokens = 0.0
-        for batch in 0..<batches {
-            total += sums[2 * batch]
-            tokens += sums[2 * batch + 1]
-        }
-        return tokens > 0 ? Float(total / tokens) : nil
-    }
-
-    /// The run's state with every rank's loader position (gathered to rank 0; on other ranks
-    /// `loaders` holds only their own).
-    public func gatherState() throws -> TrainingState {
-        var mine = [Int64(loader.position.epoch), Int64(loader.position.cursor)]
-        var all = [Int64](repeating: 0, count: 2 * communicator.size)
-        try communicator.startGather(&mine, count: 2, into: &all, root: 0, label: "loader position gather at update \(step)").wait()
-        let loaders = communicator.isRoot
-            ? (0..<communicator.size).map { LoaderPosition(epoch: Int(all[2 * $0]), cursor: Int(all[2 * $0 + 1])) }
-            : [loader.position]
-        var state = TrainingState(step: step, options: options, loaders: loaders, optimizerStep: optimizer.step,
-                                  tokensSeen: tokensSeen, worldSize: communicator.size)
-        state.flops = flops
-        return state
-    }
-
-    /// The run as a checkpoint (meaningful on rank 0). Checks first that all ranks hold the same
-    /// parameters, so the file stands for every replica.
-    public func checkpoint() throws -> Checkpoint {
-        try verifyReplicas()
-        return Checkpoint(config: model.config, state: try gatherState(),
-                          tensors: [("parameters", model.parameters), ("adam.m", optimizer.m), ("adam.v", optimizer.v)])
-    }
-
-    /// Writes `step-NNNNNNNN.ckpt` in `folder` on rank 0 and points `folder/latest` at it.
-    /// Returns its path on rank 0, nil on the other ranks (which write nothing).
-    @discardableResult
-    public func saveCheckpoint(in folder: String) throws -> String? {
-        let checkpoint = try checkpoint()
-        guard communicator.isRoot else { return nil }
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        let name = String(format: "step-%08d.ckpt", step)
-        let path = (folder as NSString).appendingPathComponent(name)
-        try checkpoint.write(to: path)
-        try writeFileAtomically(name + "\n", to: (folder as NSString).appendingPathComponent("latest"))
-        return path
-    }
-
-    /// The checkpoint `folder/latest` names, or nil when there is none.
-    public static func latestCheckpoint(in folder: String) -> String? {
-        let pointer = (folder as NSString).appendingPathComponent("latest")
-        guard let text = try? String(contentsOfFile: pointer, encoding: .utf8) else { return nil }
-        let name = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        return name.isEmpty ? nil : (folder as NSString).appendingPathComponent(name)
-    }
-
-    /// Rebuilds a trainer from a checkpoint file: model, moments, step and data position.
-    public static func resume(from path: String, train: TokenStream, valid: TokenStream,
-                              communicator: Communicator = SingleProcess(),
-                              options override: TrainingOptions? = nil) throws -> Trainer {
-        try resume(from: try Checkpoint.read(from: path), path: path, train: train, valid: valid,
-                   communicator: communicator, options: override)
-    }
-
-    public static func resume(from path: String, train: Buffer<Int32>, valid: Buffer<Int32>,
-                              communicator: Communicator = SingleProcess(),
-                              options override: TrainingOptions? = nil) throws -> Trainer {
-        try resume(from: path, train: TokenStream(train), valid: TokenStream(valid),
-                   communicator: communicator, options: override)
-    }
-
-    /// Rebuilds a trainer from a checkpoint read from `path` (on ranks other than 0, one from
-    /// `Checkpoint.readOnRoot`, whose tensors the trainer then receives from rank 0).
-    public static func resume(from checkpoint: Checkpoint, path: String, train: TokenStream, valid: TokenStream,
-                              communicator: Communicator, options override: TrainingOptions? = nil) throws -> Trainer {
-        guard let parameters = checkpoint.tensor("parameters") else {
-            throw CheckpointError(path: path, "holds no parameters tensor")
-        }
-        let model = try makeModel(config: checkpoint.config, parameters: parameters)
-        var moments: (FloatBuffer, FloatBuffer)?
-        if let m = checkpoint.tensor("adam.m"), let v = checkpoint.tensor("adam.v") {
-            guard m.count == parameters.count, v.count == parameters.count else {
-                throw CheckpointError(path: path, "has Adam moments of a different size than its parameters")
-            }
-            moments = (m, v)
-        }
-        return try Trainer(model: model, options: override ?? checkpoint.state.options, train: train,
-                           valid: valid, communicator: communicator, state: checkpoint.state,
-                           moments: moments)
-    }
 }

@@ -1,4 +1,5 @@
 import Corpus
+import Foundation
 import Model
 import Tensors
 
@@ -25,6 +26,10 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     public var evalBatches: Int = 20
     /// Checkpoint every N updates (0: only at the end).
     public var checkpointEvery: Int = 0
+    /// Also checkpoint when this many minutes have passed since the last one (0 or nil: never by
+    /// time; nil in checkpoints from before it existed). Rank 0's clock decides for every rank.
+    public var checkpointMinutes: Double?
+    public static let defaultCheckpointMinutes = 10.0
     /// Where the text came from (file or folder, or a prepared data folder) and how it was
     /// tokenized ("bytes", or the prepared folder's tokenizer.json).
     public var dataPath: String
@@ -53,6 +58,9 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     public var precision: Precision?
     /// `precision`, fp32 when unset.
     public var matrixPrecision: Precision { precision ?? .fp32 }
+    /// The run's TensorBoard folder (rank 0 writes event files there), or nil; kept so a resumed
+    /// run goes on writing there.
+    public var tensorboard: String?
 
     public init(batch: Int, seq: Int, steps: Int, schedule: LearningRateSchedule, dataPath: String) {
         self.batch = batch
@@ -74,6 +82,7 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
         try check(schedule.peak > 0 && schedule.peak.isFinite, "lr", "must be positive (got \(schedule.peak))")
         try check(clip == nil || clip! > 0, "clip", "must be positive")
         try check(logEvery >= 1, "log-every", "must be at least 1")
+        try check((checkpointMinutes ?? 0) >= 0, "checkpoint-minutes", "must be 0 (off) or a positive number of minutes")
         try check(validFraction >= 0 && validFraction < 1, "valid-fraction", "must be in [0, 1)")
         if let bucketMB {
             try check(bucketMB >= 0 && bucketMB.isFinite, "bucket-mb", "must be 0 or a positive number of MiB (got \(bucketMB))")
@@ -134,9 +143,22 @@ public struct TrainingState: Codable, Equatable, Sendable {
     /// Training FLOPs of the model so far, all ranks (`FLOPCount`; nil in older checkpoints).
     public var flops: Double?
     public var worldSize: Int
-    /// A lifelong run's own state as JSON (`LifelongState` in the Lifelong module, which this
-    /// module cannot name); nil for plain runs.
-    public var lifelong: String?
+    /// A lifelong run's own state (`LifelongState` in the Lifelong module, which this module
+    /// cannot name; it decodes it with `LifelongState(_:)`); nil for plain runs. Checkpoints
+    /// written before it was a nested object hold it as a JSON string, which is read too.
+    public var lifelong: JSONValue? {
+        get {
+            guard case .string(let text)? = lifelongValue else { return lifelongValue }
+            return (try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))) ?? lifelongValue
+        }
+        set { lifelongValue = newValue }
+    }
+    private var lifelongValue: JSONValue?
+
+    enum CodingKeys: String, CodingKey {
+        case step, options, loaders, optimizerStep, tokensSeen, flops, worldSize
+        case lifelongValue = "lifelong"
+    }
 
     public init(step: Int, options: TrainingOptions, loaders: [LoaderPosition], optimizerStep: Int,
                 tokensSeen: Int, worldSize: Int) {
@@ -146,5 +168,45 @@ public struct TrainingState: Codable, Equatable, Sendable {
         self.optimizerStep = optimizerStep
         self.tokensSeen = tokensSeen
         self.worldSize = worldSize
+    }
+}
+
+/// A JSON value kept as a tree: the slot in `TrainingState` where a layer above `Training`
+/// (a lifelong run) keeps its own typed state. It is written as a nested JSON object in the
+/// checkpoint header, and the owner decodes it into its type (`decode`), with errors that say
+/// what is wrong instead of a silent nil.
+public enum JSONValue: Codable, Equatable, Sendable {
+    case null, bool(Bool), number(Double), string(String), array([JSONValue]), object([String: JSONValue])
+
+    /// The JSON form of any encodable value.
+    public init<T: Encodable>(encoding value: T) throws {
+        self = try JSONDecoder().decode(JSONValue.self, from: try JSONEncoder().encode(value))
+    }
+
+    /// This value decoded as `T`.
+    public func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        try JSONDecoder().decode(T.self, from: try JSONEncoder().encode(self))
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let value = try? c.decode(Bool.self) { self = .bool(value) }
+        else if let value = try? c.decode(Double.self) { self = .number(value) }
+        else if let value = try? c.decode(String.self) { self = .string(value) }
+        else if let value = try? c.decode([JSONValue].self) { self = .array(value) }
+        else { self = .object(try c.decode([String: JSONValue].self)) }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .null: try c.encodeNil()
+        case .bool(let value): try c.encode(value)
+        case .number(let value): try c.encode(value)
+        case .string(let value): try c.encode(value)
+        case .array(let value): try c.encode(value)
+        case .object(let value): try c.encode(value)
+        }
     }
 }

@@ -88,8 +88,8 @@ struct Bench: ParsableCommand {
         let params = model.parameterCount
         let flops = FLOPCount.trainingPerToken(config, parameters: params, seq: seq) * Double(n)
         let gflops = flops / stepSeconds / 1e9
-        let shapesRate = Bench.measureShapes(gemmShapes)
-        let square = Bench.measureShapes([Profiler.GemmShape(transA: false, transB: false, m: 1024, n: 1024, k: 1024,
+        let shapesRate = GemmProbe.gflops(gemmShapes)
+        let square = GemmProbe.gflops([Profiler.GemmShape(transA: false, transB: false, m: 1024, n: 1024, k: 1024,
                                                              precision: precision)])
         // The GEMM phase's own rate, and the step time it bounds: the step's products at the rate
         // they reach alone, plus everything else as measured.
@@ -137,44 +137,6 @@ struct Bench: ParsableCommand {
             print(String(format: "memory: peak RSS %.0f MB; parameters + gradients + Adam moments%@ + activations (%.0f MB) %.0f MB (ratio %.2f)",
                          peakMB, model.weightCopy == nil ? "" : " + bf16 weights", activationMB, stateMB, peakMB / stateMB))
         }
-    }
-
-    /// FLOP-weighted GFLOP/s of `gemm` over these products (in their precision), each timed
-    /// alone (best of 4) on freshly allocated operands.
-    static func measureShapes(_ calls: [Profiler.GemmShape]) -> Double {
-        var counts: [Profiler.GemmShape: Int] = [:]
-        for shape in calls { counts[shape, default: 0] += 1 }
-        var flops = 0.0, seconds = 0.0
-        for (shape, count) in counts {
-            let a = FloatBuffer(count: shape.m * shape.k), b = FloatBuffer(count: shape.k * shape.n)
-            let c = FloatBuffer(count: shape.m * shape.n)
-            fillUniform(a)
-            fillUniform(b)
-            var operands = (Operand.fp32(a.pointer), Operand.fp32(b.pointer))
-            let a16 = Buffer<BF16>(count: shape.precision == .bf16 ? a.count : 0)
-            let b16 = Buffer<BF16>(count: shape.precision == .bf16 ? b.count : 0)
-            if shape.precision == .bf16 {
-                BF16Convert.convert(a.pointer, a16.pointer, count: a.count)
-                BF16Convert.convert(b.pointer, b16.pointer, count: b.count)
-                operands = (.bf16(a16.pointer), .bf16(b16.pointer))
-            }
-            var best = Double.infinity
-            for _ in 0..<4 {
-                let start = DispatchTime.now().uptimeNanoseconds
-                gemm(transA: shape.transA, transB: shape.transB, m: shape.m, n: shape.n, k: shape.k,
-                     operands.0, lda: shape.transA ? shape.m : shape.k, operands.1, ldb: shape.transB ? shape.k : shape.n,
-                     beta: 0, c.pointer, ldc: shape.n)
-                best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-            }
-            flops += shape.flops * Double(count)
-            seconds += best * Double(count)
-        }
-        return flops / seconds / 1e9
-    }
-
-    static func fillUniform(_ buffer: FloatBuffer) {
-        var rng = Xoshiro256(seed: UInt64(buffer.count))
-        for i in 0..<buffer.count { buffer[i] = rng.nextFloat() - 0.5 }
     }
 
     /// The vector and matrix extensions this CPU reports (/proc/cpuinfo) that elle's libraries use.

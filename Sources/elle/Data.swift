@@ -20,7 +20,7 @@ struct DataCommand: ParsableCommand {
 
         @Option(help: "Folder of domain folders.") var raw: String
         @Option(help: "Output folder.") var out: String
-        @Option(help: "gpt2 (GPT-2's files in --gpt2-dir), a tokenizer.json path, or train:SIZE.")
+        @Option(help: "gpt2 (GPT-2's files in --gpt2-dir), a tokenizer.json (byte-level BPE or WordPiece) or BERT vocab.txt path, a Hugging Face folder holding one, or train:SIZE.")
         var tokenizer: String = "gpt2"
         @Option(help: "Folder with GPT-2's vocab.json and merges.txt (scripts/fetch-gpt2.sh).")
         var gpt2Dir: String = "corpora/gpt2"
@@ -28,6 +28,8 @@ struct DataCommand: ParsableCommand {
         @Option(help: "Seed of the splits and of the training sample.") var seed: UInt64 = 1
         @Option(help: "Share of each domain's tokens held out for validation.") var validFraction: Double = 0.05
         @Option(help: "Share of each domain's training tokens copied to its replay memory split.") var memoryFraction: Double = 0.1
+        @Option(help: "The longest sequence (tokens) you will train with: every domain's splits must hold one, or prepare stops naming the domain.")
+        var seq: Int = 128
         @Option(help: "Megabytes of text a trained vocabulary learns from (spread over domains).") var trainMb: Double = 20
         @OptionGroup var compute: ComputeOptions
 
@@ -40,7 +42,7 @@ struct DataCommand: ParsableCommand {
                 return .train(vocabularySize: size)
             }
             guard FileManager.default.fileExists(atPath: tokenizer) else {
-                throw ValidationError("--tokenizer \(tokenizer): no such tokenizer.json (or use gpt2, train:SIZE)")
+                throw CommandError("--tokenizer \(tokenizer): no such tokenizer.json, vocab.txt or folder (or use gpt2, train:SIZE)")
             }
             return .file(tokenizer)
         }
@@ -49,6 +51,7 @@ struct DataCommand: ParsableCommand {
             _ = try choice()
             if !(0..<1).contains(validFraction) { throw ValidationError("--valid-fraction must be in [0, 1)") }
             if !(0..<1).contains(memoryFraction) { throw ValidationError("--memory-fraction must be in [0, 1)") }
+            if seq < 1 { throw ValidationError("--seq must be at least 1") }
             if trainMb <= 0 { throw ValidationError("--train-mb must be positive") }
         }
 
@@ -59,15 +62,12 @@ struct DataCommand: ParsableCommand {
             options.seed = seed
             options.validFraction = validFraction
             options.memoryFraction = memoryFraction
+            options.seq = seq
             options.trainBytes = Int(trainMb * 1e6)
             options.threads = threads
             options.domains = domains?.split(separator: ",").map(String.init) ?? []
-            do {
-                let manifest = try DataPreparer.prepare(options) { print($0); Runtime.flush() }
-                print("wrote \(out)/manifest.json: \(manifest.domains.count) domain(s), vocabulary \(manifest.tokenizer.vocabularySize), uint\(manifest.tokenBytes * 8) shards")
-            } catch let error as DataError {
-                throw ValidationError(error.description)
-            }
+            let manifest = try DataPreparer.prepare(options) { print($0); Runtime.flush() }
+            print("wrote \(out)/manifest.json: \(manifest.domains.count) domain(s), vocabulary \(manifest.tokenizer.vocabularySize), uint\(manifest.tokenBytes * 8) shards")
         }
     }
 }

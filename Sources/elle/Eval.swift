@@ -59,7 +59,7 @@ struct Eval: ParsableCommand {
     /// Perplexity of each domain's valid split.
     func evaluateDomains(_ communicator: Communicator) throws {
         _ = Runtime.configureThreads(compute.threads, ranksOnThisHost: communicator.localSize, quiet: !communicator.isRoot)
-        let (saved, path) = try Checkpoint.readOnRoot(checkpoint, communicator: communicator)
+        let (saved, path) = try RunFolder.readOnRoot(checkpoint, communicator: communicator)
         let folder = data ?? saved.state.options.dataPath
         guard PreparedData.isPrepared(folder) else {
             throw CommandError("\(folder) is not a prepared data folder (no manifest.json); pass --data with a folder from elle data prepare")
@@ -69,7 +69,7 @@ struct Eval: ParsableCommand {
         guard tokenizer.vocabularySize <= saved.config.vocab else {
             throw CommandError("\(folder)'s tokenizer has \(tokenizer.vocabularySize) tokens but the model only \(saved.config.vocab)")
         }
-        let seen = saved.state.lifelong.flatMap { try? LifelongState.decode($0) }
+        let seen = try LifelongState(checkpoint: saved.state)
             .map { state in Array(state.matrix.domains.prefix(max(state.matrix.values.count, 1))) }
         let names = domains.map { $0.split(separator: ",").map(String.init) } ?? seen ?? prepared.manifest.domains.map(\.name)
         let entries = try names.map { try prepared.domain($0) }
@@ -106,10 +106,8 @@ struct Eval: ParsableCommand {
 
     /// Loss (and logits) of the given sequences.
     func evaluateTokens() throws {
-        let path = try resolveCheckpoint(checkpoint)
-        let saved = try Checkpoint.read(from: path)
-        guard let parameters = saved.tensor("parameters") else { throw CheckpointError(path: path, "holds no parameters tensor") }
-        let model = try makeModel(config: saved.config, parameters: parameters)
+        let (saved, path) = try RunFolder.read(checkpoint)
+        let model = try saved.model(path: path)
         let c = saved.config
 
         var sequences: [[Int32]]
@@ -117,7 +115,7 @@ struct Eval: ParsableCommand {
             guard let content = try? String(contentsOfFile: text, encoding: .utf8) else { throw CommandError("--text \(text) cannot be read as UTF-8") }
             let tokenizer = try TrainingData.tokenizer(named: saved.state.options.tokenizer)
             var ids = tokenizer.encode(content)
-            if c.architecture == .bert, let bpe = tokenizer as? BPETokenizer { ids.insert(bpe.beginOfSequence, at: 0) }
+            if c.architecture == .bert, let bpe = tokenizer as? SubwordTokenizer { ids.insert(bpe.beginOfSequence, at: 0) }
             sequences = [Array(ids.prefix(c.context))]
         } else {
             sequences = try Eval.readTokens(tokens!)

@@ -17,15 +17,14 @@ struct Export: ParsableCommand {
 
     enum Format: String, ExpressibleByArgument { case hf }
 
-    @Option(help: "Checkpoint file, or a run folder (its newest checkpoint).") var checkpoint: String
+    @Option(help: "Checkpoint file, or a run folder (its newest valid checkpoint).") var checkpoint: String
     @Option(help: "Output format: hf (Hugging Face transformers).") var format: Format
     @Option(help: "Folder to write (created if needed; files in it are replaced).") var out: String
     @Option(help: "The checkpoint's tokenizer.json, when it is no longer at the path the checkpoint records.")
     var tokenizer: String?
 
     func run() throws {
-        let path = try resolveCheckpoint(checkpoint)
-        let saved = try Checkpoint.read(from: path)
+        let (saved, path) = try RunFolder.read(checkpoint)
         guard let parameters = saved.tensor("parameters") else { throw CheckpointError(path: path, "holds no parameters tensor") }
         let name = tokenizer ?? saved.state.options.tokenizer
         let model: ModelTokenizer
@@ -45,6 +44,8 @@ struct Export: ParsableCommand {
             print("  tokenizer: elle's byte tokenizer (256 bytes + <|endoftext|> 256) as a byte-level BPE without merges")
         case .bpe(let t):
             print("  tokenizer: \(name), \(t.vocabularySize) tokens (\(t.specials.count) special, added tokens in tokenizer.json)")
+        case .wordPiece(let t):
+            print("  tokenizer: \(name), WordPiece, \(t.vocabularySize) tokens (\(t.specialTokens.count) special, added tokens in tokenizer.json)")
         }
     }
 }

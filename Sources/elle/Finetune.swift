@@ -42,6 +42,8 @@ struct FinetuneCommand: ParsableCommand {
     @Option(help: "Updates between dev evaluations (0: every epoch).") var evalEvery: Int = 0
     @Option(help: "Seed of the head's initialization, data order and dropout.") var seed: UInt64 = 1
     @Option(help: "Write the result (test and dev scores, settings) as JSON to this file.") var result: String?
+    @Option(help: "Write each dev evaluation's scores (and the training loss) as TensorBoard event files into this folder.")
+    var tensorboard: String?
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var parallel: ParallelOptions
 
@@ -65,14 +67,15 @@ struct FinetuneCommand: ParsableCommand {
     func finetune(_ communicator: Communicator) throws {
         let threads = Runtime.configureThreads(compute.threads, ranksOnThisHost: communicator.localSize, quiet: !communicator.isRoot)
         let log = communicator.isRoot
-        let (saved, path) = try Checkpoint.readOnRoot(checkpoint, communicator: communicator)
+        StopSignal.install()
+        let (saved, path) = try RunFolder.readOnRoot(checkpoint, communicator: communicator)
         guard saved.config.architecture == .bert else {
             throw JobError("\(path) holds a \(saved.config.architecture) model; elle finetune classifies with a BERT")
         }
         guard let parameters = saved.tensor("parameters") else { throw JobError("\(path) holds no parameters tensor") }
         let tokenizerPath = tokenizer ?? saved.state.options.tokenizer
-        let bpe: BPETokenizer
-        do { bpe = try BPETokenizer.load(tokenizerPath) } catch {
+        let bpe: SubwordTokenizer
+        do { bpe = try TokenizerFile.load(tokenizerPath) } catch {
             throw JobError("tokenizer \(tokenizerPath) (from \(tokenizer == nil ? "the checkpoint; pass --tokenizer" : "--tokenizer")): \(error)")
         }
         var config = saved.config
@@ -120,7 +123,7 @@ struct FinetuneCommand: ParsableCommand {
             Runtime.flush()
         }
         let start = Date()
-        let outcome = try tuner.train(train, dev: dev, log: { line in if log { print(line); Runtime.flush() } })
+        let outcome = try tuner.train(train, dev: dev, tensorboard: tensorboard, log: { line in if log { print(line); Runtime.flush() } })
         let scores = try tuner.evaluate(test)
         let seconds = Date().timeIntervalSince(start)
         guard log else { return }

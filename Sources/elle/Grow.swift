@@ -45,8 +45,7 @@ struct Grow: ParsableCommand {
 
     func run() throws {
         _ = Runtime.configureThreads(compute.threads)
-        let path = try resolveCheckpoint(from)
-        let saved = try Checkpoint.read(from: path)
+        let (saved, path) = try RunFolder.read(from)
         let c = saved.config
         let newWidth = width ?? c.width
         let plan = GrowthPlan(layers: layers ?? c.layers, width: newWidth, heads: heads ?? newWidth / c.headDim, ffn: ffn,
@@ -71,11 +70,7 @@ struct Grow: ParsableCommand {
         var isDirectory: ObjCBool = false
         let isFolder = out.hasSuffix("/") || (FileManager.default.fileExists(atPath: out, isDirectory: &isDirectory) && isDirectory.boolValue)
         if isFolder {
-            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-            let name = String(format: "step-%08d.ckpt", grown.state.step)
-            target = (out as NSString).appendingPathComponent(name)
-            try grown.write(to: target)
-            try writeFileAtomically(name + "\n", to: (out as NSString).appendingPathComponent("latest"))
+            target = try RunFolder(out).write(grown, name: RunFolder.stepCheckpointName(grown.state.step))
         } else {
             try grown.write(to: target)
         }
@@ -83,29 +78,10 @@ struct Grow: ParsableCommand {
         print("grew \(path)")
         print("  from \(c), \(formatCount(c.parameterCount)) parameters")
         print("    to \(grown.config), \(formatCount(grown.config.parameterCount)) parameters")
-        for line in describeGrowth(growth, from: c, plan: plan) { print("  " + line) }
+        for line in growth.describe(from: c, plan: plan) { print("  " + line) }
         print("  noise \(plan.noise) on \(plan.noiseScope == .copies ? "new copies" : "all tensors"); Adam moments \(plan.moments == .carry ? "carried (optimizer step \(grown.state.optimizerStep))" : "reset")")
         print(String(format: "  grown in %.0f ms; wrote %@ (step %d)", growSeconds * 1000, target, grown.state.step))
     }
-}
-
-/// A checkpoint file, or the newest checkpoint of a run folder.
-func resolveCheckpoint(_ path: String) throws -> String {
-    var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-        throw CommandError("checkpoint \(path) does not exist")
-    }
-    if !isDirectory.boolValue { return path }
-    guard let latest = Trainer.latestCheckpoint(in: path) else {
-        throw CommandError("\(path) is a folder without a `latest` checkpoint pointer")
-    }
-    return latest
-}
-
-/// A failure found while running a command (printed as "Error: ...", without the usage text).
-struct CommandError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
 }
 
 extension GrowthPlan.DepthMode: ExpressibleByArgument {}

@@ -38,8 +38,8 @@ struct Import: ParsableCommand {
             tokenizerPath = (out as NSString).deletingPathExtension + ".tokenizer.json"
         }
         var tokenizerName = "bytes"
-        if case .bpe(let bpe) = model.tokenizer {
-            try bpe.save(to: tokenizerPath)
+        if let subword = model.tokenizer.subword {
+            try subword.save(to: tokenizerPath)
             // Absolute, so `elle sample` finds it from any working folder.
             tokenizerName = URL(fileURLWithPath: tokenizerPath).standardizedFileURL.path
         }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Communication
 import Foundation
+import Training
 
 /// Options of a data-parallel job (used when launched by mpirun or srun).
 struct ParallelOptions: ParsableArguments {
@@ -26,6 +27,13 @@ enum Job {
             try communicator.barrier(label: "end-of-run barrier")
         } catch {
             guard communicator.size > 1 else { throw error }
+            if error is LostPeer {
+                // A peer is gone and mpirun is ending the job: no more MPI calls (MPI_Abort or
+                // MPI_Finalize could wait for the dead rank); say what was saved and leave.
+                Runtime.warn("elle: rank \(communicator.rank) of \(communicator.size) (\(communicator.hostName), pid \(getpid())): \(error)")
+                Runtime.flush()
+                _exit(1)  // no atexit handlers: Open MPI's would wait for the dead rank
+            }
             if error is JobError {
                 // Rank 0 reports before MPI_Finalize (which waits for every rank), so the message
                 // is out before any rank's exit status makes the launcher end the job.

@@ -24,12 +24,6 @@ enum Runtime {
         if precision == .bf16, !quiet, let advice = GemmRules.bf16Advice { warn(advice) }
     }
 
-    /// "fp32 products (OpenBLAS)", "bf16 products (oneDNN)": which numbers and library the run's
-    /// matrix products use (`GemmRules`).
-    static func describe(_ precision: Precision) -> String {
-        "\(precision) products (\(GemmRules.library(for: precision).rawValue))"
-    }
-
     /// Writes a line to standard error.
     static func warn(_ text: String) {
         FileHandle.standardError.write(Data((text + "\n").utf8))
@@ -39,4 +33,10 @@ enum Runtime {
     static var stdoutIsTerminal: Bool { isatty(STDOUT_FILENO) != 0 }
 
     static func flush() { fflush(stdout) }
+}
+
+/// A failure found while running a command (printed as "Error: ...", without the usage text).
+struct CommandError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

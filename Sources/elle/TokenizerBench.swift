@@ -10,11 +10,11 @@ import Tensors
 struct TokenizerBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tokenizer",
-        abstract: "Time BPE encoding (MB/s) and vocabulary training on real text.")
+        abstract: "Time BPE or WordPiece encoding (MB/s) and BPE vocabulary training on real text.")
 
     @Option(help: "A .txt file or a folder of them (recursive), e.g. corpora/text or data/sample.")
     var text: String = "data/sample"
-    @Option(help: "gpt2 (files in --gpt2-dir), a tokenizer.json, or train:SIZE (train on --train-mb first).")
+    @Option(help: "gpt2 (files in --gpt2-dir), a tokenizer.json (BPE or WordPiece) or BERT vocab.txt, or train:SIZE (train on --train-mb first).")
     var tokenizer: String = "gpt2"
     @Option(help: "Folder with GPT-2's vocab.json and merges.txt.") var gpt2Dir: String = "corpora/gpt2"
     @Option(help: "Megabytes of the text a train:SIZE vocabulary learns from.") var trainMb: Double = 20
@@ -37,7 +37,7 @@ struct TokenizerBench: ParsableCommand {
         let files = try TextCorpus.listFiles(text)
         var documents: [[UInt8]] = []
         for file in files {
-            guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("\(file): cannot be read") }
+            guard let data = FileManager.default.contents(atPath: file) else { throw CommandError("\(file): cannot be read") }
             let bytes = [UInt8](data)
             try bytes.withUnsafeBufferPointer { try TextCheck.validate($0, path: file) }
             documents.append(bytes)
@@ -45,7 +45,7 @@ struct TokenizerBench: ParsableCommand {
         let totalBytes = documents.reduce(0) { $0 + $1.count }
         var training: (seconds: Double, bytes: Int)?
 
-        let model: BPETokenizer
+        let model: SubwordTokenizer
         if tokenizer == "gpt2" {
             model = try BPETokenizer.loadGPT2(vocab: gpt2Dir + "/vocab.json", merges: gpt2Dir + "/merges.txt")
         } else if tokenizer.hasPrefix("train:"), let size = Int(tokenizer.dropFirst(6)) {
@@ -64,7 +64,7 @@ struct TokenizerBench: ParsableCommand {
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             training = (seconds, sample.reduce(0) { $0 + $1.count })
         } else {
-            model = try BPETokenizer.load(tokenizer)
+            model = try TokenizerFile.load(tokenizer)
         }
         if let save { try model.save(to: save) }
 
@@ -102,7 +102,7 @@ struct TokenizerBench: ParsableCommand {
 
     /// Each document's tokens; documents cut into ~1 MB pieces (where pre-tokenization is
     /// unaffected) shared among `threads` workers, one encoder (and cache) each.
-    func encodeAll(_ documents: [[UInt8]], _ model: BPETokenizer, threads: Int) -> [[Int32]] {
+    func encodeAll(_ documents: [[UInt8]], _ model: SubwordTokenizer, threads: Int) -> [[Int32]] {
         var pieces: [(doc: Int, range: Range<Int>)] = []
         for (d, doc) in documents.enumerated() {
             let cuts = doc.withUnsafeBufferPointer { b -> [Int] in
@@ -119,7 +119,7 @@ struct TokenizerBench: ParsableCommand {
         defer { next.deallocate() }
         let lock = NSLock()
         DispatchQueue.concurrentPerform(iterations: threads) { _ in
-            let encoder = BPEEncoder(model)
+            let encoder = model.makeEncoder()
             while true {
                 lock.lock(); let k = next.pointee; next.pointee += 1; lock.unlock()
                 if k >= pieces.count { break }

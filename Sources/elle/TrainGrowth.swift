@@ -38,7 +38,7 @@ struct TrainGrowthOptions: ParsableArguments {
     func schedule(source: ModelConfig, steps: Int, seed: UInt64) throws -> ScheduledGrowth? {
         guard let growAt, let growTo else { return nil }
         if growAt >= steps {
-            throw ValidationError("--grow-at \(growAt) must be below --steps \(steps) (the growth happens after that update)")
+            throw CommandError("--grow-at \(growAt) must be below --steps \(steps) (the growth happens after that update)")
         }
         let shape = try parseShape(growTo, "--grow-to")
         var plan = GrowthPlan(layers: shape.layers, width: shape.width, heads: shape.heads, ffn: growFfn, seed: growSeed ?? seed)
@@ -50,7 +50,7 @@ struct TrainGrowthOptions: ParsableArguments {
         do {
             try plan.validate(source: source)
         } catch let error as GrowthPlanError {
-            throw ValidationError("--grow-to \(growTo) cannot grow \(source): \(error.field) \(error.message)")
+            throw CommandError("--grow-to \(growTo) cannot grow \(source): \(error.field) \(error.message)")
         }
         return ScheduledGrowth(step: growAt, plan: plan)
     }
@@ -63,54 +63,4 @@ func parseShape(_ text: String, _ flag: String) throws -> (layers: Int, width: I
         throw ValidationError("\(flag) must be LAYERS/WIDTH/HEADS, e.g. 12/768/12 (got \(text))")
     }
     return (parts[0], parts[1], parts[2])
-}
-
-extension GrowthPlan {
-    /// One line: the options that shaped the growth.
-    var summary: String {
-        "depth \(depthMode.rawValue), source \(source.rawValue), noise \(noise) on \(noiseScope == .copies ? "new copies" : "all tensors"), "
-            + "Adam moments \(moments.rawValue), seed \(seed)"
-    }
-}
-
-/// What a growth did to the layers and the widths, as `elle grow` and `elle train` print it.
-func describeGrowth(_ growth: GrowthResult, from source: ModelConfig, plan: GrowthPlan) -> [String] {
-    var lines: [String] = []
-    let inserted = growth.depth.inserted.indices.filter { growth.depth.inserted[$0] }
-    if !inserted.isEmpty {
-        let copies = inserted.map { "\($0) <- \(growth.depth.sources[$0])" }.joined(separator: ", ")
-        lines.append("depth (\(plan.depthMode.rawValue)): inserted layers \(copies); layer origins \(growth.config.layerOrigins ?? [])")
-    }
-    if growth.config.width > source.width || growth.config.heads > source.heads || growth.config.ffn > source.ffn {
-        let counts = Dictionary(grouping: growth.width.residual, by: { $0 }).values.map(\.count)
-        lines.append("width (\(plan.source.rawValue)): residual \(source.width) -> \(growth.config.width) (copy counts \(counts.min()!)-\(counts.max()!)), "
-                     + "heads \(source.heads) -> \(growth.config.heads) x \(source.headDim), ffn \(source.ffn) -> \(growth.config.ffn)")
-    }
-    return lines
-}
-
-extension Train {
-    /// Logs a growth that just happened in the run (rank 0), and validates the grown model when the
-    /// run validates at all (collective), so the loss right after the growth can be compared with
-    /// the one before it.
-    func reportGrowth(_ grown: ReceivedGrowth, from before: ModelConfig, trainer: Trainer, metrics: MetricsLog?) throws {
-        let log = trainer.communicator.isRoot
-        if log {
-            let adam = grown.moments == nil ? "restarts" : "moments carried (step \(trainer.optimizer.step))"
-            print(String(format: "step %6d | grew %@ -> %@ (%@ parameters): grow %.0f ms, broadcast %.0f ms, verify %.0f ms; xxh64 %016llx on %d rank(s); Adam %@",
-                         trainer.step, "\(before)", "\(grown.config)", formatCount(grown.config.parameterCount),
-                         grown.growSeconds * 1000, grown.broadcastSeconds * 1000, grown.verifySeconds * 1000,
-                         grown.hash, trainer.communicator.size, adam))
-            if let growth = grown.growth, let plan = trainer.options.growth?.plan {
-                for line in describeGrowth(growth, from: before, plan: plan) { print("  " + line) }
-            }
-        }
-        metrics?.write(["step": trainer.step, "grown_to": "\(grown.config)", "parameters": grown.config.parameterCount,
-                        "parameters_xxh64": String(format: "%016llx", grown.hash)])
-        if trainer.options.evalEvery > 0, let valid = try trainer.evaluate() {
-            if log { print(String(format: "step %6d | valid loss after growth %.4f | perplexity %.2f", trainer.step, valid, exp(Double(valid)))) }
-            metrics?.write(["step": trainer.step, "valid_loss_after_growth": Double(valid)])
-        }
-        Runtime.flush()
-    }
 }

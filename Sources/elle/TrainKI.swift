@@ -48,31 +48,6 @@ struct TrainKIOptions: ParsableArguments {
 
 extension DistillationSchedule: ExpressibleByArgument {}
 
-/// Loads the teacher (or cache) a run's `options.distillation` names and attaches it; on
-/// resume `teacher`/`cache` may point at a moved copy. Collective.
-func attachKnowledgeInheritance(_ trainer: Trainer, teacher: String?, cache: String?, communicator: Communicator) throws {
-    guard let kd = trainer.options.distillation else { return }
-    let log = communicator.isRoot
-    if let path = cache ?? kd.cache {
-        let loaded = try TeacherCache(path: path)
-        try trainer.attachTeacherCache(loaded)
-        if log {
-            print(String(format: "knowledge inheritance: top-%d teacher cache %@ (teacher %@, %@; built with %.3e FLOPs, counted as teacher FLOPs)",
-                         loaded.header.topK, path, loaded.header.teacher, loaded.header.teacherConfig, loaded.header.teacherFLOPs))
-        }
-    } else {
-        let loaded = try Teacher.load(teacher ?? kd.teacher, communicator: communicator)
-        try trainer.attachTeacher(loaded)
-        if log {
-            print("knowledge inheritance: teacher \(loaded.source) \(loaded.model.config) (\(formatCount(loaded.model.parameterCount)) parameters, xxh64 \(loaded.hashString)), forward only on every rank's batches")
-        }
-    }
-    if log {
-        let topK = kd.topK.map { "top \($0)" } ?? trainer.options.distillation?.topK.map { "top \($0)" } ?? "full distribution"
-        print("  loss (1 - a_t) CE + a_t tau^2 KL, tau \(kd.temperature), \(kd.schedule) schedule\(kd.schedule == .constant ? " (a \(kd.weight))" : "") over \(kd.steps) updates from update \(kd.startStep), teacher \(topK)")
-    }
-}
-
 /// `elle teacher-cache`: the teacher's top-K logits at every position of a domain's training
 /// windows, for `elle train --kd-cache`.
 struct TeacherCacheCommand: ParsableCommand {
@@ -101,7 +76,7 @@ struct TeacherCacheCommand: ParsableCommand {
         let loaded = try TrainingData(path: data, domain: domain, validFraction: 0.05)
         let teacher = try Teacher.load(teacher, communicator: SingleProcess())
         guard teacher.model.config.vocab == loaded.tokenizer.vocabularySize else {
-            throw ValidationError("the teacher's vocabulary (\(teacher.model.config.vocab)) is not the data's tokenizer's (\(loaded.tokenizer.vocabularySize))")
+            throw CommandError("the teacher's vocabulary (\(teacher.model.config.vocab)) is not the data's tokenizer's (\(loaded.tokenizer.vocabularySize))")
         }
         let start = Date()
         var last = Date()

@@ -6,16 +6,16 @@ import Tensors
 import Training
 
 /// `elle train --config PLAN`: the lifelong run of a stage plan (docs/LIFELONG.md).
-func trainLifelong(plan path: String, out: String, resume: Bool, stopAfter: Int?, communicator: Communicator) throws {
+func trainLifelong(plan path: String, out: String, resume: Bool, stopAfter: Int?, tensorboard: String?,
+                   communicator: Communicator) throws {
     let text: String
     do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-        throw ValidationError("--config \(path) cannot be read: \((error as NSError).localizedDescription)")
+        throw CommandError("--config \(path) cannot be read: \((error as NSError).localizedDescription)")
     }
     let plan = try StagePlan.parse(text, path: path)
     // Every rank must run the same plan (each reads its own copy of the file).
     try communicator.verifySameFields([("plan", String(format: "%016llx", Array(text.utf8).withUnsafeBytes { XXH64.hash($0) }))],
                                       what: "stage plan \(path)")
-    let run = try LifelongRun(plan: plan, out: out, communicator: communicator, resume: resume)
-    StopSignal.install()
+    let run = try LifelongRun(plan: plan, out: out, communicator: communicator, resume: resume, tensorboard: tensorboard)
     try run.run(stopAfter: stopAfter)
 }

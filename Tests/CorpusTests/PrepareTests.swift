@@ -27,7 +27,7 @@ final class PrepareTests: XCTestCase {
         XCTAssertEqual(manifest.tokenBytes, 2)
         let data = try PreparedData(folder: folder + "/out")
         XCTAssertEqual(data.manifest, manifest)
-        let tokenizer = try data.tokenizer()
+        let tokenizer = try XCTUnwrap(try data.tokenizer() as? BPETokenizer)
         XCTAssertEqual(tokenizer.vocabularySize, 1024)
         for domain in manifest.domains {
             let total = domain.train.tokens + domain.valid.tokens

@@ -137,7 +137,7 @@ final class GrowCLITests: XCTestCase {
     /// metrics.jsonl without the timing field.
     func metrics(_ folder: String) throws -> [String] {
         try String(contentsOfFile: folder + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").map {
-            $0.replacingOccurrences(of: #","tokens_per_second":[0-9.e+-]+"#, with: "", options: .regularExpression)
+            $0.replacingOccurrences(of: #","(tokens_per_second|mfu)":[0-9.e+-]+"#, with: "", options: .regularExpression)
         }
     }
 

@@ -29,7 +29,9 @@ final class TrainerGrowthTests: XCTestCase {
     func testExactGrowthKeepsTheLossAndTrainingContinues() throws {
         let trainer = try trainer(steps: 5)
         let before = try XCTUnwrap(try trainer.evaluate())
-        let position = trainer.gatherStateForTest()
+        let position = try trainer.gatherStateForTest()
+        XCTAssertEqual(position.count, 1, "one rank, one loader position")
+        XCTAssertNotEqual(position, [LoaderPosition()], "5 updates have moved the data position")
         let plan = GrowthPlan(layers: 4, width: 64, heads: 4, depthMode: .identity, source: .roundRobin, noise: 0)
         let grown = try trainer.grow(plan)
         let after = try XCTUnwrap(try trainer.evaluate())
@@ -40,7 +42,7 @@ final class TrainerGrowthTests: XCTestCase {
         XCTAssertEqual(trainer.model.config.layerOrigins, [0, 0, 1, 1])
         XCTAssertTrue(trainer.model.parameters === grown.parameters)
         XCTAssertEqual(trainer.step, 5)
-        XCTAssertEqual(trainer.gatherStateForTest(), position)
+        XCTAssertEqual(try trainer.gatherStateForTest(), position)
         XCTAssertEqual(trainer.optimizer.step, 0)
         XCTAssertEqual(trainer.optimizer.m.count, trainer.model.parameterCount)
         XCTAssertEqual(sumOfSquares(trainer.optimizer.m.pointer, count: trainer.optimizer.m.count), 0)
@@ -103,6 +105,7 @@ final class TrainerGrowthTests: XCTestCase {
 }
 
 extension Trainer {
-    /// The loader position (one rank), for comparing before and after growth.
-    func gatherStateForTest() -> [LoaderPosition] { (try? gatherState().loaders) ?? [] }
+    /// The loader positions (one per rank), for comparing before and after growth. Throws rather
+    /// than answering [] on failure, so two failed reads cannot compare equal.
+    func gatherStateForTest() throws -> [LoaderPosition] { try gatherState().loaders }
 }

@@ -294,7 +294,7 @@ final class HFInteropTests: XCTestCase {
         try FileManager.default.removeItem(atPath: dir + "/model.safetensors")
         expectFailure(dir, "has no model.safetensors")
         let noTokenizer = try copyOfTinyFolder(except: ["tokenizer.json", "vocab.json"])
-        expectFailure(noTokenizer, "has no tokenizer: neither tokenizer.json nor vocab.json + merges.txt")
+        expectFailure(noTokenizer, "has no tokenizer: neither tokenizer.json, vocab.txt nor vocab.json + merges.txt")
     }
 
     /// `--tokenizer`: an elle tokenizer with the folder's ordinary tokens but other specials (a

@@ -82,6 +82,7 @@ final class LifelongRunTests: XCTestCase {
         XCTAssertNotNil(run.state.growthEffects[0].afterWarmup)
         // Identity depth growth with noise 0 preserves the function exactly.
         let identity = run.state.growthEffects[1]
+        XCTAssertEqual(identity.afterGrowth.count, identity.before.count, "one perplexity per seen domain after growth too")
         for (a, b) in zip(identity.before, identity.afterGrowth) { XCTAssertEqual(a, b, accuracy: 1e-4 * a) }
         // 8 + (3 + 6) + (2 + 6) updates, one metrics record each.
         XCTAssertEqual(try losses(out).count, 25)
@@ -167,13 +168,13 @@ final class CheckpointRecoveryTests: XCTestCase {
         // Stop at 4 (a step checkpoint), then at 8... except 8 is written and then damaged.
         XCTAssertNil(try LifelongRun(plan: plan, out: split, communicator: SingleProcess(), resume: false, print: { _ in }).run(stopAfter: 4))
         XCTAssertNil(try LifelongRun(plan: plan, out: split, communicator: SingleProcess(), resume: true, print: { _ in }).run(stopAfter: 6))
-        let newest = try XCTUnwrap(Trainer.latestCheckpoint(in: split))
+        let newest = try XCTUnwrap(RunFolder(split).latest)
         XCTAssertTrue(newest.hasSuffix("step-00000006.ckpt"), newest)
         var bytes = try Data(contentsOf: URL(fileURLWithPath: newest))
         bytes[bytes.count / 2] ^= 0xFF
         try bytes.write(to: URL(fileURLWithPath: newest))
         var warnings: [String] = []
-        let (_, chosen) = try Checkpoint.newestValid(in: split) { warnings.append($0) }
+        let (_, chosen) = try RunFolder(split).newestValid() { warnings.append($0) }
         XCTAssertTrue(chosen.hasSuffix("step-00000004.ckpt"), chosen)
         XCTAssertEqual(warnings.count, 1)
         XCTAssertTrue(warnings[0].contains("step-00000006.ckpt") && warnings[0].contains("corrupt"), warnings[0])
@@ -204,7 +205,7 @@ final class CheckpointRecoveryTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("b.ckpt") && "\(error)".contains("No space left") && "\(error)".contains("previous checkpoint is untouched"), "\(error)")
         }
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: mountPoint).sorted(), ["a.ckpt", "latest"])
-        let (_, path) = try Checkpoint.newestValid(in: mountPoint)
+        let (_, path) = try RunFolder(mountPoint).newestValid()
         XCTAssertEqual(path, mountPoint + "/a.ckpt")
     }
 }

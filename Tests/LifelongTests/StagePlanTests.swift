@@ -39,7 +39,7 @@ final class StagePlanTests: XCTestCase {
         XCTAssertEqual(s0.batch, 4)
         XCTAssertEqual(s0.seq, 64)               // built-in: the model's context
         XCTAssertEqual(s0.schedule, .linear)     // built-in
-        XCTAssertEqual(s0.replay?.weighting, .adaptive)
+        XCTAssertEqual(s0.replay.weighting, .adaptive)
         XCTAssertEqual(s2.prompts, false)
         XCTAssertEqual(s0.prompts, true)
     }

@@ -22,16 +22,27 @@ final class BERTReferenceTests: XCTestCase {
         var parameters: [Float]
         var gradients: [Float]
         var updated: [Float]
+        var steps: ReferenceSteps
     }
 
-    func check(_ name: String) throws {
-        Parallel.configure(threads: 2)
-        let f = try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: fixtureURL("bert-\(name).json")))
+    func load(_ name: String) throws -> Fixture {
+        try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: fixtureURL("bert-\(name).json")))
+    }
+
+    /// The fixture's model: its config without dropout, over its parameters.
+    func model(_ f: Fixture) throws -> BERT {
         let c = f.config
         var config = ModelConfig(architecture: .bert, layers: c.layers, width: c.width, heads: c.heads, vocab: c.vocab,
                                  context: c.seq, dropout: 0)
         config.padToken = c.pad
-        let model = try BERT(config: config, parameters: FloatBuffer(f.parameters))
+        return try BERT(config: config, parameters: FloatBuffer(f.parameters))
+    }
+
+    func check(_ name: String) throws {
+        Parallel.configure(threads: 2)
+        let f = try load(name)
+        let c = f.config
+        let model = try model(f)
         XCTAssertEqual(model.parameterCount, f.parameters.count)
         let n = c.batch * c.seq, v = c.vocab
 
@@ -81,4 +92,14 @@ final class BERTReferenceTests: XCTestCase {
     func testTinyMatchesPyTorch() throws { try check("tiny") }
     /// Sizes that are not multiples of the SIMD width, and a sequence ending in 5 pads.
     func testOddSizesWithPaddingMatchPyTorch() throws { try check("odd") }
+
+    /// Three updates with clipping and weight decay against torch's (`ReferenceSteps`).
+    func testTinyClippedStepsMatchPyTorch() throws {
+        let f = try load("tiny")
+        f.steps.check(try model(f), batch: f.config.batch, seq: f.config.seq, fixture: "bert-tiny")
+    }
+    func testOddSizesWithPaddingClippedStepsMatchPyTorch() throws {
+        let f = try load("odd")
+        f.steps.check(try model(f), batch: f.config.batch, seq: f.config.seq, fixture: "bert-odd")
+    }
 }

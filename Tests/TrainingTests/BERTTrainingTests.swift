@@ -70,7 +70,7 @@ final class BERTTrainingTests: XCTestCase {
         var losses: [UInt32] = []
         for _ in 0..<4 { losses.append(try first.trainStep().loss.bitPattern) }
         try first.saveCheckpoint(in: folder)
-        let resumed = try Trainer.resume(from: try XCTUnwrap(Trainer.latestCheckpoint(in: folder)),
+        let resumed = try Trainer.resume(from: try XCTUnwrap(RunFolder(folder).latest),
                                          train: Self.corpus.train, valid: Self.corpus.valid)
         XCTAssertEqual(resumed.options.maskedLM, Self.maskedLM)
         XCTAssertEqual(resumed.model.config.architecture, .bert)

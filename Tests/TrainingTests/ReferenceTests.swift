@@ -20,18 +20,25 @@ final class ReferenceTests: XCTestCase {
         var parameters: [Float]
         var gradients: [Float]
         var updated: [Float]
+        var steps: ReferenceSteps
     }
 
     func load(_ name: String) throws -> Fixture {
         try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: fixtureURL("gpt-\(name).json")))
     }
 
+    /// The fixture's model: its config without dropout, over its parameters.
+    func model(_ f: Fixture) throws -> GPT {
+        let c = f.config
+        let config = ModelConfig(layers: c.layers, width: c.width, heads: c.heads, vocab: c.vocab, context: c.seq, dropout: 0)
+        return try GPT(config: config, parameters: FloatBuffer(f.parameters))
+    }
+
     func check(_ name: String) throws {
         Parallel.configure(threads: 2)
         let f = try load(name)
         let c = f.config
-        let config = ModelConfig(layers: c.layers, width: c.width, heads: c.heads, vocab: c.vocab, context: c.seq, dropout: 0)
-        let model = try GPT(config: config, parameters: FloatBuffer(f.parameters))
+        let model = try model(f)
         XCTAssertEqual(model.parameterCount, f.parameters.count)
 
         model.zeroGradients()
@@ -66,4 +73,14 @@ final class ReferenceTests: XCTestCase {
 
     func testTinyMatchesPyTorch() throws { try check("tiny") }
     func testOddSizesMatchPyTorch() throws { try check("odd") }
+
+    /// Three updates with clipping and weight decay against torch's (`ReferenceSteps`).
+    func testTinyClippedStepsMatchPyTorch() throws {
+        let f = try load("tiny")
+        f.steps.check(try model(f), batch: f.config.batch, seq: f.config.seq, fixture: "gpt-tiny")
+    }
+    func testOddSizesClippedStepsMatchPyTorch() throws {
+        let f = try load("odd")
+        f.steps.check(try model(f), batch: f.config.batch, seq: f.config.seq, fixture: "gpt-odd")
+    }
 }

@@ -67,7 +67,7 @@ final class TrainingTests: XCTestCase {
         var losses: [UInt32] = []
         for _ in 0..<5 { losses.append(try first.trainStep().loss.bitPattern) }
         try first.saveCheckpoint(in: folder)
-        let path = try XCTUnwrap(Trainer.latestCheckpoint(in: folder))
+        let path = try XCTUnwrap(RunFolder(folder).latest)
         XCTAssertTrue(path.hasSuffix("step-00000005.ckpt"))
 
         let resumed = try Trainer.resume(from: path, train: corpus.train, valid: corpus.valid)

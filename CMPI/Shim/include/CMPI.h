@@ -84,6 +84,10 @@ int cmpi_igather(const void *send, void *receive, int64_t count, cmpi_datatype t
 /// Like cmpi_igather, but every rank receives the result.
 int cmpi_iallgather(const void *send, void *receive, int64_t count, cmpi_datatype type,
                     cmpi_request **request);
+/// Block k of `count` elements of `send` goes to rank k, which receives it as block r (the
+/// sender's rank) of `receive` (size * count elements each). `count` must fit in an int.
+int cmpi_ialltoall(const void *send, void *receive, int64_t count, cmpi_datatype type,
+                   cmpi_request **request);
 /// Point-to-point messages (the watchdog's heartbeats).
 int cmpi_isend(const void *buffer, int64_t count, cmpi_datatype type, int destination, int tag,
                cmpi_request **request);

@@ -177,7 +177,8 @@ public enum Growth {
         }
 
         var result: [TensorMap] = []
-        for (grown, info) in zip(target.parameterTensors, try target.growthRoles()) {
+        for declaration in target.layout.declarations {
+            let grown = declaration.spec, info = declaration.growth
             var name = grown.name
             var inserted = false
             if let l = info.layer {

@@ -1,3 +1,5 @@
+import Tensors
+
 /// One growth event: the target shape and how to get there (docs/GROWTH.md).
 ///
 /// Codable so a lifelong stage plan can hold it; only `layers`, `width` and `heads` are required
@@ -90,22 +92,15 @@ public struct GrowthPlan: Codable, Equatable, Sendable {
 
     /// Checks what does not depend on the model; throws naming the first bad field.
     public func validate() throws {
-        func check(_ ok: Bool, _ field: String, _ why: String) throws {
-            if !ok { throw GrowthPlanError(field: field, message: why) }
-        }
-        try check(layers >= 1, "layers", "must be at least 1 (got \(layers))")
-        try check(width >= 1, "width", "must be at least 1 (got \(width))")
-        try check(heads >= 1, "heads", "must be at least 1 (got \(heads))")
-        if let ffn { try check(ffn >= 1, "ffn", "must be at least 1 (got \(ffn))") }
-        try check(noise >= 0 && noise.isFinite, "noise", "must be a finite standard deviation >= 0 (got \(noise))")
+        try GrowthPlanError.checkPositive(["layers": layers, "width": width, "heads": heads])
+        if let ffn { try GrowthPlanError.checkPositive(["ffn": ffn]) }
+        try GrowthPlanError.check(noise >= 0 && noise.isFinite, "noise", "must be a finite standard deviation >= 0 (got \(noise))")
     }
 
     /// Checks the plan against the model it grows; throws naming the first bad field.
     public func validate(source c: ModelConfig) throws {
         try validate()
-        func check(_ ok: Bool, _ field: String, _ why: String) throws {
-            if !ok { throw GrowthPlanError(field: field, message: why) }
-        }
+        let check = GrowthPlanError.check
         try check(layers >= c.layers, "layers", "cannot shrink: the model has \(c.layers) layers, the plan \(layers)")
         try check(width >= c.width, "width", "cannot shrink: the model is \(c.width) wide, the plan \(width)")
         try check(heads >= c.heads, "heads", "cannot shrink: the model has \(c.heads) heads, the plan \(heads)")
@@ -137,12 +132,8 @@ public struct GrowthPlan: Codable, Equatable, Sendable {
     }
 }
 
-public struct GrowthPlanError: Error, CustomStringConvertible {
-    public var field: String
-    public var message: String
-    public init(field: String, message: String) {
-        self.field = field
-        self.message = message
-    }
-    public var description: String { "invalid growth plan: \(field) \(message)" }
+/// A growth plan that cannot apply to its model: "invalid growth plan: FIELD message".
+public typealias GrowthPlanError = LocatedError<GrowthPlanErrorKind>
+public enum GrowthPlanErrorKind: FieldErrorKind {
+    public static func describe(_ field: String, _ message: String) -> String { "invalid growth plan: \(field) \(message)" }
 }

@@ -1,7 +1,7 @@
 /// What growth needs to know about a parameter tensor: which index map each axis follows and
 /// where divisions go. The rules are written once per role (below); an architecture only says
-/// which role each of its tensors plays (`GPTLayout.growthRoles`), so BERT plugs in by listing
-/// its tensors, with its MLM-head norm as the `outputNorm`.
+/// which role each of its tensors plays where it declares the tensor (`ParameterTable`), so BERT
+/// plugs in by declaring its tensors, with its MLM-head norm as the `outputNorm`.
 ///
 /// With W[out, in] and y = W x + b, a grown entry is the source entry its indices map to, times:
 /// - value: 1 / c(column's source) for a weight's input columns (the copies' contributions sum
@@ -51,44 +51,5 @@ public struct TensorGrowthInfo: Equatable, Sendable {
 
 extension ModelConfig {
     /// The growth role of every parameter tensor of this architecture, in layout order.
-    public func growthRoles() throws -> [TensorGrowthInfo] {
-        switch architecture {
-        case .gpt: return try GPTLayout(config: self).growthRoles()
-        case .bert: return try BERTLayout(config: self).growthRoles()
-        }
-    }
-}
-
-extension GPTLayout {
-    /// The growth role of every tensor, in layout order. Throws for a tensor without a rule, so a
-    /// parameter added to GPT cannot be silently mis-grown.
-    public func growthRoles() throws -> [TensorGrowthInfo] {
-        try tensors.map { spec in
-            switch spec.name {
-            case "wte", "wpe": return TensorGrowthInfo(role: .embedding, layer: nil, writesResidualBranch: false)
-            case "lnf.weight", "lnf.bias": return TensorGrowthInfo(role: .outputNorm, layer: nil, writesResidualBranch: false)
-            default: break
-            }
-            let parts = spec.name.split(separator: ".", maxSplits: 2)
-            guard parts.count == 3, parts[0] == "blocks", let layer = Int(parts[1]) else {
-                throw GrowthPlanError(field: spec.name, message: "is a tensor growth has no rule for")
-            }
-            let role: TensorRole
-            switch parts[2] {
-            case "ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias": role = .norm
-            case "attn.qkv.weight": role = .weight(out: .qkv, in: .residual)
-            case "attn.qkv.bias": role = .bias(.qkv)
-            case "attn.proj.weight": role = .weight(out: .residual, in: .attention)
-            case "attn.proj.bias": role = .bias(.residual)
-            case "mlp.fc.weight": role = .weight(out: .ffn, in: .residual)
-            case "mlp.fc.bias": role = .bias(.ffn)
-            case "mlp.proj.weight": role = .weight(out: .residual, in: .ffn)
-            case "mlp.proj.bias": role = .bias(.residual)
-            default: throw GrowthPlanError(field: spec.name, message: "is a tensor growth has no rule for")
-            }
-            let writes = parts[2] == "attn.proj.weight" || parts[2] == "attn.proj.bias"
-                || parts[2] == "mlp.proj.weight" || parts[2] == "mlp.proj.bias"
-            return TensorGrowthInfo(role: role, layer: layer, writesResidualBranch: writes)
-        }
-    }
+    public func growthRoles() -> [TensorGrowthInfo] { layout.growthRoles }
 }

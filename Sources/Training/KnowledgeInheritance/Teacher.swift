@@ -25,7 +25,7 @@ public final class Teacher {
     /// Reads a teacher checkpoint (file or run folder: its newest valid checkpoint) on rank 0 and
     /// sends it to every rank, which checks the parameters' hash against rank 0's. Collective.
     public static func load(_ location: String, communicator: Communicator) throws -> Teacher {
-        let (checkpoint, path) = try Checkpoint.readOnRoot(location, communicator: communicator)
+        let (checkpoint, path) = try RunFolder.readOnRoot(location, communicator: communicator)
         guard let parameters = checkpoint.tensor("parameters") else {
             throw CheckpointError(path: path, "holds no parameters tensor (needed for the teacher)")
         }

@@ -4,7 +4,7 @@ import Training
 import XCTest
 
 /// Bucketed all-reduce overlapped with backward, in real 2-rank jobs (docs/SCALING.md).
-extension MPIJobTests {
+extension DataParallelJobTests {
     /// Many small buckets (0.002 MiB, smaller than most tensors, so every block's report starts
     /// several all-reduces while backward runs): 2 ranks x 1 micro-batch give the same losses,
     /// gradient norms, validation losses and final parameters, bit for bit, as 1 rank x 2

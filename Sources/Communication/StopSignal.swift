@@ -6,12 +6,14 @@ import Glibc
 
 /// SIGTERM and SIGINT ask a run to stop at the next update boundary, write a checkpoint and exit
 /// cleanly (what a cluster's pre-emption or Ctrl-C should do). A second signal ends the process
-/// at once. Under MPI the ranks agree on stopping (see `LifelongRun`), so they stop together.
+/// at once. Under MPI the ranks agree on stopping (`TrainingLoop`), so they stop together.
 public enum StopSignal {
-    /// Installs the handlers (idempotent).
+    /// Installs the handlers (idempotent). SIGXFSZ (a write past the file-size limit) is
+    /// ignored, so such a write fails with an error naming the file instead of killing the run.
     public static func install() {
         signal(SIGTERM, handler)
         signal(SIGINT, handler)
+        signal(SIGXFSZ, SIG_IGN)
     }
 
     public static var requested: Bool { StopSignalFlag.value.load(ordering: .relaxed) > 0 }

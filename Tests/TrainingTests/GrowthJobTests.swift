@@ -5,7 +5,7 @@ import XCTest
 
 /// Growth inside a data-parallel run (`elle train --grow-at`): rank 0 grows and broadcasts, every
 /// rank verifies. Real `mpirun` jobs, like the rest of `MPIJobTests`.
-extension MPIJobTests {
+extension DataParallelJobTests {
     /// 20 updates of the tiny run, growing 2/32/2 -> 3/64/4 (a copied layer, random maps, noise)
     /// after update 10 with Adam's moments carried; validation and checkpoints every 5 updates.
     func growingRun(out: String) -> [String] {

@@ -16,7 +16,7 @@ final class LifelongJobTests: XCTestCase {
         return folder
     }()
 
-    static func writePlan() throws -> String {
+    static func writePlan(accumulation: Int = 2) throws -> String {
         let path = temporaryFolder() + "/plan.yaml"
         let text = """
             name: mpi-test
@@ -26,7 +26,7 @@ final class LifelongJobTests: XCTestCase {
             defaults:
               batch: 4
               seq: 32
-              accumulation: 2
+              accumulation: \(accumulation)
               lr: 3.0e-3
               replay: {ratio: 0.5, weighting: adaptive, interval: 2, evalBatches: 2}
               evalBatches: 3
@@ -48,7 +48,7 @@ final class LifelongJobTests: XCTestCase {
     }
 
     func mpirun(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        try runProcess("/usr/bin/env", ["mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "2", elleExecutable] + arguments)
+        try MPIJob.run(ranks: 2, elleExecutable, arguments)
     }
 
     func records(_ folder: String) throws -> [String] {

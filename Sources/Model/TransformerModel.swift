@@ -1,0 +1,143 @@
+import Tensors
+
+extension Architecture {
+    /// The model class of each architecture: the one place in `Model` that picks by
+    /// architecture. Its layout (`ModelConfig.layout`) gives the parameter tensors, their
+    /// initialization, growth roles and Hugging Face names.
+    public var modelType: any ArchitectureModel.Type {
+        switch self {
+        case .gpt: return GPT.self
+        case .bert: return BERT.self
+        }
+    }
+}
+
+/// A language model one `Architecture` names (`GPT`, `BERT`): built over a config's layout.
+public protocol ArchitectureModel: LanguageModel {
+    /// The layout of `config`'s parameters for this class.
+    static func layout(for config: ModelConfig) -> any ModelLayout
+    /// A model over existing parameters (e.g. from a checkpoint), or zeros when nil.
+    init(config: ModelConfig, parameters: FloatBuffer?) throws
+    /// A model with freshly initialized parameters, deterministic from `seed`.
+    init(config: ModelConfig, seed: UInt64) throws
+}
+
+/// Where one forward pass's activations live for a batch shape (`GPTActivations`,
+/// `BERTActivations`): offsets into one buffer of `count` floats. Public only because GPT and
+/// BERT name their carving in their superclass; the other offsets stay internal.
+public protocol ActivationCarving {
+    init(config: ModelConfig, batch: Int, seq: Int, threads: Int, precision: Precision)
+    var batch: Int { get }
+    var seq: Int { get }
+    var threads: Int { get }
+    /// Under bf16 the activations only products read are carved as bf16 (`OperandSlot`).
+    var precision: Precision { get }
+    var count: Int { get }
+    /// The logits, overwritten by their gradient in backward.
+    var logits: Int { get }
+    /// Branch scratch, where dropout writes a dropped-out gradient.
+    var branch: Int { get }
+}
+
+extension GPTActivations: ActivationCarving {}
+extension BERTActivations: ActivationCarving {}
+
+/// What GPT and BERT share around their forward and backward passes: the config, its layout,
+/// the flat parameter and gradient buffers, initialization, and the activation buffer carved
+/// for the current batch shape. A subclass adds its passes and the per-position buffers they use.
+public class TransformerModel<Layout: ModelLayout, Activations: ActivationCarving> {
+    public final let config: ModelConfig
+    public final let layout: Layout
+    public final let parameters: FloatBuffer
+    public final let gradients: FloatBuffer
+
+    /// The carving of `actBuffer` for the current batch shape (nil before the first pass).
+    final var acts: Activations?
+    final var actBuffer = FloatBuffer(count: 0)
+    /// The token ids of the last pass, (B, T).
+    final var tokens = Buffer<Int32>(count: 0)
+    /// What keys the last pass's dropout masks (nil: no dropout).
+    final var lastDropoutSeed: UInt64?
+
+    /// The operands of matrix products: float32, or bf16 with the weights read from `weightCopy`
+    /// (mixed precision; docs/ARCHITECTURE.md, "bf16").
+    public final var precision: Precision = .fp32 {
+        didSet { weightCopy = BF16Copy.matching(precision, weightCopy, count: parameters.count) }
+    }
+    /// Under bf16, the weights as the products read them.
+    public final private(set) var weightCopy: BF16Copy?
+
+    /// The weights as this pass's products read them; a forward pass first converts a stale copy.
+    final func weights(refreshing: Bool) -> WeightOperands {
+        if refreshing { weightCopy?.refresh(from: parameters) }
+        return WeightOperands(parameters: parameters.pointer, copy: weightCopy?.pointer)
+    }
+
+    public static func layout(for config: ModelConfig) -> any ModelLayout { Layout(config: config) }
+
+    /// A model over existing parameters (e.g. from a checkpoint), or zeros when nil.
+    public required init(config: ModelConfig, parameters: FloatBuffer?) throws {
+        try config.validate()
+        guard config.architecture == Layout.architecture else {
+            throw ConfigError(field: "architecture",
+                              message: "is \(config.architecture), but this is the \(Layout.architecture.rawValue.uppercased()) model")
+        }
+        self.config = config
+        layout = Layout(config: config)
+        if let parameters {
+            guard parameters.count == layout.parameterCount else {
+                throw ConfigError(field: "parameters",
+                    message: "has \(parameters.count) values but \(config) needs \(layout.parameterCount)")
+            }
+            self.parameters = parameters
+        } else {
+            self.parameters = FloatBuffer(count: layout.parameterCount)
+        }
+        gradients = FloatBuffer(count: layout.parameterCount)
+    }
+
+    /// A model with freshly initialized parameters (the layout's scheme, deterministic from `seed`).
+    public convenience init(config: ModelConfig, seed: UInt64) throws {
+        try self.init(config: config, parameters: nil)
+        initializeParameters(seed: seed)
+    }
+
+    /// Sets every parameter as a fresh model starts (`ModelLayout.initialize`): GPT-2's scheme
+    /// for GPT (residual output projections at 0.02 / sqrt(2 L)), BERT's for BERT.
+    public final func initializeParameters(seed: UInt64) { layout.initialize(parameters.pointer, seed: seed) }
+
+    public final var tensors: [TensorSpec] { layout.tensors }
+
+    public final func zeroGradients() { gradients.zero() }
+
+    /// Logits of the last forward pass, one row of V per predicted position (overwritten by `backward`).
+    public final var logits: UnsafeMutablePointer<Float> {
+        guard let acts else { preconditionFailure("logits read before any forward pass") }
+        return actBuffer.pointer + acts.logits
+    }
+
+    /// Floats of activation memory for a batch shape (what `forward` allocates).
+    public final func activationCount(batch: Int, seq: Int) -> Int {
+        Activations(config: config, batch: batch, seq: seq, threads: Parallel.threads, precision: precision).count
+    }
+
+    /// Allocates activations for (b, t) if the current ones are too small or a different shape.
+    final func prepare(batch b: Int, seq t: Int) {
+        if let acts, acts.batch == b, acts.seq == t, acts.threads >= Parallel.threads, acts.precision == precision { return }
+        let fresh = Activations(config: config, batch: b, seq: t, threads: Parallel.threads, precision: precision)
+        actBuffer = FloatBuffer(count: fresh.count)
+        tokens = Buffer<Int32>(count: b * t)
+        allocatePositionBuffers(b * t)
+        acts = fresh
+    }
+
+    /// Sizes the subclass's own per-position buffers when `prepare` allocates for `positions` (B T).
+    func allocatePositionBuffers(_ positions: Int) {}
+
+    /// This pass's dropout sites (0: the embedding output; 1 + 3l: attention probabilities of
+    /// block l; 2 + 3l and 3 + 3l: its two residual branches); dropped gradients go to the branch
+    /// scratch.
+    final var dropouts: DropoutSites {
+        DropoutSites(seed: lastDropoutSeed, probability: config.dropout, scratch: actBuffer.pointer + (acts?.branch ?? 0))
+    }
+}
