@@ -110,7 +110,7 @@ struct Train: ParsableCommand {
         StopSignal.install()
         if let config {
             try trainLifelong(plan: config, out: out, resume: resume, stopAfter: stopAfter, tensorboard: tensorboard,
-                              communicator: communicator)
+                              precision: compute.precision, communicator: communicator)
             return
         }
         let run: PlainRun
