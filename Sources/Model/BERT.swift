@@ -25,8 +25,6 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
     private var hasPadding = false
     /// Whether the last block's per-position part ran only at the predicted rows.
     private var lastPruned = false
-    private var lastBatch = 0, lastSeq = 0
-    private var lastHadTargets = false
     /// Whether the last pass was `encodeFirstPositions` (no head).
     private var lastEncodedOnly = false
     /// Number of rows the head predicted in the last forward pass (rows of `logits`).
@@ -46,12 +44,8 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         tokens inputTokens: UnsafePointer<Int32>, targets inputTargets: UnsafePointer<Int32>?,
         batch b: Int, seq t: Int, dropoutSeed: UInt64?
     ) -> Float {
-        precondition(t >= 1 && t <= config.context, "sequence length \(t) outside 1...\(config.context)")
         let c = config, n = b * t, d = c.width, v = c.vocab
-        prepare(batch: b, seq: t)
-        let acts = self.acts!
-        lastBatch = b; lastSeq = t; lastHadTargets = inputTargets != nil
-        lastDropoutSeed = c.dropout > 0 ? dropoutSeed : nil
+        let acts = beginPass(batch: b, seq: t, hasTargets: inputTargets != nil, dropoutSeed: dropoutSeed)
 
         // The rows the head predicts.
         var m = 0
@@ -96,16 +90,13 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
     /// last block runs only at those rows and the MLM head not at all. Dropout as in `forward`.
     public func encodeFirstPositions(tokens inputTokens: UnsafePointer<Int32>, batch b: Int, seq t: Int,
                                      dropoutSeed: UInt64?) -> UnsafePointer<Float> {
-        precondition(t >= 1 && t <= config.context, "sequence length \(t) outside 1...\(config.context)")
-        prepare(batch: b, seq: t)
-        lastBatch = b; lastSeq = t; lastHadTargets = false
-        lastDropoutSeed = config.dropout > 0 ? dropoutSeed : nil
+        let acts = beginPass(batch: b, seq: t, hasTargets: false, dropoutSeed: dropoutSeed)
         for row in 0..<b { predicted[row] = Int32(row * t) }
         predictedCount = b
         lastPruned = b < b * t
         lastEncodedOnly = true
         runEncoder(inputTokens, batch: b, seq: t)
-        return UnsafePointer(acts!.output[config.layers].floats(actBuffer.pointer))
+        return UnsafePointer(acts.output[config.layers].floats(actBuffer.pointer))
     }
 
     /// Adds into `gradients` the gradient of a loss whose gradient with respect to the vectors of
@@ -130,7 +121,7 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         let W = weights(refreshing: true)
         let eps = c.layerNormEpsilon
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
-        let scratch = A + acts.attentionScratch
+        let scratch = A + acts.block.attentionScratch
         let keyMask = A + acts.keyMask
         hasPadding = false
         if let pad = c.padToken {
@@ -153,7 +144,7 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         for (l, w) in layout.blocks.enumerated() {
             let s = acts.layers[l], x = acts.output[l]
             // Attention over every position (under bf16 it keeps the bf16 copy of qkv's product).
-            let qkv = A + (s.qkv.float ?? acts.qkvFloat!)
+            let qkv = A + (s.qkv.float ?? acts.block.qkvFloat!)
             Linear.forward(out: qkv, x: x.operand(A), weight: W[w.qkvWeight], bias: P + w.qkvBias,
                            rows: n, inFeatures: d, outFeatures: 3 * a)
             Attention.forward(out: s.atty.output(A), att: A + s.att, qkv: qkv, qkvCopy: s.qkv.half.map { bf16(A + $0) }, shape: shape,
@@ -217,7 +208,7 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         ErfGELU.backward(dx: branch, dout: branch, x: A + acts.headPre, count: m * d)
         Linear.backward(dx: dOutput, dweight: G + layout.headDenseWeight, dbias: G + layout.headDenseBias,
                         dout: branch, x: acts.output[c.layers].operand(A), weight: W[layout.headDenseWeight],
-                        rows: m, inFeatures: d, outFeatures: d, doutCopy: .scratch(acts.doutCopy, in: A))
+                        rows: m, inFeatures: d, outFeatures: d, doutCopy: .scratch(acts.block.doutCopy, in: A))
         observer?.gradientsFinal(layout.headDenseWeight..<layout.parameterCount)  // [gradient observer]
         backwardEncoder(observer: observer)
         lastHadTargets = false  // the logits now hold gradients
@@ -230,10 +221,10 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         let c = config, b = lastBatch, t = lastSeq, n = b * t
         let d = c.width, a = c.attentionWidth, f = c.ffn
         let P = parameters.pointer, G = gradients.pointer, A = actBuffer.pointer
-        let W = weights(refreshing: false), copy = Linear.GradientCopy.scratch(acts.doutCopy, in: A)
+        let W = weights(refreshing: false), copy = Linear.GradientCopy.scratch(acts.block.doutCopy, in: A)
         let affine = c.normalization == .affine
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
-        let scratch = A + acts.attentionScratch
+        let scratch = A + acts.block.attentionScratch
         let dOutput = A + acts.dOutput, dResidual = A + acts.dResidual
         for l in stride(from: c.layers - 1, through: 0, by: -1) {
             let w = layout.blocks[l], s = acts.layers[l]
@@ -244,12 +235,12 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
                                x: A + s.residual2, weight: P + w.ln2Weight, mean: A + s.ln2Mean, rstd: A + s.ln2Rstd,
                                rows: k, width: d, affine: affine)
             var dBranch = dropouts.branchGradient(dResidual, count: k * d, site: 3 + 3 * l)
-            Linear.backward(dx: A + acts.dFC, dweight: G + w.fcProjWeight, dbias: G + w.fcProjBias, dout: dBranch,
+            Linear.backward(dx: A + acts.block.dFC, dweight: G + w.fcProjWeight, dbias: G + w.fcProjBias, dout: dBranch,
                             x: s.fcPost.operand(A), weight: W[w.fcProjWeight], rows: k, inFeatures: f, outFeatures: d,
                             doutCopy: copy)
-            ErfGELU.backward(dx: A + acts.dFC, dout: A + acts.dFC, x: A + s.fcPre, count: k * f)
+            ErfGELU.backward(dx: A + acts.block.dFC, dout: A + acts.block.dFC, x: A + s.fcPre, count: k * f)
             // dResidual becomes d(hidden): the skip path plus the MLP's input gradient.
-            Linear.backward(dx: dResidual, dweight: G + w.fcWeight, dbias: G + w.fcBias, dout: A + acts.dFC,
+            Linear.backward(dx: dResidual, dweight: G + w.fcWeight, dbias: G + w.fcBias, dout: A + acts.block.dFC,
                             x: s.hidden.operand(A), weight: W[w.fcWeight], rows: k, inFeatures: d, outFeatures: f,
                             accumulateInput: true, doutCopy: copy)
             // hidden = ln1(residual1), residual1 = x + dropout(proj(attention(qkv(x))))
@@ -260,21 +251,21 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
             dBranch = dropouts.branchGradient(dOutput, count: k * d, site: 2 + 3 * l)
             // A pruned block's row gradients go back to every position: d(atty) through the
             // (free) dQKV scratch, d(x) through dResidual; both are zero at the other rows.
-            let dAttyRows = k < n ? A + acts.dQKV : A + acts.dAtty
+            let dAttyRows = k < n ? A + acts.block.dQKV : A + acts.block.dAtty
             Linear.backward(dx: dAttyRows, dweight: G + w.attnProjWeight, dbias: G + w.attnProjBias, dout: dBranch,
                             x: r.atty.operand(A), weight: W[w.attnProjWeight], rows: k, inFeatures: a, outFeatures: d,
                             doutCopy: copy)
             if k < n {
-                (A + acts.dAtty).update(repeating: 0, count: n * a)
-                RowGather.backward(dx: A + acts.dAtty, dout: dAttyRows, rows: predicted.pointer, count: k, width: a)
+                (A + acts.block.dAtty).update(repeating: 0, count: n * a)
+                RowGather.backward(dx: A + acts.block.dAtty, dout: dAttyRows, rows: predicted.pointer, count: k, width: a)
                 dResidual.update(from: dOutput, count: k * d)
                 dOutput.update(repeating: 0, count: n * d)
                 RowGather.backward(dx: dOutput, dout: dResidual, rows: predicted.pointer, count: k, width: d)
             }
-            Attention.backward(dqkv: A + acts.dQKV, dout: A + acts.dAtty, qkv: s.qkv.operand(A), att: A + s.att,
+            Attention.backward(dqkv: A + acts.block.dQKV, dout: A + acts.block.dAtty, qkv: s.qkv.operand(A), att: A + s.att,
                                shape: shape, mask: .keys(nil), dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
             // dOutput becomes d(x), the gradient of the previous block's output.
-            Linear.backward(dx: dOutput, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.dQKV,
+            Linear.backward(dx: dOutput, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.block.dQKV,
                             x: acts.output[l].operand(A), weight: W[w.qkvWeight], rows: n, inFeatures: d, outFeatures: 3 * a,
                             accumulateInput: true, doutCopy: copy)
             // [gradient observer] block l's parameters end where block l + 1's (or the head's) begin.

@@ -108,14 +108,7 @@ public struct BERTActivations {
     public let branch: Int                  // (N, D) a branch output, or its gradient
     let dOutput: Int                        // (N, D) gradient of a block's output
     let dResidual: Int                      // (N, D) gradient of a norm's input
-    let dQKV: Int                           // (N, 3A)
-    let dAtty: Int                          // (N, A)
-    let dFC: Int                            // (N, F)
-    /// Under bf16: the qkv product before attention converts it (N, 3A), and the bf16 copy of a
-    /// layer's output gradient for its backward products (N, max(3A, F)).
-    let qkvFloat: Int?
-    let doutCopy: Int?
-    let attentionScratch: Int               // (threads, Attention.scratchPerThread)
+    let block: BlockScratch
     public let count: Int
 
     public init(config c: ModelConfig, batch b: Int, seq t: Int, threads: Int, precision: Precision) {
@@ -156,13 +149,7 @@ public struct BERTActivations {
         branch = carve.take("branch", [n, d])
         dOutput = carve.take("doutput", [n, d])
         dResidual = carve.take("dresidual", [n, d])
-        dQKV = carve.take("dqkv", [n, 3 * a])
-        dAtty = carve.take("datty", [n, a])
-        dFC = carve.take("dfc", [n, f])
-        qkvFloat = precision == .bf16 ? carve.take("qkv.float", [n, 3 * a]) : nil
-        doutCopy = precision == .bf16 ? carve.takeHalves("dout.bf16", n * max(3 * a, f, d)) : nil
-        attentionScratch = carve.take("attention.scratch",
-                                      [threads, Attention.scratchPerThread(seq: t, headDim: c.headDim, precision: precision)])
+        block = BlockScratch(carving: &carve, rows: n, config: c, seq: t, threads: threads, precision: precision)
         count = carve.count
     }
 }

@@ -13,8 +13,7 @@ import Tensors
 public final class GPT: TransformerModel<GPTLayout, GPTActivations>, ArchitectureModel {
     private var targets = Buffer<Int32>(count: 0)
     /// Shape and loss bookkeeping of the last forward pass.
-    private var lastBatch = 0, lastSeq = 0, lastCounted = 0
-    private var lastHadTargets = false
+    private var lastCounted = 0
     /// The mean loss of the last forward pass with targets, in Float64 (summed over rows in order).
     public private(set) var lastLoss: Double = 0
 
@@ -27,22 +26,18 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
         tokens inputTokens: UnsafePointer<Int32>, targets inputTargets: UnsafePointer<Int32>?,
         batch b: Int, seq t: Int, dropoutSeed: UInt64?
     ) -> Float {
-        precondition(t >= 1 && t <= config.context, "sequence length \(t) outside 1...\(config.context)")
         let c = config, n = b * t, d = c.width, a = c.attentionWidth, f = c.ffn, v = c.vocab
-        prepare(batch: b, seq: t)
-        let acts = self.acts!
+        let acts = beginPass(batch: b, seq: t, hasTargets: inputTargets != nil, dropoutSeed: dropoutSeed)
         tokens.pointer.update(from: inputTokens, count: n)
         if let inputTargets { targets.pointer.update(from: inputTargets, count: n) }
         for i in 0..<n where inputTokens[i] < 0 || Int(inputTokens[i]) >= v {
             preconditionFailure("token id \(inputTokens[i]) at position \(i) outside vocabulary 0..<\(v)")
         }
-        lastBatch = b; lastSeq = t; lastHadTargets = inputTargets != nil
-        lastDropoutSeed = c.dropout > 0 ? dropoutSeed : nil
 
         let P = parameters.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
         let W = weights(refreshing: true)
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
-        let scratch = A + acts.attentionScratch
+        let scratch = A + acts.block.attentionScratch
 
         Embedding.forward(out: A + acts.residual[0], tokens: tokens.pointer, wte: P + layout.tokenEmbedding,
                           wpe: P + layout.positionEmbedding, batch: b, seq: t, width: d)
@@ -55,7 +50,7 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
                               weight: P + w.ln1Weight, bias: P + w.ln1Bias, rows: n, width: d,
                               epsilon: c.layerNormEpsilon, affine: affine)
             // Under bf16 the qkv product lands in float32 scratch; attention keeps its bf16 copy.
-            let qkv = A + (s.qkv.float ?? acts.qkvFloat!)
+            let qkv = A + (s.qkv.float ?? acts.block.qkvFloat!)
             Linear.forward(out: qkv, x: s.ln1.operand(A), weight: W[w.qkvWeight], bias: P + w.qkvBias,
                            rows: n, inFeatures: d, outFeatures: 3 * a)
             Attention.forward(out: s.atty.output(A), att: A + s.att, qkv: qkv, qkvCopy: s.qkv.half.map { bf16(A + $0) },
@@ -107,10 +102,10 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
         let W = weights(refreshing: false)
         let affine = c.normalization == .affine
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
-        let scratch = A + acts.attentionScratch
+        let scratch = A + acts.block.attentionScratch
         let dResidual = A + acts.dResidual, dNorm = A + acts.dNorm
         // Under bf16 each layer's output gradient is converted for its products (the logits' in place).
-        let copy = Linear.GradientCopy.scratch(acts.doutCopy, in: A)
+        let copy = Linear.GradientCopy.scratch(acts.block.doutCopy, in: A)
         // [gradient observer] The observer may take the token lookup's gradient (tied embedding).
         let tokenGradient = observer?.takeTokenEmbeddingGradient(
             tokens: tokens.pointer, count: n, rows: v, width: d, offset: layout.tokenEmbedding)
@@ -140,11 +135,11 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
             let w = layout.blocks[l], s = acts.layers[l]
             // MLP branch: residual[l+1] = residual2 + dropout(fcProj(gelu(fc(ln2(residual2)))))
             var dBranch = dropouts.branchGradient(dResidual, count: n * d, site: 3 + 3 * l)
-            Linear.backward(dx: A + acts.dFC, dweight: G + w.fcProjWeight, dbias: G + w.fcProjBias,
+            Linear.backward(dx: A + acts.block.dFC, dweight: G + w.fcProjWeight, dbias: G + w.fcProjBias,
                             dout: dBranch, x: s.fcPost.operand(A), weight: W[w.fcProjWeight],
                             rows: n, inFeatures: f, outFeatures: d, doutCopy: copy)
-            GELU.backward(dx: A + acts.dFC, dout: A + acts.dFC, x: A + s.fcPre, count: n * f)
-            Linear.backward(dx: dNorm, dweight: G + w.fcWeight, dbias: G + w.fcBias, dout: A + acts.dFC,
+            GELU.backward(dx: A + acts.block.dFC, dout: A + acts.block.dFC, x: A + s.fcPre, count: n * f)
+            Linear.backward(dx: dNorm, dweight: G + w.fcWeight, dbias: G + w.fcBias, dout: A + acts.block.dFC,
                             x: s.ln2.operand(A), weight: W[w.fcWeight], rows: n, inFeatures: d, outFeatures: f,
                             doutCopy: copy)
             LayerNorm.backward(dx: dResidual, dweight: G + w.ln2Weight, dbias: G + w.ln2Bias, dout: dNorm,
@@ -152,12 +147,12 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
                                rstd: A + s.ln2Rstd, rows: n, width: d, affine: affine)
             // Attention branch: residual2 = residual[l] + dropout(proj(attention(qkv(ln1(residual[l])))))
             dBranch = dropouts.branchGradient(dResidual, count: n * d, site: 2 + 3 * l)
-            Linear.backward(dx: A + acts.dAtty, dweight: G + w.attnProjWeight, dbias: G + w.attnProjBias,
+            Linear.backward(dx: A + acts.block.dAtty, dweight: G + w.attnProjWeight, dbias: G + w.attnProjBias,
                             dout: dBranch, x: s.atty.operand(A), weight: W[w.attnProjWeight],
                             rows: n, inFeatures: a, outFeatures: d, doutCopy: copy)
-            Attention.backward(dqkv: A + acts.dQKV, dout: A + acts.dAtty, qkv: s.qkv.operand(A), att: A + s.att,
+            Attention.backward(dqkv: A + acts.block.dQKV, dout: A + acts.block.dAtty, qkv: s.qkv.operand(A), att: A + s.att,
                                shape: shape, mask: .causal, dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
-            Linear.backward(dx: dNorm, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.dQKV,
+            Linear.backward(dx: dNorm, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.block.dQKV,
                             x: s.ln1.operand(A), weight: W[w.qkvWeight], rows: n, inFeatures: d, outFeatures: 3 * a,
                             doutCopy: copy)
             LayerNorm.backward(dx: dResidual, dweight: G + w.ln1Weight, dbias: G + w.ln1Bias, dout: dNorm,

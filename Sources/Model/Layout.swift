@@ -76,6 +76,8 @@ public struct GPTActivations {
     }
 
     public let batch: Int, seq: Int, threads: Int, precision: Precision
+    /// Floats in the whole activation buffer.
+    public let count: Int
     /// residual[l] is the input of block l; residual[L] feeds the final norm. (BT, D) each.
     let residual: [Int]
     let layers: [Layer]
@@ -87,15 +89,7 @@ public struct GPTActivations {
     public let branch: Int             // (BT, D) attention/MLP branch output, or its gradient
     let dResidual: Int                 // (BT, D)
     let dNorm: Int                     // (BT, D)
-    let dQKV: Int                      // (BT, 3A)
-    let dAtty: Int                     // (BT, A)
-    let dFC: Int                       // (BT, F)
-    /// Under bf16: the qkv product before attention converts it (BT, 3A), and the bf16 copy of a
-    /// layer's output gradient for its backward products (BT, max(3A, F)).
-    let qkvFloat: Int?
-    let doutCopy: Int?
-    let attentionScratch: Int          // (threads, Attention.scratchPerThread)
-    public let count: Int
+    let block: BlockScratch
 
     public init(config c: ModelConfig, batch b: Int, seq t: Int, threads: Int, precision: Precision) {
         let n = b * t, d = c.width, a = c.attentionWidth, f = c.ffn
@@ -126,13 +120,7 @@ public struct GPTActivations {
         branch = carve.take("branch", [n, d])
         dResidual = carve.take("dresidual", [n, d])
         dNorm = carve.take("dnorm", [n, d])
-        dQKV = carve.take("dqkv", [n, 3 * a])
-        dAtty = carve.take("datty", [n, a])
-        dFC = carve.take("dfc", [n, f])
-        qkvFloat = precision == .bf16 ? carve.take("qkv.float", [n, 3 * a]) : nil
-        doutCopy = precision == .bf16 ? carve.takeHalves("dout.bf16", n * max(3 * a, f, d)) : nil
-        attentionScratch = carve.take("attention.scratch",
-                                      [threads, Attention.scratchPerThread(seq: t, headDim: c.headDim, precision: precision)])
+        block = BlockScratch(carving: &carve, rows: n, config: c, seq: t, threads: threads, precision: precision)
         count = carve.count
     }
 }

@@ -58,6 +58,9 @@ public class TransformerModel<Layout: ModelLayout, Activations: ActivationCarvin
     final var tokens = Buffer<Int32>(count: 0)
     /// What keys the last pass's dropout masks (nil: no dropout).
     final var lastDropoutSeed: UInt64?
+    /// The batch shape of the last pass, and whether it had targets (what backward needs).
+    final var lastBatch = 0, lastSeq = 0
+    final var lastHadTargets = false
 
     /// The operands of matrix products: float32, or bf16 with the weights read from `weightCopy`
     /// (mixed precision; docs/ARCHITECTURE.md, "bf16").
@@ -122,6 +125,16 @@ public class TransformerModel<Layout: ModelLayout, Activations: ActivationCarvin
     }
 
     /// Allocates activations for (b, t) if the current ones are too small or a different shape.
+    /// Starts a pass over B sequences of T tokens: checks T against the context, carves the
+    /// activations for the shape and records what backward and dropout need; returns the carving.
+    final func beginPass(batch b: Int, seq t: Int, hasTargets: Bool, dropoutSeed: UInt64?) -> Activations {
+        precondition(t >= 1 && t <= config.context, "sequence length \(t) outside 1...\(config.context)")
+        prepare(batch: b, seq: t)
+        lastBatch = b; lastSeq = t; lastHadTargets = hasTargets
+        lastDropoutSeed = config.dropout > 0 ? dropoutSeed : nil
+        return acts!
+    }
+
     final func prepare(batch b: Int, seq t: Int) {
         if let acts, acts.batch == b, acts.seq == t, acts.threads >= Parallel.threads, acts.precision == precision { return }
         let fresh = Activations(config: config, batch: b, seq: t, threads: Parallel.threads, precision: precision)

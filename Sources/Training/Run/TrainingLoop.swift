@@ -52,9 +52,6 @@ public protocol TrainingPhase: AnyObject {
     var completed: Int { get }
     /// Updates of the whole run so far (what `--stop-after` counts).
     var runStep: Int { get }
-    var cadence: RunCadence { get }
-    /// Training FLOPs per token at the model's current size (for MFU).
-    var flopsPerToken: Double { get }
     /// True when the phase ended before `updates` (early stopping).
     var finishedEarly: Bool { get }
     /// Before each update, e.g. a growth that is due. Collective.
@@ -63,6 +60,10 @@ public protocol TrainingPhase: AnyObject {
     func update() throws -> StepResult
     /// After each update, e.g. refreshing adaptive replay weights. Collective.
     func finishUpdate(_ result: StepResult) throws
+    /// When to report, validate and checkpoint.
+    var cadence: RunCadence { get }
+    /// Training FLOPs per token at the model's current size (for the reports' MFU).
+    var flopsPerToken: Double { get }
     /// The progress line and metrics record of the window that ends at update `completed`
     /// (nil: the phase reports elsewhere, e.g. with its evaluation).
     func report(_ window: RunWindow, result: StepResult, last: Bool) -> (line: String, record: [String: Any])?
