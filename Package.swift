@@ -31,9 +31,10 @@ let package = Package(
         .systemLibrary(
             name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CDNNL", path: "Sources/CDNNL", providers: [.apt(["libdnnl-dev"])]),
 
         // MARK: Swift modules (each depends only on those above it)
-        .target(name: "Tensors", dependencies: ["COpenBLAS"], swiftSettings: kernelSettings),
+        .target(name: "Tensors", dependencies: ["COpenBLAS", "CDNNL"], swiftSettings: kernelSettings),
         .target(name: "Model", dependencies: ["Tensors"], swiftSettings: kernelSettings),
         .target(name: "Corpus", dependencies: ["Tensors"], swiftSettings: kernelSettings),
         .target(name: "Communication", dependencies: ["CMPI", "Tensors"], swiftSettings: kernelSettings),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent set-up: installs Open MPI, OpenBLAS and pkg-config with apt-get when missing, then
+# Idempotent set-up: installs Open MPI, OpenBLAS, oneDNN and pkg-config with apt-get when missing, then
 # builds elle in release mode.
 #   --deps-only     skip the build
 #   --python        also create .venv (the repository's Python environment for the scripts) from
@@ -27,6 +27,8 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists ompi; } || missing+=(libopenmpi-dev)
 command -v mpirun >/dev/null 2>&1 || missing+=(openmpi-bin)
 { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openblas; } || missing+=(libopenblas-dev)
+# oneDNN (bf16 matrix products) ships no pkg-config file: look for its header.
+[ -f /usr/include/oneapi/dnnl/dnnl.h ] || missing+=(libdnnl-dev)
 if [ -n "$python" ]; then
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
     # Debian's python3 has no venv module without python3-venv.

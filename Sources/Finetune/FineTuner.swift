@@ -112,6 +112,7 @@ public final class FineTuner {
         headOptimizer = AdamW(tensors: head.tensors, count: head.parameterCount, settings: options.adam)
         if communicator.size > 1 {
             try communicator.broadcast(model.parameters, label: "encoder parameter broadcast from rank 0")
+            model.parametersChanged()
             try communicator.broadcast(head.parameters, label: "classifier head broadcast from rank 0")
         }
     }
@@ -162,7 +163,7 @@ public final class FineTuner {
             try communicator.allReduce(head.gradients, .sum, label: "head gradient all-reduce of fine-tuning update \(step + 1)")
             lossSum = try communicator.allReduce(lossSum, .sum, label: "loss all-reduce of fine-tuning update \(step + 1)")
         }
-        encoderOptimizer.update(parameters: model.parameters, gradients: model.gradients, learningRate: lr)
+        encoderOptimizer.update(parameters: model.parameters, gradients: model.gradients, learningRate: lr, weightCopy: model.weightCopy)
         headOptimizer.update(parameters: head.parameters, gradients: head.gradients, learningRate: lr)
         step += 1
         return lossSum / Double(global)

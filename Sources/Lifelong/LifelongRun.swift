@@ -98,7 +98,8 @@ public final class LifelongRun {
             state = LifelongState(domains: domains.map(\.name), ranks: communicator.size)
             if let initFrom = plan.initFrom { output.log("initialized from \(initFrom): \(trainer.model.config)") }
         }
-        loop = TrainingLoop(communicator: communicator, output: output, checkpointMinutes: plan.checkpointMinutes)
+        loop = TrainingLoop(communicator: communicator, output: output, checkpointMinutes: plan.checkpointMinutes,
+                            precision: plan.precision)
         try verifyDomainsAgree()
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import Tensors
 import Training
 import Yams
 
@@ -23,6 +24,9 @@ public struct StagePlan: Decodable, Sendable {
     public var checkpointMinutes: Double
     /// A folder for the run's TensorBoard event files (one run per folder), or nil.
     public var tensorboard: String?
+    /// The operands of the model's matrix products in every stage (`elle train --precision`
+    /// overrides it): fp32, or bf16 mixed precision.
+    public var precision: Precision
     public var stages: [Stage]
 
     /// A checkpoint (file or run folder, e.g. one `elle import` wrote) whose model the first
@@ -87,7 +91,7 @@ public struct StagePlan: Decodable, Sendable {
         }
     }
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case name, model, initFrom, data, seed, keepCheckpoints, checkpointMinutes, tensorboard, defaults, stages }
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, model, initFrom, data, seed, keepCheckpoints, checkpointMinutes, tensorboard, precision, defaults, stages }
 
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -100,6 +104,7 @@ public struct StagePlan: Decodable, Sendable {
         keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? 3
         checkpointMinutes = try c.decodeIfPresent(Double.self, forKey: .checkpointMinutes) ?? TrainingOptions.defaultCheckpointMinutes
         tensorboard = try c.decodeIfPresent(String.self, forKey: .tensorboard)
+        precision = try c.decodeIfPresent(Precision.self, forKey: .precision) ?? .fp32
         var defaults = Settings(context: model.context)
         if c.contains(.defaults) {
             let d = try c.superDecoder(forKey: .defaults)

@@ -107,6 +107,7 @@ extension StagePlan {
             options.tokenizer = tokenizer
             options.domain = domain
             options.maskedLM = maskedLM
+            options.precision = plan.precision
             return options
         }
     }

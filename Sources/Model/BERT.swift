@@ -16,6 +16,8 @@ import Tensors
 /// Parameters and gradients are flat buffers laid out by `BERTLayout`; the config, buffers,
 /// initialization and activation memory are `TransformerModel`'s. Activations live in one buffer
 /// sized for the batch shape; `backward` adds into `gradients`. `logits` has `predictedCount` rows.
+/// Under `precision` bf16 the products read the bf16 weight copy and bf16 activations
+/// (docs/ARCHITECTURE.md, "bf16").
 public final class BERT: TransformerModel<BERTLayout, BERTActivations>, ArchitectureModel {
     /// Rows the head predicts (positions in the (B, T) batch) and their targets, compacted.
     private var predicted = Buffer<Int32>(count: 0)
@@ -23,8 +25,6 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
     private var hasPadding = false
     /// Whether the last block's per-position part ran only at the predicted rows.
     private var lastPruned = false
-    private var lastBatch = 0, lastSeq = 0
-    private var lastHadTargets = false
     /// Whether the last pass was `encodeFirstPositions` (no head).
     private var lastEncodedOnly = false
     /// Number of rows the head predicted in the last forward pass (rows of `logits`).
@@ -44,12 +44,8 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         tokens inputTokens: UnsafePointer<Int32>, targets inputTargets: UnsafePointer<Int32>?,
         batch b: Int, seq t: Int, dropoutSeed: UInt64?
     ) -> Float {
-        precondition(t >= 1 && t <= config.context, "sequence length \(t) outside 1...\(config.context)")
         let c = config, n = b * t, d = c.width, v = c.vocab
-        prepare(batch: b, seq: t)
-        let acts = self.acts!
-        lastBatch = b; lastSeq = t; lastHadTargets = inputTargets != nil
-        lastDropoutSeed = c.dropout > 0 ? dropoutSeed : nil
+        let acts = beginPass(batch: b, seq: t, hasTargets: inputTargets != nil, dropoutSeed: dropoutSeed)
 
         // The rows the head predicts.
         var m = 0
@@ -72,15 +68,15 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         // MLM head on the predicted rows (the first m rows of the last output, in order):
         // logits = LN(GELU(dense(x))) wte^T + bias.
         let P = parameters.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
+        let W = weights(refreshing: false)
         let eps = c.layerNormEpsilon
-        let headIn = A + acts.output[c.layers]
-        Linear.forward(out: A + acts.headPre, x: headIn, weight: P + layout.headDenseWeight,
+        Linear.forward(out: A + acts.headPre, x: acts.output[c.layers].operand(A), weight: W[layout.headDenseWeight],
                        bias: P + layout.headDenseBias, rows: m, inFeatures: d, outFeatures: d)
         ErfGELU.forward(out: A + acts.headPost, x: A + acts.headPre, count: m * d)
-        LayerNorm.forward(out: A + acts.headNorm, mean: A + acts.headMean, rstd: A + acts.headRstd, x: A + acts.headPost,
+        LayerNorm.forward(out: acts.headNorm.output(A), mean: A + acts.headMean, rstd: A + acts.headRstd, x: A + acts.headPost,
                           weight: P + layout.headNormWeight, bias: P + layout.headNormBias, rows: m, width: d,
                           epsilon: eps, affine: affine)
-        Linear.forward(out: A + acts.logits, x: A + acts.headNorm, weight: P + layout.tokenEmbedding,
+        Linear.forward(out: A + acts.logits, x: acts.headNorm.operand(A), weight: W[layout.tokenEmbedding],
                        bias: P + layout.outputBias, rows: m, inFeatures: d, outFeatures: v)
         guard inputTargets != nil else { return 0 }
         let (sum, _) = CrossEntropy.forward(losses: A + acts.losses, logSumExp: A + acts.logSumExp, logits: A + acts.logits,
@@ -94,16 +90,13 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
     /// last block runs only at those rows and the MLM head not at all. Dropout as in `forward`.
     public func encodeFirstPositions(tokens inputTokens: UnsafePointer<Int32>, batch b: Int, seq t: Int,
                                      dropoutSeed: UInt64?) -> UnsafePointer<Float> {
-        precondition(t >= 1 && t <= config.context, "sequence length \(t) outside 1...\(config.context)")
-        prepare(batch: b, seq: t)
-        lastBatch = b; lastSeq = t; lastHadTargets = false
-        lastDropoutSeed = config.dropout > 0 ? dropoutSeed : nil
+        let acts = beginPass(batch: b, seq: t, hasTargets: false, dropoutSeed: dropoutSeed)
         for row in 0..<b { predicted[row] = Int32(row * t) }
         predictedCount = b
         lastPruned = b < b * t
         lastEncodedOnly = true
         runEncoder(inputTokens, batch: b, seq: t)
-        return UnsafePointer(actBuffer.pointer + acts!.output[config.layers])
+        return UnsafePointer(acts.output[config.layers].floats(actBuffer.pointer))
     }
 
     /// Adds into `gradients` the gradient of a loss whose gradient with respect to the vectors of
@@ -125,9 +118,10 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
             preconditionFailure("token id \(inputTokens[i]) at position \(i) outside vocabulary 0..<\(c.vocab)")
         }
         let P = parameters.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
+        let W = weights(refreshing: true)
         let eps = c.layerNormEpsilon
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
-        let scratch = A + acts.attentionScratch
+        let scratch = A + acts.block.attentionScratch
         let keyMask = A + acts.keyMask
         hasPadding = false
         if let pad = c.padToken {
@@ -140,39 +134,41 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
 
         Embedding.forward(out: A + acts.embeddingSum, tokens: tokens.pointer, wte: P + layout.tokenEmbedding,
                           wpe: P + layout.positionEmbedding, batch: b, seq: t, width: d)
-        LayerNorm.forward(out: A + acts.output[0], mean: A + acts.embeddingMean, rstd: A + acts.embeddingRstd,
-                          x: A + acts.embeddingSum, weight: P + layout.embeddingNormWeight,
+        // output[0] = dropout(LN(embeddings)); the bf16 copy products read is of the dropped-out values.
+        let embedded = acts.output[0], drop = dropouts.at(site: 0)
+        LayerNorm.forward(out: drop == nil ? embedded.output(A) : .float(embedded.floats(A)), mean: A + acts.embeddingMean,
+                          rstd: A + acts.embeddingRstd, x: A + acts.embeddingSum, weight: P + layout.embeddingNormWeight,
                           bias: P + layout.embeddingNormBias, rows: n, width: d, epsilon: eps, affine: affine)
-        if let drop = dropouts.at(site: 0) { drop.apply(out: A + acts.output[0], x: A + acts.output[0], count: n * d) }
+        if let drop { drop.apply(out: embedded.output(A), x: embedded.floats(A), count: n * d) }
 
         for (l, w) in layout.blocks.enumerated() {
-            let s = acts.layers[l], x = A + acts.output[l]
-            // Attention over every position.
-            Linear.forward(out: A + s.qkv, x: x, weight: P + w.qkvWeight, bias: P + w.qkvBias,
+            let s = acts.layers[l], x = acts.output[l]
+            // Attention over every position (under bf16 it keeps the bf16 copy of qkv's product).
+            let qkv = A + (s.qkv.float ?? acts.block.qkvFloat!)
+            Linear.forward(out: qkv, x: x.operand(A), weight: W[w.qkvWeight], bias: P + w.qkvBias,
                            rows: n, inFeatures: d, outFeatures: 3 * a)
-            BidirectionalAttention.forward(out: A + s.atty, att: A + s.att, qkv: A + s.qkv,
-                                           keyMask: hasPadding ? keyMask : nil, shape: shape,
-                                           dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
+            Attention.forward(out: s.atty.output(A), att: A + s.att, qkv: qkv, qkvCopy: s.qkv.half.map { bf16(A + $0) }, shape: shape,
+                              mask: .keys(hasPadding ? keyMask : nil), dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
             // The rest of the block is per position: the last block runs it only at the rows the
             // head reads.
             let r = rows(ofBlock: l)
             if r.count < n {
-                RowGather.forward(out: r.input, x: x, rows: predicted.pointer, count: m, width: d)
-                RowGather.forward(out: r.atty, x: A + s.atty, rows: predicted.pointer, count: m, width: a)
+                RowGather.forward(out: r.input, x: x.floats(A), rows: predicted.pointer, count: m, width: d)
+                s.atty.gather(into: r.atty, A, rows: predicted.pointer, count: m, width: a)
             }
             let branch = A + acts.branch, k = r.count
-            Linear.forward(out: branch, x: r.atty, weight: P + w.attnProjWeight, bias: P + w.attnProjBias,
+            Linear.forward(out: branch, x: r.atty.operand(A), weight: W[w.attnProjWeight], bias: P + w.attnProjBias,
                            rows: k, inFeatures: a, outFeatures: d)
             dropouts.addResidual(out: A + s.residual1, x: r.input, branch: branch, count: k * d, site: 2 + 3 * l)
-            LayerNorm.forward(out: A + s.hidden, mean: A + s.ln1Mean, rstd: A + s.ln1Rstd, x: A + s.residual1,
+            LayerNorm.forward(out: s.hidden.output(A), mean: A + s.ln1Mean, rstd: A + s.ln1Rstd, x: A + s.residual1,
                               weight: P + w.ln1Weight, bias: P + w.ln1Bias, rows: k, width: d, epsilon: eps, affine: affine)
-            Linear.forward(out: A + s.fcPre, x: A + s.hidden, weight: P + w.fcWeight, bias: P + w.fcBias,
+            Linear.forward(out: A + s.fcPre, x: s.hidden.operand(A), weight: W[w.fcWeight], bias: P + w.fcBias,
                            rows: k, inFeatures: d, outFeatures: f)
-            ErfGELU.forward(out: A + s.fcPost, x: A + s.fcPre, count: k * f)
-            Linear.forward(out: branch, x: A + s.fcPost, weight: P + w.fcProjWeight, bias: P + w.fcProjBias,
+            ErfGELU.forward(out: s.fcPost.output(A), x: A + s.fcPre, count: k * f)
+            Linear.forward(out: branch, x: s.fcPost.operand(A), weight: W[w.fcProjWeight], bias: P + w.fcProjBias,
                            rows: k, inFeatures: f, outFeatures: d)
-            dropouts.addResidual(out: A + s.residual2, x: A + s.hidden, branch: branch, count: k * d, site: 3 + 3 * l)
-            LayerNorm.forward(out: A + acts.output[l + 1], mean: A + s.ln2Mean, rstd: A + s.ln2Rstd, x: A + s.residual2,
+            dropouts.addResidual(out: A + s.residual2, x: s.hidden.floats(A), branch: branch, count: k * d, site: 3 + 3 * l)
+            LayerNorm.forward(out: acts.output[l + 1].output(A), mean: A + s.ln2Mean, rstd: A + s.ln2Rstd, x: A + s.residual2,
                               weight: P + w.ln2Weight, bias: P + w.ln2Bias, rows: k, width: d, epsilon: eps, affine: affine)
         }
     }
@@ -190,6 +186,7 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         guard let acts, lastHadTargets else { preconditionFailure("backward without a forward pass with targets") }
         let c = config, m = predictedCount, d = c.width, v = c.vocab
         let P = parameters.pointer, G = gradients.pointer, A = actBuffer.pointer
+        let W = weights(refreshing: false)
         let affine = c.normalization == .affine
         let dOutput = A + acts.dOutput, dResidual = A + acts.dResidual, branch = A + acts.branch
 
@@ -202,16 +199,16 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
                                   rows: m, vocab: v, scale: m > 0 ? 1 / Float(m) : 0)
         }
         Linear.backward(dx: dResidual, dweight: G + layout.tokenEmbedding, dbias: G + layout.outputBias,
-                        dout: A + acts.logits, x: A + acts.headNorm, weight: P + layout.tokenEmbedding,
-                        rows: m, inFeatures: d, outFeatures: v)
+                        dout: A + acts.logits, x: acts.headNorm.operand(A), weight: W[layout.tokenEmbedding],
+                        rows: m, inFeatures: d, outFeatures: v, doutCopy: precision == .bf16 ? .inPlace : .none)
         branch.update(repeating: 0, count: m * d)
         LayerNorm.backward(dx: branch, dweight: G + layout.headNormWeight, dbias: G + layout.headNormBias,
                            dout: dResidual, x: A + acts.headPost, weight: P + layout.headNormWeight,
                            mean: A + acts.headMean, rstd: A + acts.headRstd, rows: m, width: d, affine: affine)
         ErfGELU.backward(dx: branch, dout: branch, x: A + acts.headPre, count: m * d)
         Linear.backward(dx: dOutput, dweight: G + layout.headDenseWeight, dbias: G + layout.headDenseBias,
-                        dout: branch, x: A + acts.output[c.layers], weight: P + layout.headDenseWeight,
-                        rows: m, inFeatures: d, outFeatures: d)
+                        dout: branch, x: acts.output[c.layers].operand(A), weight: W[layout.headDenseWeight],
+                        rows: m, inFeatures: d, outFeatures: d, doutCopy: .scratch(acts.block.doutCopy, in: A))
         observer?.gradientsFinal(layout.headDenseWeight..<layout.parameterCount)  // [gradient observer]
         backwardEncoder(observer: observer)
         lastHadTargets = false  // the logits now hold gradients
@@ -224,9 +221,10 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         let c = config, b = lastBatch, t = lastSeq, n = b * t
         let d = c.width, a = c.attentionWidth, f = c.ffn
         let P = parameters.pointer, G = gradients.pointer, A = actBuffer.pointer
+        let W = weights(refreshing: false), copy = Linear.GradientCopy.scratch(acts.block.doutCopy, in: A)
         let affine = c.normalization == .affine
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
-        let scratch = A + acts.attentionScratch
+        let scratch = A + acts.block.attentionScratch
         let dOutput = A + acts.dOutput, dResidual = A + acts.dResidual
         for l in stride(from: c.layers - 1, through: 0, by: -1) {
             let w = layout.blocks[l], s = acts.layers[l]
@@ -237,13 +235,14 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
                                x: A + s.residual2, weight: P + w.ln2Weight, mean: A + s.ln2Mean, rstd: A + s.ln2Rstd,
                                rows: k, width: d, affine: affine)
             var dBranch = dropouts.branchGradient(dResidual, count: k * d, site: 3 + 3 * l)
-            Linear.backward(dx: A + acts.dFC, dweight: G + w.fcProjWeight, dbias: G + w.fcProjBias, dout: dBranch,
-                            x: A + s.fcPost, weight: P + w.fcProjWeight, rows: k, inFeatures: f, outFeatures: d)
-            ErfGELU.backward(dx: A + acts.dFC, dout: A + acts.dFC, x: A + s.fcPre, count: k * f)
+            Linear.backward(dx: A + acts.block.dFC, dweight: G + w.fcProjWeight, dbias: G + w.fcProjBias, dout: dBranch,
+                            x: s.fcPost.operand(A), weight: W[w.fcProjWeight], rows: k, inFeatures: f, outFeatures: d,
+                            doutCopy: copy)
+            ErfGELU.backward(dx: A + acts.block.dFC, dout: A + acts.block.dFC, x: A + s.fcPre, count: k * f)
             // dResidual becomes d(hidden): the skip path plus the MLP's input gradient.
-            Linear.backward(dx: dResidual, dweight: G + w.fcWeight, dbias: G + w.fcBias, dout: A + acts.dFC,
-                            x: A + s.hidden, weight: P + w.fcWeight, rows: k, inFeatures: d, outFeatures: f,
-                            accumulateInput: true)
+            Linear.backward(dx: dResidual, dweight: G + w.fcWeight, dbias: G + w.fcBias, dout: A + acts.block.dFC,
+                            x: s.hidden.operand(A), weight: W[w.fcWeight], rows: k, inFeatures: d, outFeatures: f,
+                            accumulateInput: true, doutCopy: copy)
             // hidden = ln1(residual1), residual1 = x + dropout(proj(attention(qkv(x))))
             dOutput.update(repeating: 0, count: k * d)
             LayerNorm.backward(dx: dOutput, dweight: G + w.ln1Weight, dbias: G + w.ln1Bias, dout: dResidual,
@@ -252,22 +251,23 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
             dBranch = dropouts.branchGradient(dOutput, count: k * d, site: 2 + 3 * l)
             // A pruned block's row gradients go back to every position: d(atty) through the
             // (free) dQKV scratch, d(x) through dResidual; both are zero at the other rows.
-            let dAttyRows = k < n ? A + acts.dQKV : A + acts.dAtty
+            let dAttyRows = k < n ? A + acts.block.dQKV : A + acts.block.dAtty
             Linear.backward(dx: dAttyRows, dweight: G + w.attnProjWeight, dbias: G + w.attnProjBias, dout: dBranch,
-                            x: r.atty, weight: P + w.attnProjWeight, rows: k, inFeatures: a, outFeatures: d)
+                            x: r.atty.operand(A), weight: W[w.attnProjWeight], rows: k, inFeatures: a, outFeatures: d,
+                            doutCopy: copy)
             if k < n {
-                (A + acts.dAtty).update(repeating: 0, count: n * a)
-                RowGather.backward(dx: A + acts.dAtty, dout: dAttyRows, rows: predicted.pointer, count: k, width: a)
+                (A + acts.block.dAtty).update(repeating: 0, count: n * a)
+                RowGather.backward(dx: A + acts.block.dAtty, dout: dAttyRows, rows: predicted.pointer, count: k, width: a)
                 dResidual.update(from: dOutput, count: k * d)
                 dOutput.update(repeating: 0, count: n * d)
                 RowGather.backward(dx: dOutput, dout: dResidual, rows: predicted.pointer, count: k, width: d)
             }
-            BidirectionalAttention.backward(dqkv: A + acts.dQKV, dout: A + acts.dAtty, qkv: A + s.qkv, att: A + s.att,
-                                            shape: shape, dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
+            Attention.backward(dqkv: A + acts.block.dQKV, dout: A + acts.block.dAtty, qkv: s.qkv.operand(A), att: A + s.att,
+                               shape: shape, mask: .keys(nil), dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
             // dOutput becomes d(x), the gradient of the previous block's output.
-            Linear.backward(dx: dOutput, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.dQKV,
-                            x: A + acts.output[l], weight: P + w.qkvWeight, rows: n, inFeatures: d, outFeatures: 3 * a,
-                            accumulateInput: true)
+            Linear.backward(dx: dOutput, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.block.dQKV,
+                            x: acts.output[l].operand(A), weight: W[w.qkvWeight], rows: n, inFeatures: d, outFeatures: 3 * a,
+                            accumulateInput: true, doutCopy: copy)
             // [gradient observer] block l's parameters end where block l + 1's (or the head's) begin.
             observer?.gradientsFinal(w.qkvWeight..<(l + 1 < c.layers ? layout.blocks[l + 1].qkvWeight : layout.headDenseWeight))
         }
@@ -283,13 +283,14 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
     /// The rows block l's per-position part (after attention) runs on, and where its inputs are:
     /// every position, or for the last block of a pass that predicts fewer rows (training), just
     /// the predicted rows, gathered (its other outputs would never be read).
-    private func rows(ofBlock l: Int) -> (count: Int, input: UnsafeMutablePointer<Float>, atty: UnsafeMutablePointer<Float>) {
+    private func rows(ofBlock l: Int) -> (count: Int, input: UnsafeMutablePointer<Float>, atty: OperandSlot) {
         let A = actBuffer.pointer, acts = self.acts!
         if lastPruned && l == config.layers - 1 {
-            return (predictedCount, A + acts.prunedInput, A + acts.prunedAtty)
+            return (predictedCount, A + acts.prunedInput, acts.prunedAtty)
         }
-        return (lastBatch * lastSeq, A + acts.output[l], A + acts.layers[l].atty)
+        return (lastBatch * lastSeq, acts.output[l].floats(A), acts.layers[l].atty)
     }
+
 
     // MARK: helpers
 

@@ -70,75 +70,77 @@ public struct BERTLayout: ModelLayout {
 /// Where every activation of one BERT forward pass lives, for B sequences of length T (N = B T).
 /// The head buffers have N rows: the head runs on the M <= N predicted positions, and so does the
 /// last block after its attention when M < N (its per-position buffers then hold M rows).
+/// Under bf16 what only products read (qkv, attention output, GELU output, the head's norm) is
+/// kept as bf16 alone, and what both products and float32 kernels read (block outputs, ln1's
+/// output) in both (`OperandSlot`).
 public struct BERTActivations {
     struct Layer {
-        var qkv: Int                        // (N, 3A)
+        var qkv: OperandSlot                // (N, 3A); under bf16 the bf16 copy attention makes
         var att: Int                        // (B, H, T, T) softmax probabilities
-        var atty: Int                       // (N, A) attention output before projection
+        var atty: OperandSlot               // (N, A) attention output before projection
         var residual1: Int                  // (N, D) x + attention branch: the input of ln1
         var ln1Mean, ln1Rstd: Int           // (N), (N)
-        var hidden: Int                     // (N, D) ln1's output
-        var fcPre, fcPost: Int              // (N, F) before and after GELU
+        var hidden: OperandSlot             // (N, D) ln1's output
+        var fcPre: Int                      // (N, F) before GELU
+        var fcPost: OperandSlot             // (N, F) after GELU
         var residual2: Int                  // (N, D) hidden + MLP branch: the input of ln2
         var ln2Mean, ln2Rstd: Int           // (N), (N)
     }
 
-    public let batch: Int, seq: Int, threads: Int
+    public let batch: Int, seq: Int, threads: Int, precision: Precision
     let embeddingSum: Int                   // (N, D) wte[token] + wpe[position]
     let embeddingMean, embeddingRstd: Int   // (N), (N)
     /// output[0] is the (dropped-out) embedding norm's output; output[l + 1] block l's (its ln2). (N, D)
     /// When the last block is pruned, output[L] holds its M predicted rows, in order.
-    let output: [Int]
+    let output: [OperandSlot]
     let layers: [Layer]
     let keyMask: Int                        // (N) 1 = a real token, 0 = padding
     /// The last block's input and attention output at the predicted rows, when it runs only there.
     let prunedInput: Int                    // (N, D)
-    let prunedAtty: Int                     // (N, A)
+    let prunedAtty: OperandSlot             // (N, A)
     // MLM head on the predicted rows (the first M rows of output[L]).
     let headPre, headPost: Int              // (N, D) dense output before and after GELU
-    let headNorm, headMean, headRstd: Int   // (N, D), (N), (N)
-    public let logits: Int                         // (N, V); overwritten by dlogits in backward
+    let headNorm: OperandSlot               // (N, D) read by the output projection
+    let headMean, headRstd: Int             // (N), (N)
+    public let logits: Int                  // (N, V); overwritten by dlogits in backward
     let logSumExp, losses: Int              // (N), (N)
     // Scratch shared across layers.
-    public let branch: Int                         // (N, D) a branch output, or its gradient
+    public let branch: Int                  // (N, D) a branch output, or its gradient
     let dOutput: Int                        // (N, D) gradient of a block's output
     let dResidual: Int                      // (N, D) gradient of a norm's input
-    let dQKV: Int                           // (N, 3A)
-    let dAtty: Int                          // (N, A)
-    let dFC: Int                            // (N, F)
-    let attentionScratch: Int               // (threads, 2, T, T)
+    let block: BlockScratch
     public let count: Int
 
-    public init(config c: ModelConfig, batch b: Int, seq t: Int, threads: Int) {
+    public init(config c: ModelConfig, batch b: Int, seq t: Int, threads: Int, precision: Precision) {
         let n = b * t, d = c.width, a = c.attentionWidth, f = c.ffn
-        batch = b; seq = t; self.threads = threads
+        batch = b; seq = t; self.threads = threads; self.precision = precision
         var carve = Carver()
         embeddingSum = carve.take("embedding.sum", [n, d])
         embeddingMean = carve.take("embedding.mean", [n])
         embeddingRstd = carve.take("embedding.rstd", [n])
-        var output = [carve.take("output.0", [n, d])]
+        var output = [carve.takeOperand("output.0", [n, d], precision: precision, keepFloat: true)]
         var layers: [Layer] = []
         for l in 0..<c.layers {
             layers.append(Layer(
-                qkv: carve.take("qkv", [n, 3 * a]),
+                qkv: carve.takeOperand("qkv", [n, 3 * a], precision: precision),
                 att: carve.take("att", [b, c.heads, t, t]),
-                atty: carve.take("atty", [n, a]),
+                atty: carve.takeOperand("atty", [n, a], precision: precision),
                 residual1: carve.take("residual1", [n, d]),
                 ln1Mean: carve.take("ln1.mean", [n]), ln1Rstd: carve.take("ln1.rstd", [n]),
-                hidden: carve.take("hidden", [n, d]),
-                fcPre: carve.take("fc.pre", [n, f]), fcPost: carve.take("fc.post", [n, f]),
+                hidden: carve.takeOperand("hidden", [n, d], precision: precision, keepFloat: true),
+                fcPre: carve.take("fc.pre", [n, f]), fcPost: carve.takeOperand("fc.post", [n, f], precision: precision),
                 residual2: carve.take("residual2", [n, d]),
                 ln2Mean: carve.take("ln2.mean", [n]), ln2Rstd: carve.take("ln2.rstd", [n])))
-            output.append(carve.take("output.\(l + 1)", [n, d]))
+            output.append(carve.takeOperand("output.\(l + 1)", [n, d], precision: precision, keepFloat: true))
         }
         self.output = output
         self.layers = layers
         keyMask = carve.take("key.mask", [n])
         prunedInput = carve.take("pruned.input", [n, d])
-        prunedAtty = carve.take("pruned.atty", [n, a])
+        prunedAtty = carve.takeOperand("pruned.atty", [n, a], precision: precision)
         headPre = carve.take("head.pre", [n, d])
         headPost = carve.take("head.post", [n, d])
-        headNorm = carve.take("head.norm", [n, d])
+        headNorm = carve.takeOperand("head.norm", [n, d], precision: precision)
         headMean = carve.take("head.mean", [n])
         headRstd = carve.take("head.rstd", [n])
         logits = carve.take("logits", [n, c.vocab])
@@ -147,10 +149,7 @@ public struct BERTActivations {
         branch = carve.take("branch", [n, d])
         dOutput = carve.take("doutput", [n, d])
         dResidual = carve.take("dresidual", [n, d])
-        dQKV = carve.take("dqkv", [n, 3 * a])
-        dAtty = carve.take("datty", [n, a])
-        dFC = carve.take("dfc", [n, f])
-        attentionScratch = carve.take("attention.scratch", [threads, 2, t, t])
+        block = BlockScratch(carving: &carve, rows: n, config: c, seq: t, threads: threads, precision: precision)
         count = carve.count
     }
 }

@@ -8,11 +8,12 @@ import Tensors
 /// initialization and activation memory are `TransformerModel`'s. `forward` saves what
 /// `backward` needs in one activation buffer sized for the batch shape (reallocated only when the
 /// shape grows). `backward` adds into `gradients`: call `zeroGradients()` before a micro-batch.
+/// Under `precision` bf16 the products read the bf16 weight copy and bf16 activations
+/// (docs/ARCHITECTURE.md, "bf16").
 public final class GPT: TransformerModel<GPTLayout, GPTActivations>, ArchitectureModel {
     private var targets = Buffer<Int32>(count: 0)
     /// Shape and loss bookkeeping of the last forward pass.
-    private var lastBatch = 0, lastSeq = 0, lastCounted = 0
-    private var lastHadTargets = false
+    private var lastCounted = 0
     /// The mean loss of the last forward pass with targets, in Float64 (summed over rows in order).
     public private(set) var lastLoss: Double = 0
 
@@ -25,21 +26,18 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
         tokens inputTokens: UnsafePointer<Int32>, targets inputTargets: UnsafePointer<Int32>?,
         batch b: Int, seq t: Int, dropoutSeed: UInt64?
     ) -> Float {
-        precondition(t >= 1 && t <= config.context, "sequence length \(t) outside 1...\(config.context)")
         let c = config, n = b * t, d = c.width, a = c.attentionWidth, f = c.ffn, v = c.vocab
-        prepare(batch: b, seq: t)
-        let acts = self.acts!
+        let acts = beginPass(batch: b, seq: t, hasTargets: inputTargets != nil, dropoutSeed: dropoutSeed)
         tokens.pointer.update(from: inputTokens, count: n)
         if let inputTargets { targets.pointer.update(from: inputTargets, count: n) }
         for i in 0..<n where inputTokens[i] < 0 || Int(inputTokens[i]) >= v {
             preconditionFailure("token id \(inputTokens[i]) at position \(i) outside vocabulary 0..<\(v)")
         }
-        lastBatch = b; lastSeq = t; lastHadTargets = inputTargets != nil
-        lastDropoutSeed = c.dropout > 0 ? dropoutSeed : nil
 
         let P = parameters.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
+        let W = weights(refreshing: true)
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
-        let scratch = A + acts.attentionScratch
+        let scratch = A + acts.block.attentionScratch
 
         Embedding.forward(out: A + acts.residual[0], tokens: tokens.pointer, wte: P + layout.tokenEmbedding,
                           wpe: P + layout.positionEmbedding, batch: b, seq: t, width: d)
@@ -48,33 +46,36 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
         for (l, w) in layout.blocks.enumerated() {
             let s = acts.layers[l]
             let x = A + acts.residual[l], branch = A + acts.branch
-            LayerNorm.forward(out: A + s.ln1, mean: A + s.ln1Mean, rstd: A + s.ln1Rstd, x: x,
+            LayerNorm.forward(out: s.ln1.output(A), mean: A + s.ln1Mean, rstd: A + s.ln1Rstd, x: x,
                               weight: P + w.ln1Weight, bias: P + w.ln1Bias, rows: n, width: d,
                               epsilon: c.layerNormEpsilon, affine: affine)
-            Linear.forward(out: A + s.qkv, x: A + s.ln1, weight: P + w.qkvWeight, bias: P + w.qkvBias,
+            // Under bf16 the qkv product lands in float32 scratch; attention keeps its bf16 copy.
+            let qkv = A + (s.qkv.float ?? acts.block.qkvFloat!)
+            Linear.forward(out: qkv, x: s.ln1.operand(A), weight: W[w.qkvWeight], bias: P + w.qkvBias,
                            rows: n, inFeatures: d, outFeatures: 3 * a)
-            Attention.forward(out: A + s.atty, att: A + s.att, qkv: A + s.qkv, shape: shape,
-                              dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
-            Linear.forward(out: branch, x: A + s.atty, weight: P + w.attnProjWeight,
+            Attention.forward(out: s.atty.output(A), att: A + s.att, qkv: qkv, qkvCopy: s.qkv.half.map { bf16(A + $0) },
+                              shape: shape, mask: .causal, dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
+            Linear.forward(out: branch, x: s.atty.operand(A), weight: W[w.attnProjWeight],
                            bias: P + w.attnProjBias, rows: n, inFeatures: a, outFeatures: d)
             dropouts.addResidual(out: A + s.residual2, x: x, branch: branch, count: n * d, site: 2 + 3 * l)
-            LayerNorm.forward(out: A + s.ln2, mean: A + s.ln2Mean, rstd: A + s.ln2Rstd,
+            LayerNorm.forward(out: s.ln2.output(A), mean: A + s.ln2Mean, rstd: A + s.ln2Rstd,
                               x: A + s.residual2, weight: P + w.ln2Weight, bias: P + w.ln2Bias,
                               rows: n, width: d, epsilon: c.layerNormEpsilon, affine: affine)
-            Linear.forward(out: A + s.fcPre, x: A + s.ln2, weight: P + w.fcWeight, bias: P + w.fcBias,
+            Linear.forward(out: A + s.fcPre, x: s.ln2.operand(A), weight: W[w.fcWeight], bias: P + w.fcBias,
                            rows: n, inFeatures: d, outFeatures: f)
-            GELU.forward(out: A + s.fcPost, x: A + s.fcPre, count: n * f)
-            Linear.forward(out: branch, x: A + s.fcPost, weight: P + w.fcProjWeight,
+            GELU.forward(out: s.fcPost.output(A), x: A + s.fcPre, count: n * f)
+            Linear.forward(out: branch, x: s.fcPost.operand(A), weight: W[w.fcProjWeight],
                            bias: P + w.fcProjBias, rows: n, inFeatures: f, outFeatures: d)
             dropouts.addResidual(out: A + acts.residual[l + 1], x: A + s.residual2, branch: branch,
                         count: n * d, site: 3 + 3 * l)
         }
 
-        LayerNorm.forward(out: A + acts.lnf, mean: A + acts.lnfMean, rstd: A + acts.lnfRstd,
+        LayerNorm.forward(out: acts.lnf.output(A), mean: A + acts.lnfMean, rstd: A + acts.lnfRstd,
                           x: A + acts.residual[c.layers], weight: P + layout.finalNormWeight,
                           bias: P + layout.finalNormBias, rows: n, width: d, epsilon: c.layerNormEpsilon, affine: affine)
-        gemm(transA: false, transB: true, m: n, n: v, k: d, A + acts.lnf, lda: d,
-             P + layout.tokenEmbedding, ldb: d, beta: 0, A + acts.logits, ldc: v)
+        // Head: logits = lnf wte^T (tied).
+        Linear.forward(out: A + acts.logits, x: acts.lnf.operand(A), weight: W[layout.tokenEmbedding], bias: nil,
+                       rows: n, inFeatures: d, outFeatures: v)
         guard inputTargets != nil else { return 0 }
         // Per-row losses go to the (not yet used) dNorm scratch.
         let (sum, counted) = CrossEntropy.forward(
@@ -98,26 +99,31 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
         let c = config, b = lastBatch, t = lastSeq, n = b * t
         let d = c.width, a = c.attentionWidth, f = c.ffn, v = c.vocab
         let P = parameters.pointer, G = gradients.pointer, A = actBuffer.pointer
+        let W = weights(refreshing: false)
         let affine = c.normalization == .affine
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
-        let scratch = A + acts.attentionScratch
+        let scratch = A + acts.block.attentionScratch
         let dResidual = A + acts.dResidual, dNorm = A + acts.dNorm
+        // Under bf16 each layer's output gradient is converted for its products (the logits' in place).
+        let copy = Linear.GradientCopy.scratch(acts.block.doutCopy, in: A)
         // [gradient observer] The observer may take the token lookup's gradient (tied embedding).
         let tokenGradient = observer?.takeTokenEmbeddingGradient(
             tokens: tokens.pointer, count: n, rows: v, width: d, offset: layout.tokenEmbedding)
 
         // Head: logits = lnf wte^T.
+        // Under bf16 the logits' gradient is converted in place, by the cross-entropy itself.
+        var logitsCopy: Linear.GradientCopy = precision == .bf16 ? .inPlace : .none
+        let scale: Float = lastCounted > 0 ? 1 / Float(lastCounted) : 0
         if let headGradient {
             headGradient(A + acts.logits)
         } else {
-            CrossEntropy.backward(logits: A + acts.logits, logSumExp: A + acts.logSumExp,
-                                  targets: targets.pointer, rows: n, vocab: v,
-                                  scale: lastCounted > 0 ? 1 / Float(lastCounted) : 0)
+            CrossEntropy.backward(logits: A + acts.logits, logSumExp: A + acts.logSumExp, targets: targets.pointer,
+                                  rows: n, vocab: v, scale: scale, bf16InPlace: precision == .bf16)
+            if precision == .bf16 { logitsCopy = .convertedInPlace }
         }
-        gemm(transA: false, transB: false, m: n, n: d, k: v, A + acts.logits, lda: v,
-             P + layout.tokenEmbedding, ldb: d, beta: 0, dNorm, ldc: d)
-        gemm(transA: true, transB: false, m: v, n: d, k: n, A + acts.logits, lda: v,
-             A + acts.lnf, ldb: d, beta: 1, G + layout.tokenEmbedding, ldc: d)
+        Linear.backward(dx: dNorm, dweight: G + layout.tokenEmbedding, dbias: nil, dout: A + acts.logits,
+                        x: acts.lnf.operand(A), weight: W[layout.tokenEmbedding], rows: n, inFeatures: d, outFeatures: v,
+                        doutCopy: logitsCopy)
         if tokenGradient != nil { observer?.gradientsFinal(layout.tokenEmbedding..<layout.positionEmbedding) }  // [gradient observer]
         dResidual.update(repeating: 0, count: n * d)
         LayerNorm.backward(dx: dResidual, dweight: G + layout.finalNormWeight, dbias: G + layout.finalNormBias,
@@ -129,24 +135,26 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
             let w = layout.blocks[l], s = acts.layers[l]
             // MLP branch: residual[l+1] = residual2 + dropout(fcProj(gelu(fc(ln2(residual2)))))
             var dBranch = dropouts.branchGradient(dResidual, count: n * d, site: 3 + 3 * l)
-            Linear.backward(dx: A + acts.dFC, dweight: G + w.fcProjWeight, dbias: G + w.fcProjBias,
-                            dout: dBranch, x: A + s.fcPost, weight: P + w.fcProjWeight,
-                            rows: n, inFeatures: f, outFeatures: d)
-            GELU.backward(dx: A + acts.dFC, dout: A + acts.dFC, x: A + s.fcPre, count: n * f)
-            Linear.backward(dx: dNorm, dweight: G + w.fcWeight, dbias: G + w.fcBias, dout: A + acts.dFC,
-                            x: A + s.ln2, weight: P + w.fcWeight, rows: n, inFeatures: d, outFeatures: f)
+            Linear.backward(dx: A + acts.block.dFC, dweight: G + w.fcProjWeight, dbias: G + w.fcProjBias,
+                            dout: dBranch, x: s.fcPost.operand(A), weight: W[w.fcProjWeight],
+                            rows: n, inFeatures: f, outFeatures: d, doutCopy: copy)
+            GELU.backward(dx: A + acts.block.dFC, dout: A + acts.block.dFC, x: A + s.fcPre, count: n * f)
+            Linear.backward(dx: dNorm, dweight: G + w.fcWeight, dbias: G + w.fcBias, dout: A + acts.block.dFC,
+                            x: s.ln2.operand(A), weight: W[w.fcWeight], rows: n, inFeatures: d, outFeatures: f,
+                            doutCopy: copy)
             LayerNorm.backward(dx: dResidual, dweight: G + w.ln2Weight, dbias: G + w.ln2Bias, dout: dNorm,
                                x: A + s.residual2, weight: P + w.ln2Weight, mean: A + s.ln2Mean,
                                rstd: A + s.ln2Rstd, rows: n, width: d, affine: affine)
             // Attention branch: residual2 = residual[l] + dropout(proj(attention(qkv(ln1(residual[l])))))
             dBranch = dropouts.branchGradient(dResidual, count: n * d, site: 2 + 3 * l)
-            Linear.backward(dx: A + acts.dAtty, dweight: G + w.attnProjWeight, dbias: G + w.attnProjBias,
-                            dout: dBranch, x: A + s.atty, weight: P + w.attnProjWeight,
-                            rows: n, inFeatures: a, outFeatures: d)
-            Attention.backward(dqkv: A + acts.dQKV, dout: A + acts.dAtty, qkv: A + s.qkv, att: A + s.att,
-                               shape: shape, dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
-            Linear.backward(dx: dNorm, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.dQKV,
-                            x: A + s.ln1, weight: P + w.qkvWeight, rows: n, inFeatures: d, outFeatures: 3 * a)
+            Linear.backward(dx: A + acts.block.dAtty, dweight: G + w.attnProjWeight, dbias: G + w.attnProjBias,
+                            dout: dBranch, x: s.atty.operand(A), weight: W[w.attnProjWeight],
+                            rows: n, inFeatures: a, outFeatures: d, doutCopy: copy)
+            Attention.backward(dqkv: A + acts.block.dQKV, dout: A + acts.block.dAtty, qkv: s.qkv.operand(A), att: A + s.att,
+                               shape: shape, mask: .causal, dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
+            Linear.backward(dx: dNorm, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.block.dQKV,
+                            x: s.ln1.operand(A), weight: W[w.qkvWeight], rows: n, inFeatures: d, outFeatures: 3 * a,
+                            doutCopy: copy)
             LayerNorm.backward(dx: dResidual, dweight: G + w.ln1Weight, dbias: G + w.ln1Bias, dout: dNorm,
                                x: A + acts.residual[l], weight: P + w.ln1Weight, mean: A + s.ln1Mean,
                                rstd: A + s.ln1Rstd, rows: n, width: d, affine: affine)

@@ -38,10 +38,20 @@ public protocol LanguageModel: AnyObject {
     var logitRowTargets: UnsafePointer<Int32> { get }
     /// Floats of activation memory `forward` allocates for a batch shape.
     func activationCount(batch: Int, seq: Int) -> Int
+    /// The operands of matrix products: float32, or bf16 with float32 accumulation (mixed
+    /// precision: parameters, gradients and everything but the products' operands stay float32).
+    var precision: Precision { get set }
+    /// Under bf16, the bf16 copy of `parameters` the products read: converted by the first forward
+    /// pass after it was marked stale (`parametersChanged`), or written by `AdamW.update` itself.
+    var weightCopy: BF16Copy? { get }
 }
 
 extension LanguageModel {
     public var parameterCount: Int { parameters.count }
+
+    /// Tells the model that `parameters` were changed by something other than `AdamW.update`
+    /// (a broadcast, a load, a test), so the bf16 weight copy is converted again before use.
+    public func parametersChanged() { weightCopy?.isCurrent = false }
 
     /// Adds d(mean loss of the last forward)/d(parameters) into `gradients`.
     public func backward() { backward(headGradient: nil, observer: nil) }

@@ -59,57 +59,60 @@ public struct GPTLayout: ModelLayout {
 /// Where every activation of one forward pass lives, for a batch of B sequences of length T.
 /// Saved for backward: residual streams, norm outputs and statistics, qkv, attention
 /// probabilities, attention output, MLP pre- and post-activation, logits. Backward scratch is
-/// shared by all layers.
+/// shared by all layers. Under bf16 the activations only products read (norm outputs, qkv,
+/// attention output, GELU output) are kept as bf16 alone (`OperandSlot`).
 public struct GPTActivations {
     struct Layer {
-        var ln1, ln1Mean, ln1Rstd: Int  // (BT, D), (BT), (BT)
-        var qkv: Int                    // (BT, 3A)
+        var ln1: OperandSlot            // (BT, D) read by the qkv product
+        var ln1Mean, ln1Rstd: Int       // (BT), (BT)
+        var qkv: OperandSlot            // (BT, 3A); under bf16 the bf16 copy attention makes
         var att: Int                    // (B, H, T, T) softmax probabilities
-        var atty: Int                   // (BT, A) attention output before projection
+        var atty: OperandSlot           // (BT, A) attention output before projection
         var residual2: Int              // (BT, D) after the attention branch
-        var ln2, ln2Mean, ln2Rstd: Int  // (BT, D), (BT), (BT)
-        var fcPre, fcPost: Int          // (BT, F) before and after GELU
+        var ln2: OperandSlot            // (BT, D) read by the MLP's first product
+        var ln2Mean, ln2Rstd: Int       // (BT), (BT)
+        var fcPre: Int                  // (BT, F) before GELU
+        var fcPost: OperandSlot         // (BT, F) after GELU
     }
 
-    public let batch: Int, seq: Int, threads: Int
+    public let batch: Int, seq: Int, threads: Int, precision: Precision
+    /// Floats in the whole activation buffer.
+    public let count: Int
     /// residual[l] is the input of block l; residual[L] feeds the final norm. (BT, D) each.
     let residual: [Int]
     let layers: [Layer]
-    let lnf, lnfMean, lnfRstd: Int     // (BT, D), (BT), (BT)
-    public let logits: Int                    // (BT, V); overwritten by dlogits in backward
+    let lnf: OperandSlot               // (BT, D)
+    let lnfMean, lnfRstd: Int          // (BT), (BT)
+    public let logits: Int             // (BT, V); overwritten by dlogits in backward
     let logSumExp: Int                 // (BT)
     // Scratch shared across layers.
-    public let branch: Int                    // (BT, D) attention/MLP branch output, or its gradient
+    public let branch: Int             // (BT, D) attention/MLP branch output, or its gradient
     let dResidual: Int                 // (BT, D)
     let dNorm: Int                     // (BT, D)
-    let dQKV: Int                      // (BT, 3A)
-    let dAtty: Int                     // (BT, A)
-    let dFC: Int                       // (BT, F)
-    let attentionScratch: Int          // (threads, 2, T, T)
-    public let count: Int
+    let block: BlockScratch
 
-    public init(config c: ModelConfig, batch b: Int, seq t: Int, threads: Int) {
+    public init(config c: ModelConfig, batch b: Int, seq t: Int, threads: Int, precision: Precision) {
         let n = b * t, d = c.width, a = c.attentionWidth, f = c.ffn
-        batch = b; seq = t; self.threads = threads
+        batch = b; seq = t; self.threads = threads; self.precision = precision
         var carve = Carver()
         var residual = [carve.take("residual.0", [n, d])]
         var layers: [Layer] = []
         for l in 0..<c.layers {
             layers.append(Layer(
-                ln1: carve.take("ln1", [n, d]), ln1Mean: carve.take("ln1.mean", [n]),
+                ln1: carve.takeOperand("ln1", [n, d], precision: precision), ln1Mean: carve.take("ln1.mean", [n]),
                 ln1Rstd: carve.take("ln1.rstd", [n]),
-                qkv: carve.take("qkv", [n, 3 * a]),
+                qkv: carve.takeOperand("qkv", [n, 3 * a], precision: precision),
                 att: carve.take("att", [b, c.heads, t, t]),
-                atty: carve.take("atty", [n, a]),
+                atty: carve.takeOperand("atty", [n, a], precision: precision),
                 residual2: carve.take("residual2", [n, d]),
-                ln2: carve.take("ln2", [n, d]), ln2Mean: carve.take("ln2.mean", [n]),
+                ln2: carve.takeOperand("ln2", [n, d], precision: precision), ln2Mean: carve.take("ln2.mean", [n]),
                 ln2Rstd: carve.take("ln2.rstd", [n]),
-                fcPre: carve.take("fc.pre", [n, f]), fcPost: carve.take("fc.post", [n, f])))
+                fcPre: carve.take("fc.pre", [n, f]), fcPost: carve.takeOperand("fc.post", [n, f], precision: precision)))
             residual.append(carve.take("residual.\(l + 1)", [n, d]))
         }
         self.residual = residual
         self.layers = layers
-        lnf = carve.take("lnf", [n, d])
+        lnf = carve.takeOperand("lnf", [n, d], precision: precision)
         lnfMean = carve.take("lnf.mean", [n])
         lnfRstd = carve.take("lnf.rstd", [n])
         logits = carve.take("logits", [n, c.vocab])
@@ -117,10 +120,7 @@ public struct GPTActivations {
         branch = carve.take("branch", [n, d])
         dResidual = carve.take("dresidual", [n, d])
         dNorm = carve.take("dnorm", [n, d])
-        dQKV = carve.take("dqkv", [n, 3 * a])
-        dAtty = carve.take("datty", [n, a])
-        dFC = carve.take("dfc", [n, f])
-        attentionScratch = carve.take("attention.scratch", [threads, 2, t, t])
+        block = BlockScratch(carving: &carve, rows: n, config: c, seq: t, threads: threads, precision: precision)
         count = carve.count
     }
 }

@@ -120,3 +120,26 @@ struct Carver {
         return spec.offset
     }
 }
+
+/// The scratch every block reuses in turn (one set for all layers, carved after the saved
+/// activations): the gradients of a block's products, and under bf16 the float32 qkv product
+/// before attention converts it and the bf16 copy of an output gradient the backward products read.
+struct BlockScratch {
+    let dQKV: Int                   // (rows, 3A)
+    let dAtty: Int                  // (rows, A)
+    let dFC: Int                    // (rows, F)
+    let qkvFloat: Int?              // (rows, 3A), bf16 only
+    let doutCopy: Int?              // (rows, max(3A, F, D)) bf16 values, bf16 only
+    let attentionScratch: Int       // (threads, Attention.scratchPerThread)
+
+    init(carving carve: inout Carver, rows n: Int, config c: ModelConfig, seq t: Int, threads: Int, precision: Precision) {
+        let a = c.attentionWidth, f = c.ffn
+        dQKV = carve.take("dqkv", [n, 3 * a])
+        dAtty = carve.take("datty", [n, a])
+        dFC = carve.take("dfc", [n, f])
+        qkvFloat = precision == .bf16 ? carve.take("qkv.float", [n, 3 * a]) : nil
+        doutCopy = precision == .bf16 ? carve.takeHalves("dout.bf16", n * max(3 * a, f, c.width)) : nil
+        attentionScratch = carve.take("attention.scratch",
+                                      [threads, Attention.scratchPerThread(seq: t, headDim: c.headDim, precision: precision)])
+    }
+}

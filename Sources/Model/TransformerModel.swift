@@ -26,10 +26,12 @@ public protocol ArchitectureModel: LanguageModel {
 /// `BERTActivations`): offsets into one buffer of `count` floats. Public only because GPT and
 /// BERT name their carving in their superclass; the other offsets stay internal.
 public protocol ActivationCarving {
-    init(config: ModelConfig, batch: Int, seq: Int, threads: Int)
+    init(config: ModelConfig, batch: Int, seq: Int, threads: Int, precision: Precision)
     var batch: Int { get }
     var seq: Int { get }
     var threads: Int { get }
+    /// Under bf16 the activations only products read are carved as bf16 (`OperandSlot`).
+    var precision: Precision { get }
     var count: Int { get }
     /// The logits, overwritten by their gradient in backward.
     var logits: Int { get }
@@ -56,6 +58,23 @@ public class TransformerModel<Layout: ModelLayout, Activations: ActivationCarvin
     final var tokens = Buffer<Int32>(count: 0)
     /// What keys the last pass's dropout masks (nil: no dropout).
     final var lastDropoutSeed: UInt64?
+    /// The batch shape of the last pass, and whether it had targets (what backward needs).
+    final var lastBatch = 0, lastSeq = 0
+    final var lastHadTargets = false
+
+    /// The operands of matrix products: float32, or bf16 with the weights read from `weightCopy`
+    /// (mixed precision; docs/ARCHITECTURE.md, "bf16").
+    public final var precision: Precision = .fp32 {
+        didSet { weightCopy = BF16Copy.matching(precision, weightCopy, count: parameters.count) }
+    }
+    /// Under bf16, the weights as the products read them.
+    public final private(set) var weightCopy: BF16Copy?
+
+    /// The weights as this pass's products read them; a forward pass first converts a stale copy.
+    final func weights(refreshing: Bool) -> WeightOperands {
+        if refreshing { weightCopy?.refresh(from: parameters) }
+        return WeightOperands(parameters: parameters.pointer, copy: weightCopy?.pointer)
+    }
 
     public static func layout(for config: ModelConfig) -> any ModelLayout { Layout(config: config) }
 
@@ -102,13 +121,23 @@ public class TransformerModel<Layout: ModelLayout, Activations: ActivationCarvin
 
     /// Floats of activation memory for a batch shape (what `forward` allocates).
     public final func activationCount(batch: Int, seq: Int) -> Int {
-        Activations(config: config, batch: batch, seq: seq, threads: Parallel.threads).count
+        Activations(config: config, batch: batch, seq: seq, threads: Parallel.threads, precision: precision).count
     }
 
     /// Allocates activations for (b, t) if the current ones are too small or a different shape.
+    /// Starts a pass over B sequences of T tokens: checks T against the context, carves the
+    /// activations for the shape and records what backward and dropout need; returns the carving.
+    final func beginPass(batch b: Int, seq t: Int, hasTargets: Bool, dropoutSeed: UInt64?) -> Activations {
+        precondition(t >= 1 && t <= config.context, "sequence length \(t) outside 1...\(config.context)")
+        prepare(batch: b, seq: t)
+        lastBatch = b; lastSeq = t; lastHadTargets = hasTargets
+        lastDropoutSeed = config.dropout > 0 ? dropoutSeed : nil
+        return acts!
+    }
+
     final func prepare(batch b: Int, seq t: Int) {
-        if let acts, acts.batch == b, acts.seq == t, acts.threads >= Parallel.threads { return }
-        let fresh = Activations(config: config, batch: b, seq: t, threads: Parallel.threads)
+        if let acts, acts.batch == b, acts.seq == t, acts.threads >= Parallel.threads, acts.precision == precision { return }
+        let fresh = Activations(config: config, batch: b, seq: t, threads: Parallel.threads, precision: precision)
         actBuffer = FloatBuffer(count: fresh.count)
         tokens = Buffer<Int32>(count: b * t)
         allocatePositionBuffers(b * t)

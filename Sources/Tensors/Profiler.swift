@@ -1,22 +1,28 @@
 import Dispatch
 
 /// Where a training step spends its time, for `elle bench`. Off by default; when on, the few
-/// instrumented entry points (`gemm`, attention, the optimizer) add their wall time to a phase.
-/// Everything else in a step is elementwise work (norms, GELU, residuals, cross-entropy, bias
-/// and embedding gradients), reported as the remainder. Only the coordinating thread records.
+/// instrumented entry points (`gemm`, attention, the optimizer, the conversion passes of mixed
+/// precision) add their wall time to a phase. Everything else in a step is elementwise work
+/// (norms, GELU, residuals, cross-entropy, bias and embedding gradients), reported as the
+/// remainder. Conversions fused into the kernel that produces the values (a norm writing bf16)
+/// count in that kernel's phase; `conversion` is the passes that only convert. Only the
+/// coordinating thread records.
 public enum Profiler {
     public enum Phase: Int, CaseIterable, Sendable {
-        case gemm, attention, optimizer
-        public var name: String { ["gemm", "attention", "optimizer"][rawValue] }
+        case gemm, attention, optimizer, conversion
+        public var name: String { ["gemm", "attention", "optimizer", "conversion"][rawValue] }
     }
 
     /// A matrix product as `gemm` saw it.
     public struct GemmShape: Hashable, Sendable {
         public var transA, transB: Bool
         public var m, n, k: Int
+        /// The operands' precision.
+        public var precision: Precision
         public var flops: Double { 2 * Double(m) * Double(n) * Double(k) }
-        public init(transA: Bool, transB: Bool, m: Int, n: Int, k: Int) {
+        public init(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, precision: Precision = .fp32) {
             self.transA = transA; self.transB = transB; self.m = m; self.n = n; self.k = k
+            self.precision = precision
         }
     }
 

@@ -71,8 +71,8 @@ public func expVec(_ x: Vec) -> Vec {
     return er * scale
 }
 
-/// tanh(x) = 1 - 2 / (exp(2x) + 1); saturates correctly at both ends.
-@inlinable @inline(__always)
+/// tanh(x) = 1 - 2 / (exp(2x) + 1); saturates correctly at both ends. `@_transparent` as `expVec`.
+@_transparent
 public func tanhVec(_ x: Vec) -> Vec {
     let e = expVec(x + x)
     return Vec(repeating: 1) - Vec(repeating: 2) / (e + Vec(repeating: 1))

@@ -46,11 +46,25 @@ public final class AdamW {
     }
 
     /// One update: p = p (1 - lr wd) - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
-    public func update(parameters: FloatBuffer, gradients: FloatBuffer, learningRate lr: Float) {
-        Profiler.measure(.optimizer) { apply(parameters: parameters, gradients: gradients, learningRate: lr) }
+    /// With `weightCopy` (mixed precision), the same pass writes the new parameters' bf16 values
+    /// there: the one conversion of the weights per update.
+    public func update(parameters: FloatBuffer, gradients: FloatBuffer, learningRate lr: Float, weightCopy: BF16Copy? = nil) {
+        Profiler.measure(.optimizer) {
+            apply(parameters: parameters, gradients: gradients, learningRate: lr, copy: weightCopy?.pointer)
+        }
+        weightCopy?.isCurrent = true
     }
 
-    private func apply(parameters: FloatBuffer, gradients: FloatBuffer, learningRate lr: Float) {
+    private func apply(parameters: FloatBuffer, gradients: FloatBuffer, learningRate lr: Float, copy: UnsafeMutablePointer<BF16>?) {
+        if let copy {
+            precondition(tensors.last.map { $0.offset + $0.count } == parameters.count, "the bf16 copy must cover every parameter")
+            apply(parameters: parameters, gradients: gradients, learningRate: lr, copy: BF16Sink(copy))
+        } else {
+            apply(parameters: parameters, gradients: gradients, learningRate: lr, copy: NoSink())
+        }
+    }
+
+    private func apply<Sink: VectorSink>(parameters: FloatBuffer, gradients: FloatBuffer, learningRate lr: Float, copy C: Sink) {
         step += 1
         let s = settings
         let t = Double(step)
@@ -77,8 +91,10 @@ public final class AdamW {
                     p = (p * keepV) - stepV * mv / denom
                     if k == vecWidth {
                         storeVec(mv, M + i); storeVec(vv, V + i); storeVec(p, P + i)
+                        C.store(p, at: i)
                     } else {
                         storePartial(mv, M + i, k); storePartial(vv, V + i, k); storePartial(p, P + i, k)
+                        C.storePartial(p, at: i, count: k)
                     }
                 }
                 var i = base + r.lowerBound

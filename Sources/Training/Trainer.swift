@@ -112,6 +112,7 @@ public final class Trainer {
             resplit = "the checkpoint's \(state.worldSize) rank(s) x \(requested.accumulation) micro-batch(es) of \(options.batch) sequences now run as \(communicator.size) rank(s) x \(options.accumulation)"
         }
         try options.validate(model: model.config)
+        model.precision = options.matrixPrecision
         self.model = model
         self.options = options
         self.communicator = communicator
@@ -169,6 +170,7 @@ public final class Trainer {
                    ("resume.step", "\(step)"), ("resume.optimizerStep", "\(optimizer.step)")]
         try communicator.verifySameFields(fields, what: "run configuration")
         try communicator.broadcast(model.parameters, label: "parameter broadcast from rank 0")
+        model.parametersChanged()
         if resuming {
             try communicator.broadcast(optimizer.m, label: "Adam first-moment broadcast from rank 0")
             try communicator.broadcast(optimizer.v, label: "Adam second-moment broadcast from rank 0")
@@ -260,7 +262,7 @@ public final class Trainer {
         }
         if G > 1 { scaleInPlace(gradients.pointer, 1 / Float(G), count: gradients.count) }
         let norm = clipGradients(gradients, maxNorm: options.clip)
-        optimizer.update(parameters: model.parameters, gradients: gradients, learningRate: lr)
+        optimizer.update(parameters: model.parameters, gradients: gradients, learningRate: lr, weightCopy: model.weightCopy)
         step += 1
         let tokens = b * t * G
         tokensSeen += tokens
@@ -279,6 +281,7 @@ public final class Trainer {
     public func reconfigure(options newOptions: TrainingOptions, freshOptimizer: Bool) throws {
         try newOptions.validate(model: model.config)
         options = newOptions
+        model.precision = options.matrixPrecision
         inputs = Buffer(count: options.batch * options.seq)
         targets = Buffer(count: options.batch * options.seq)
         windows = Buffer(count: options.batch)
@@ -300,6 +303,7 @@ public final class Trainer {
                                              moments: (optimizer.m, optimizer.v), plan: plan,
                                              communicator: communicator, what: "after update \(step)")
         let grownModel = try makeModel(config: grown.config, parameters: grown.parameters)
+        grownModel.precision = options.matrixPrecision
         let tensors = grownModel.tensors
         optimizer = grown.moments.map { AdamW(tensors: tensors, settings: options.adam, m: $0.m, v: $0.v, step: optimizer.step) }
             ?? AdamW(tensors: tensors, count: grownModel.parameterCount, settings: options.adam)

@@ -1,6 +1,7 @@
 import Corpus
 import Foundation
 import Model
+import Tensors
 
 /// How a plain training run proceeds. Saved in every checkpoint so `--resume` continues with
 /// exactly the same settings.
@@ -51,6 +52,12 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     public var maskedLM: MaskedLM?
     /// Knowledge inheritance from a teacher (docs/KI.md), or nil.
     public var distillation: DistillationOptions?
+    /// The operands of the model's matrix products (`--precision`); nil is fp32 (checkpoints from
+    /// before bf16 have no such field). Saved in checkpoints and compared across ranks, so a run
+    /// resumes, and all its ranks compute, in one precision.
+    public var precision: Precision?
+    /// `precision`, fp32 when unset.
+    public var matrixPrecision: Precision { precision ?? .fp32 }
     /// The run's TensorBoard folder (rank 0 writes event files there), or nil; kept so a resumed
     /// run goes on writing there.
     public var tensorboard: String?

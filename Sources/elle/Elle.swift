@@ -1,5 +1,6 @@
 import ArgumentParser
 import Model
+import Tensors
 
 @main
 struct Elle: ParsableCommand {
@@ -31,11 +32,15 @@ struct ModelOptions: ParsableArguments {
 }
 
 extension Architecture: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}
 
-/// Threads for elle's kernels (OpenBLAS itself always runs single-threaded under elle).
+/// Threads for elle's kernels (OpenBLAS itself always runs single-threaded under elle) and the
+/// number format of the model's matrix products.
 struct ComputeOptions: ParsableArguments {
     @Option(help: "Threads per process (default: OPENBLAS_NUM_THREADS when set, else all cores shared among the MPI ranks on this node).")
     var threads: Int?
+    @Option(help: "Operands of the model's matrix products: fp32 (default), or bf16 (mixed precision: bf16 operands; float32 accumulation, weights, gradients and optimizer state; fast with AVX512_BF16). A resumed run keeps its own unless given.")
+    var precision: Precision?
 
     func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1 (got \(threads))") }

@@ -76,6 +76,8 @@ struct Eval: ParsableCommand {
         let model = try makeModel(config: saved.config, parameters: saved.tensor("parameters"))
         var options = saved.state.options
         options.evalBatches = batches ?? Int.max
+        if let precision = compute.precision { options.precision = precision }  // else the run's own
+        Runtime.announce(precision: options.matrixPrecision, quiet: !communicator.isRoot)
         let trainer = try Trainer(model: model, options: options, train: try prepared.stream(entries[0].train),
                                   valid: try prepared.stream(entries[0].valid), communicator: communicator,
                                   state: nil, moments: nil)
@@ -108,6 +110,8 @@ struct Eval: ParsableCommand {
     func evaluateTokens() throws {
         let (saved, path) = try RunFolder.read(checkpoint)
         let model = try saved.model(path: path)
+        model.precision = compute.precision ?? saved.state.options.matrixPrecision
+        Runtime.announce(precision: model.precision)
         let c = saved.config
 
         var sequences: [[Int32]]

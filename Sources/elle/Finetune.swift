@@ -101,6 +101,8 @@ struct FinetuneCommand: ParsableCommand {
         let test = EncodedSplit(task.test, tokenizer: bpe, format: format)
 
         let model = try BERT(config: config, parameters: parameters)
+        model.precision = compute.precision ?? .fp32  // the encoder's products; the classifier head's stay float32
+        Runtime.announce(precision: model.precision, quiet: !log)
         let head = ClassifierHead(width: config.width, classes: task.labels.count)
         head.initialize(seed: seed)
         var options = FineTuneOptions()

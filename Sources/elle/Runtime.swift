@@ -18,6 +18,12 @@ enum Runtime {
         return Parallel.threads
     }
 
+    /// Says once, on standard error, when `precision` will run slower than fp32 on this CPU
+    /// (bf16 without AVX512_BF16). `quiet` (ranks other than 0) says nothing.
+    static func announce(precision: Precision, quiet: Bool = false) {
+        if precision == .bf16, !quiet, let advice = GemmRules.bf16Advice { warn(advice) }
+    }
+
     /// Writes a line to standard error.
     static func warn(_ text: String) {
         FileHandle.standardError.write(Data((text + "\n").utf8))

@@ -31,6 +31,8 @@ struct Sample: ParsableCommand {
             throw CommandError("\(path) holds a \(saved.config.architecture) model (masked LM), which does not generate text; elle sample needs a GPT")
         }
         let model = try saved.model(path: path)
+        model.precision = compute.precision ?? saved.state.options.matrixPrecision
+        Runtime.announce(precision: model.precision)
         let tokenizer = try TrainingData.tokenizer(named: saved.state.options.tokenizer)
         var leading: Int32?
         if let domain {

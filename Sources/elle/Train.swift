@@ -110,7 +110,7 @@ struct Train: ParsableCommand {
         StopSignal.install()
         if let config {
             try trainLifelong(plan: config, out: out, resume: resume, stopAfter: stopAfter, tensorboard: tensorboard,
-                              communicator: communicator)
+                              precision: compute.precision, communicator: communicator)
             return
         }
         let run: PlainRun
@@ -120,6 +120,7 @@ struct Train: ParsableCommand {
                 if let data { options.dataPath = data }  // e.g. another node's copy (contents are compared)
                 if let bucketMB { options.bucketMB = bucketMB }
                 if let tensorboard { options.tensorboard = tensorboard }
+                if let precision = compute.precision { options.precision = precision }
             }
             if ki.isSet && run.trainer.options.distillation == nil {
                 throw CommandError("--teacher/--kd-cache: the run in \(out) was started without knowledge inheritance")
@@ -144,12 +145,14 @@ struct Train: ParsableCommand {
             options.bucketMB = bucketMB
             options.distillation = ki.options(steps: total)
             options.tensorboard = tensorboard
+            options.precision = compute.precision ?? .fp32
             let shape = ModelConfig(architecture: model.architecture, layers: model.layers, width: model.width,
                                     heads: model.heads, vocab: 1, context: model.context ?? seq, ffn: model.ffn, dropout: dropout)
             run = try PlainRun.start(options: options, shape: shape, initFrom: initFrom,
                                      growth: { try growth.schedule(source: $0, steps: total, seed: seed) },
                                      folder: out, communicator: communicator)
         }
+        Runtime.announce(precision: run.trainer.options.matrixPrecision, quiet: !communicator.isRoot)
         run.trainer.replicaCheckEvery = checkReplicasEvery
         try run.trainer.attachKnowledgeInheritance(teacher: ki.teacher, cache: ki.kdCache) { run.output.log($0) }
         try run.run(stopAfter: stopAfter, checkpointMinutes: run.trainer.options.checkpointMinutes ?? 0, sampleTokens: sampleTokens)

@@ -75,6 +75,8 @@ struct TeacherCacheCommand: ParsableCommand {
         _ = Runtime.configureThreads(compute.threads)
         let loaded = try TrainingData(path: data, domain: domain, validFraction: 0.05)
         let teacher = try Teacher.load(teacher, communicator: SingleProcess())
+        teacher.model.precision = compute.precision ?? .fp32  // use the training run's precision
+        Runtime.announce(precision: teacher.model.precision)
         guard teacher.model.config.vocab == loaded.tokenizer.vocabularySize else {
             throw CommandError("the teacher's vocabulary (\(teacher.model.config.vocab)) is not the data's tokenizer's (\(loaded.tokenizer.vocabularySize))")
         }

@@ -72,6 +72,17 @@ final class StagePlanTests: XCTestCase {
         }
     }
 
+    /// The plan-level precision key: fp32 when absent, bf16 when set, an unknown value named.
+    func testPrecisionKey() throws {
+        let absent = try StagePlan.parse(good)
+        XCTAssertEqual(absent.precision, .fp32)
+        let bf16 = try StagePlan.parse(good.replacingOccurrences(of: "seed: 3", with: "seed: 3\nprecision: bf16"))
+        XCTAssertEqual(bf16.precision, .bf16)
+        XCTAssertThrowsError(try StagePlan.parse(good.replacingOccurrences(of: "seed: 3", with: "seed: 3\nprecision: fp16"), path: "plan.yaml")) { error in
+            XCTAssertTrue("\(error)".hasPrefix("plan.yaml: precision"), "\(error)")
+        }
+    }
+
     func testFirstStageCannotGrow() {
         let text = """
             model: {layers: 2, width: 64, heads: 2, context: 64}

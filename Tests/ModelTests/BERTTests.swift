@@ -37,11 +37,11 @@ final class BERTTests: XCTestCase {
         fillUniform(qkv.pointer, qkv.count, scale: 1.5, seed: 1)
         fillUniform(r.pointer, r.count, seed: 2)
         let att = FloatBuffer(count: 2 * 3 * t * t)
-        let scratch = FloatBuffer(count: Parallel.threads * BidirectionalAttention.scratchPerThread(seq: t))
+        let scratch = FloatBuffer(count: Parallel.threads * Attention.scratchPerThread(seq: t, headDim: shape.headDim, precision: .fp32))
         let mask = padded.map { keyMask(seq: t, padded: $0) }
         func loss() -> Double {
-            BidirectionalAttention.forward(out: out.pointer, att: att.pointer, qkv: qkv.pointer, keyMask: mask.map { UnsafePointer($0.pointer) },
-                                           shape: shape, dropout: dropout, scratch: scratch.pointer)
+            Attention.forward(out: .float(out.pointer), att: att.pointer, qkv: qkv.pointer, qkvCopy: nil, shape: shape,
+                              mask: .keys(mask.map { UnsafePointer($0.pointer) }), dropout: dropout, scratch: scratch.pointer)
             return dot64(out.pointer, r.pointer, out.count)
         }
         let value = loss()
@@ -49,8 +49,8 @@ final class BERTTests: XCTestCase {
                                                           mask: mask?.toArray(), dropout: dropout),
                        accuracy: 1e-5 * max(1, abs(value)), "forward against a Float64 reference")
         let dqkv = FloatBuffer(count: qkv.count)
-        BidirectionalAttention.backward(dqkv: dqkv.pointer, dout: r.pointer, qkv: qkv.pointer, att: att.pointer, shape: shape,
-                                        dropout: dropout, scratch: scratch.pointer)
+        Attention.backward(dqkv: dqkv.pointer, dout: r.pointer, qkv: .fp32(qkv.pointer), att: att.pointer, shape: shape,
+                           mask: .keys(nil), dropout: dropout, scratch: scratch.pointer)
         assertNoMismatch(FiniteDifference.check("qkv", values: qkv.pointer, analytic: dqkv.pointer, count: qkv.count,
                                                 samples: 150, seed: 3, loss: loss))
         // Every row sums to one over the keys it may see; padded keys get exactly 0.
@@ -82,14 +82,14 @@ final class BERTTests: XCTestCase {
         let qkv = FloatBuffer(count: 2 * t * 12), out = FloatBuffer(count: 2 * t * 4), att = FloatBuffer(count: 2 * t * t)
         fillUniform(qkv.pointer, qkv.count, seed: 1)
         let mask = keyMask(seq: t, padded: Array(0..<t))
-        let scratch = FloatBuffer(count: Parallel.threads * BidirectionalAttention.scratchPerThread(seq: t))
-        BidirectionalAttention.forward(out: out.pointer, att: att.pointer, qkv: qkv.pointer, keyMask: mask.pointer, shape: shape,
-                                       dropout: nil, scratch: scratch.pointer)
+        let scratch = FloatBuffer(count: Parallel.threads * Attention.scratchPerThread(seq: t, headDim: shape.headDim, precision: .fp32))
+        Attention.forward(out: .float(out.pointer), att: att.pointer, qkv: qkv.pointer, qkvCopy: nil, shape: shape,
+                          mask: .keys(mask.pointer), dropout: nil, scratch: scratch.pointer)
         XCTAssertTrue((t * 4..<2 * t * 4).allSatisfy { out[$0] == 0 })
         XCTAssertTrue((0..<t * 4).allSatisfy { out[$0] != 0 && out[$0].isFinite })
         let dout = FloatBuffer([Float](repeating: 1, count: out.count)), dqkv = FloatBuffer(count: qkv.count)
-        BidirectionalAttention.backward(dqkv: dqkv.pointer, dout: dout.pointer, qkv: qkv.pointer, att: att.pointer, shape: shape,
-                                        dropout: nil, scratch: scratch.pointer)
+        Attention.backward(dqkv: dqkv.pointer, dout: dout.pointer, qkv: .fp32(qkv.pointer), att: att.pointer, shape: shape,
+                           mask: .keys(nil), dropout: nil, scratch: scratch.pointer)
         XCTAssertTrue((0..<dqkv.count).allSatisfy { dqkv[$0].isFinite })
         XCTAssertTrue((t * 12..<2 * t * 12).filter { ($0 % 12) < 8 }.allSatisfy { dqkv[$0] == 0 }, "no gradient into Q, K of a padded sequence")
     }

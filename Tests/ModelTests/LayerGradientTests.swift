@@ -86,15 +86,16 @@ final class LayerGradientTests: XCTestCase {
         let r = FloatBuffer(count: n * a), out = FloatBuffer(count: n * a)
         fillUniform(r.pointer, r.count, seed: 2)
         let att = FloatBuffer(count: shape.batch * shape.heads * shape.seq * shape.seq)
-        let scratch = FloatBuffer(count: Parallel.threads * Attention.scratchPerThread(seq: shape.seq))
+        let scratch = FloatBuffer(count: Parallel.threads * Attention.scratchPerThread(seq: shape.seq, headDim: shape.headDim, precision: .fp32))
         func loss() -> Double {
-            Attention.forward(out: out.pointer, att: att.pointer, qkv: qkv.pointer, shape: shape, dropout: dropout, scratch: scratch.pointer)
+            Attention.forward(out: .float(out.pointer), att: att.pointer, qkv: qkv.pointer, qkvCopy: nil, shape: shape, mask: .causal,
+                              dropout: dropout, scratch: scratch.pointer)
             return dot64(out.pointer, r.pointer, out.count)
         }
         _ = loss()
         let dqkv = FloatBuffer(count: qkv.count)
-        Attention.backward(dqkv: dqkv.pointer, dout: r.pointer, qkv: qkv.pointer, att: att.pointer, shape: shape,
-                           dropout: dropout, scratch: scratch.pointer)
+        Attention.backward(dqkv: dqkv.pointer, dout: r.pointer, qkv: .fp32(qkv.pointer), att: att.pointer, shape: shape,
+                           mask: .causal, dropout: dropout, scratch: scratch.pointer)
         assertNoMismatch(FiniteDifference.check("qkv", values: qkv.pointer, analytic: dqkv.pointer, count: qkv.count, samples: 120, seed: 3, loss: loss))
         // Rows sum to one over the causal prefix and are zero above the diagonal.
         for row in [0, shape.seq / 2, shape.seq - 1] {
@@ -122,11 +123,12 @@ final class LayerGradientTests: XCTestCase {
         fillUniform(qkv.pointer, qkv.count, scale: 1.5, seed: 1)
         fillUniform(r.pointer, r.count, seed: 2)
         let out = FloatBuffer(count: n * a), att = FloatBuffer(count: shape.batch * shape.heads * t * t)
-        let scratch = FloatBuffer(count: Parallel.threads * Attention.scratchPerThread(seq: t))
-        Attention.forward(out: out.pointer, att: att.pointer, qkv: qkv.pointer, shape: shape, dropout: dropout, scratch: scratch.pointer)
+        let scratch = FloatBuffer(count: Parallel.threads * Attention.scratchPerThread(seq: t, headDim: shape.headDim, precision: .fp32))
+        Attention.forward(out: .float(out.pointer), att: att.pointer, qkv: qkv.pointer, qkvCopy: nil, shape: shape, mask: .causal,
+                              dropout: dropout, scratch: scratch.pointer)
         let dqkv = FloatBuffer(count: qkv.count)
-        Attention.backward(dqkv: dqkv.pointer, dout: r.pointer, qkv: qkv.pointer, att: att.pointer, shape: shape,
-                           dropout: dropout, scratch: scratch.pointer)
+        Attention.backward(dqkv: dqkv.pointer, dout: r.pointer, qkv: .fp32(qkv.pointer), att: att.pointer, shape: shape,
+                           mask: .causal, dropout: dropout, scratch: scratch.pointer)
 
         var x = (0..<qkv.count).map { Double(qkv[$0]) }
         let upstream = (0..<r.count).map { Double(r[$0]) }

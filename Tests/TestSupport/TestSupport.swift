@@ -148,3 +148,12 @@ public func runProcess(_ executable: String, _ arguments: [String], environment:
     process.waitUntilExit()
     return (process.terminationStatus, String(decoding: collected.data, as: UTF8.self), String(decoding: errData, as: UTF8.self))
 }
+
+/// `elle data prepare` of the bundled sample's `domains` (comma-separated) with a trained BPE of
+/// `vocabulary` tokens into `folder`; throws with its standard error if it fails.
+public func prepareSample(into folder: String, domains: String = "literature", vocabulary: Int = 600) throws {
+    let sampleRoot = (sampleDataPath() as NSString).deletingLastPathComponent
+    let result = try runProcess(elleExecutable, ["data", "prepare", "--raw", sampleRoot, "--out", folder,
+                                                 "--tokenizer", "train:\(vocabulary)", "--domains", domains, "--threads", "2"])
+    guard result.status == 0 else { throw NSError(domain: "elle data prepare", code: Int(result.status), userInfo: [NSLocalizedDescriptionKey: result.stderr]) }
+}

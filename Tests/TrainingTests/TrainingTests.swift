@@ -47,9 +47,16 @@ final class TrainingTests: XCTestCase {
     /// Stopping at step 5, writing a checkpoint, and resuming from the file in a new trainer gives
     /// the same losses and final parameters, bit for bit, as an uninterrupted run (with dropout,
     /// gradient accumulation and a cosine schedule in play).
-    func testResumeContinuesBitForBit() throws {
+    func testResumeContinuesBitForBit() throws { try checkResume(precision: .fp32) }
+
+    /// The same in bf16: the resumed run converts its weight copy from the checkpoint's float32
+    /// parameters, which gives the bits AdamW wrote into the copy of the uninterrupted run.
+    func testResumeContinuesBitForBitInBF16() throws { try checkResume(precision: .bf16) }
+
+    func checkResume(precision: Precision) throws {
         let corpus = try TextCorpus(path: sampleDataPath(), tokenizer: ByteTokenizer())
-        let options = makeOptions(steps: 12)
+        var options = makeOptions(steps: 12)
+        options.precision = precision
         let straight = try makeTrainer(options: options, corpus: corpus)
         var expected: [UInt32] = []
         for _ in 0..<12 { expected.append(try straight.trainStep().loss.bitPattern) }
@@ -65,6 +72,7 @@ final class TrainingTests: XCTestCase {
 
         let resumed = try Trainer.resume(from: path, train: corpus.train, valid: corpus.valid)
         XCTAssertEqual(resumed.step, 5)
+        XCTAssertEqual(resumed.model.precision, precision)
         while resumed.step < 12 { losses.append(try resumed.trainStep().loss.bitPattern) }
         XCTAssertEqual(losses, expected)
         XCTAssertTrue(bitIdentical(resumed.model.parameters.pointer, straight.model.parameters.pointer, straight.model.parameterCount))

@@ -39,24 +39,49 @@ public enum CrossEntropy {
 
     /// In place: logits become dlogits = scale * (softmax(logits) - onehot(target)), rows with a
     /// negative target become 0. `scale` is d(loss)/d(row loss), e.g. 1 / counted rows.
+    /// With `bf16InPlace` the gradient is written as bf16 for the head's bf16 products, row r's
+    /// values at the start of its own float row (row stride 2 V bf16 values, as
+    /// `BF16Convert.inPlace`), so no separate conversion pass reads the logits again.
     public static func backward(
         logits: UnsafeMutablePointer<Float>, logSumExp: UnsafePointer<Float>,
-        targets: UnsafePointer<Int32>, rows n: Int, vocab v: Int, scale: Float
+        targets: UnsafePointer<Int32>, rows n: Int, vocab v: Int, scale: Float, bf16InPlace: Bool = false
     ) {
         Parallel.forRanges(n, minimum: 4) { _, rows in
             for row in rows {
                 let l = logits + row * v
                 let target = Int(targets[row])
-                if target < 0 {
+                if bf16InPlace {
+                    bf16Row(l, lse: logSumExp[row], target: target, vocab: v, scale: scale)
+                } else if target < 0 {
                     l.update(repeating: 0, count: v)
-                    continue
+                } else {
+                    let lse = Vec(repeating: logSumExp[row]), sv = Vec(repeating: scale)
+                    var j = 0
+                    while j + vecWidth <= v { storeVec(expVec(loadVec(l + j) - lse) * sv, l + j); j += vecWidth }
+                    if j < v { storePartial(expVec(loadPartial(l + j, v - j) - lse) * sv, l + j, v - j) }
+                    l[target] -= scale
                 }
-                let lse = Vec(repeating: logSumExp[row]), sv = Vec(repeating: scale)
-                var j = 0
-                while j + vecWidth <= v { storeVec(expVec(loadVec(l + j) - lse) * sv, l + j); j += vecWidth }
-                if j < v { storePartial(expVec(loadPartial(l + j, v - j) - lse) * sv, l + j, v - j) }
-                l[target] -= scale
             }
+        }
+    }
+
+    /// One row of `backward` into bf16 in place. The value at the target is formed in float32
+    /// before it is rounded, as the float32 version forms it.
+    @inline(__always)
+    private static func bf16Row(_ l: UnsafeMutablePointer<Float>, lse: Float, target: Int, vocab v: Int, scale: Float) {
+        let out = UnsafeMutableRawPointer(l).assumingMemoryBound(to: BF16.self)
+        let lsev = Vec(repeating: lse), sv = Vec(repeating: target < 0 ? 0 : scale)
+        let lane = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+        // Chunk j's 32 bytes land at float index j / 2, which the loop has read already.
+        var j = 0
+        while j < v {
+            let k = min(vecWidth, v - j)
+            var g = expVec((k == vecWidth ? loadVec(l + j) : loadPartial(l + j, k)) - lsev) * sv
+            if target >= j && target < j + k {
+                g = g - Vec(repeating: scale).replacing(with: 0, where: lane .!= SIMD16<Int32>(repeating: Int32(target - j)))
+            }
+            if k == vecWidth { storeBF16(g, out + j) } else { storePartialBF16(g, out + j, k) }
+            j += vecWidth
         }
     }
 }

@@ -46,6 +46,26 @@ public struct Dropout: Sendable {
         }
     }
 
+    /// The same into float32 and/or bf16 (a dropped-out activation that products read).
+    public func apply(out: OperandOutput, x: UnsafePointer<Float>, count n: Int) {
+        out.run(Apply(dropout: self, x: x, n: n))
+    }
+
+    private struct Apply: SinkKernel {
+        let dropout: Dropout, x: UnsafePointer<Float>, n: Int
+
+        func run<Sink: VectorSink>(_ out: Sink) {
+            Parallel.forRanges(n, grain: 256, minimum: 4096) { _, r in
+                var i = r.lowerBound
+                while i + vecWidth <= r.upperBound { out.store(loadVec(x + i) * dropout.factors(at: i), at: i); i += vecWidth }
+                if i < r.upperBound {
+                    let k = r.upperBound - i
+                    out.storePartial(loadPartial(x + i, k) * dropout.factors(at: i), at: i, count: k)
+                }
+            }
+        }
+    }
+
     /// out[i] = a[i] + x[i] * factor(i): a residual connection around a dropped-out branch.
     public func addApplied(out: UnsafeMutablePointer<Float>, a: UnsafePointer<Float>, x: UnsafePointer<Float>, count n: Int) {
         Parallel.forRanges(n, grain: 256, minimum: 4096) { _, r in

@@ -6,9 +6,9 @@ import Tensors
 /// Phi comes from erfc(z), z = |x| / sqrt 2, by the Chebyshev fit t exp(-z^2 + P(t)),
 /// t = 1 / (1 + z / 2), P of degree 9 (Numerical Recipes' erfcc; relative error about 1.2e-7 for every z >= 0,
 /// tails included): Phi(x) = erfc(z) / 2 for x < 0 and 1 - erfc(z) / 2 otherwise.
-public enum ErfGELU {
+public enum ErfGELU: ElementwiseActivation {
     /// (Phi(x), exp(-x^2 / 2)) lane by lane.
-    @inline(__always)
+    @usableFromInline @inline(__always)
     static func cdf(_ x: Vec) -> (phi: Vec, gauss: Vec) {
         let z = vmax(x, -x) * Vec(repeating: 0.707_106_781_186_547_5)
         let t = Vec(repeating: 1) / Vec(repeating: 1).addingProduct(z, Vec(repeating: 0.5))
@@ -28,42 +28,13 @@ public enum ErfGELU {
         return (phi, expVec(-z2))
     }
 
-    @inline(__always)
-    static func forwardVec(_ x: Vec) -> Vec { x * cdf(x).phi }
+    @_transparent
+    public static func forwardVec(_ x: Vec) -> Vec { x * cdf(x).phi }
 
     /// dy/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
-    @inline(__always)
-    static func derivativeVec(_ x: Vec) -> Vec {
+    @_transparent
+    public static func derivativeVec(_ x: Vec) -> Vec {
         let (phi, gauss) = cdf(x)
         return phi.addingProduct(x * gauss, Vec(repeating: 0.398_942_280_401_432_7))
-    }
-
-    /// out, x (n)
-    public static func forward(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, count n: Int) {
-        Parallel.forRanges(n, grain: 256, minimum: 4096) { _, r in
-            var i = r.lowerBound
-            while i + vecWidth <= r.upperBound { storeVec(forwardVec(loadVec(x + i)), out + i); i += vecWidth }
-            if i < r.upperBound {
-                let k = r.upperBound - i
-                storePartial(forwardVec(loadPartial(x + i, k)), out + i, k)
-            }
-        }
-    }
-
-    /// dx = dout * gelu'(x) (dx may alias dout)
-    public static func backward(
-        dx: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, x: UnsafePointer<Float>, count n: Int
-    ) {
-        Parallel.forRanges(n, grain: 256, minimum: 4096) { _, r in
-            var i = r.lowerBound
-            while i + vecWidth <= r.upperBound {
-                storeVec(loadVec(dout + i) * derivativeVec(loadVec(x + i)), dx + i)
-                i += vecWidth
-            }
-            if i < r.upperBound {
-                let k = r.upperBound - i
-                storePartial(loadPartial(dout + i, k) * derivativeVec(loadPartial(x + i, k)), dx + i, k)
-            }
-        }
     }
 }

@@ -4,37 +4,59 @@ import Tensors
 /// With `affine` (the `Normalization.affine` diagnostic) the statistics are pinned to mean 0 and
 /// rstd 1, so y = x * weight + bias and backward passes dout * weight straight through.
 public enum LayerNorm {
-    /// out, x (N, D); mean, rstd (N) saved for backward; weight, bias (D)
+    /// out, x (N, D); mean, rstd (N) saved for backward; weight, bias (D). `out` is float32, or
+    /// bf16 (or both) when products read it under mixed precision; the statistics are float32.
     public static func forward(
-        out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
+        out: OperandOutput, mean: UnsafeMutablePointer<Float>,
         rstd: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, rows n: Int, width d: Int,
         epsilon: Float, affine: Bool = false
     ) {
-        Parallel.forRanges(n, minimum: 8) { _, rows in
-            for row in rows {
-                let xr = x + row * d
-                let m = affine ? 0 : rowSum(xr, d) / Float(d)
-                var acc = Vec()
-                var c = 0
-                let mv = Vec(repeating: m)
-                while c + vecWidth <= d { let t = loadVec(xr + c) - mv; acc = acc.addingProduct(t, t); c += vecWidth }
-                if c < d { let t = loadPartial(xr + c, d - c, fill: m) - mv; acc = acc.addingProduct(t, t) }
-                let variance = horizontalSum(acc) / Float(d)
-                let s = affine ? 1 : 1 / (variance + epsilon).squareRoot()
-                mean[row] = m
-                rstd[row] = s
-                let o = out + row * d
-                let sv = Vec(repeating: s)
-                c = 0
-                while c + vecWidth <= d {
-                    let xh = (loadVec(xr + c) - mv) * sv
-                    storeVec(loadVec(bias + c).addingProduct(xh, loadVec(weight + c)), o + c)
-                    c += vecWidth
+        out.run(Forward(mean: mean, rstd: rstd, x: x, weight: weight, bias: bias, n: n, d: d, epsilon: epsilon, affine: affine))
+    }
+
+    private struct Forward: SinkKernel {
+        let mean, rstd: UnsafeMutablePointer<Float>
+        let x, weight, bias: UnsafePointer<Float>
+        let n, d: Int
+        let epsilon: Float, affine: Bool
+
+        func run<Sink: VectorSink>(_ out: Sink) {
+            Parallel.forRanges(n, minimum: 8) { _, rows in
+                for row in rows {
+                    let xr = x + row * d
+                    let m = affine ? 0 : rowSum(xr, d) / Float(d)
+                    var acc = Vec()
+                    var c = 0
+                    let mv = Vec(repeating: m)
+                    while c + vecWidth <= d { let t = loadVec(xr + c) - mv; acc = acc.addingProduct(t, t); c += vecWidth }
+                    if c < d { let t = loadPartial(xr + c, d - c, fill: m) - mv; acc = acc.addingProduct(t, t) }
+                    let variance = horizontalSum(acc) / Float(d)
+                    let s = affine ? 1 : 1 / (variance + epsilon).squareRoot()
+                    mean[row] = m
+                    rstd[row] = s
+                    let o = row * d
+                    let sv = Vec(repeating: s)
+                    c = 0
+                    while c + vecWidth <= d {
+                        let xh = (loadVec(xr + c) - mv) * sv
+                        out.store(loadVec(bias + c).addingProduct(xh, loadVec(weight + c)), at: o + c)
+                        c += vecWidth
+                    }
+                    while c < d { out.store(bias[c].addingProduct((xr[c] - m) * s, weight[c]), at: o + c); c += 1 }
                 }
-                while c < d { o[c] = bias[c].addingProduct((xr[c] - m) * s, weight[c]); c += 1 }
             }
         }
+    }
+
+    /// Float32 output.
+    public static func forward(
+        out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+        x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, rows n: Int, width d: Int,
+        epsilon: Float, affine: Bool = false
+    ) {
+        forward(out: .float(out), mean: mean, rstd: rstd, x: x, weight: weight, bias: bias, rows: n, width: d,
+                epsilon: epsilon, affine: affine)
     }
 
     /// dx += LN'(dout); dweight += sum_rows dout * xhat; dbias += sum_rows dout.

@@ -3,9 +3,9 @@ import Tensors
 /// Selected rows of a (N, D) matrix, and the gradient sent back to them: how the BERT head reads
 /// only the masked positions (fairseq style) instead of projecting every position.
 public enum RowGather {
-    /// out[i] = x[rows[i]] for i < count. out (count, D); x (N, D).
-    public static func forward(
-        out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: UnsafePointer<Int32>, count: Int, width d: Int
+    /// out[i] = x[rows[i]] for i < count. out (count, D); x (N, D); float32 or bf16 values.
+    public static func forward<Element>(
+        out: UnsafeMutablePointer<Element>, x: UnsafePointer<Element>, rows: UnsafePointer<Int32>, count: Int, width d: Int
     ) {
         Parallel.forRanges(count, minimum: 64) { _, range in
             for i in range { (out + i * d).update(from: x + Int(rows[i]) * d, count: d) }

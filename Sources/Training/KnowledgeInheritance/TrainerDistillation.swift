@@ -56,6 +56,7 @@ extension Trainer {
         }
         kd.teacherHash = teacher.hashString
         options.distillation = kd
+        teacher.model.precision = options.matrixPrecision  // its forward passes in the run's precision
         self.teacher = teacher
         teacherCache = nil
     }

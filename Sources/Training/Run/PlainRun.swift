@@ -93,7 +93,8 @@ public final class PlainRun: TrainingPhase {
     @discardableResult
     public func run(stopAfter: Int? = nil, checkpointMinutes: Double = 0, sampleTokens: Int = 0) throws -> TrainingLoop.Outcome {
         printHeader()
-        let loop = TrainingLoop(communicator: communicator, output: output, stopAfter: stopAfter, checkpointMinutes: checkpointMinutes)
+        let loop = TrainingLoop(communicator: communicator, output: output, stopAfter: stopAfter, checkpointMinutes: checkpointMinutes,
+                                precision: trainer.options.matrixPrecision)
         let outcome = try loop.run(self)
         try writer.finish()
         if outcome == .stopped { output.log("stopped after update \(trainer.step); continue with --resume") }
@@ -122,7 +123,7 @@ public final class PlainRun: TrainingPhase {
             let target = growth.plan.target(source: model.config)
             output.log("growth after update \(growth.step) to \(target) (\(formatCount(target.parameterCount)) parameters): \(growth.plan.summary)")
         }
-        output.log("training \(options.steps) updates of \(options.batch)x\(options.seq) tokens x \(options.accumulation) micro-batch(es) x \(communicator.size) rank(s), lr \(options.schedule), \(Parallel.threads) thread(s), BLAS kernel \(BLASInfo.coreName)")
+        output.log("training \(options.steps) updates of \(options.batch)x\(options.seq) tokens x \(options.accumulation) micro-batch(es) x \(communicator.size) rank(s), lr \(options.schedule), \(Parallel.threads) thread(s), BLAS kernel \(BLASInfo.coreName), \(GemmRules.describe(options.matrixPrecision))")
     }
 
     // MARK: TrainingPhase

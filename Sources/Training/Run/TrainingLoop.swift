@@ -52,9 +52,6 @@ public protocol TrainingPhase: AnyObject {
     var completed: Int { get }
     /// Updates of the whole run so far (what `--stop-after` counts).
     var runStep: Int { get }
-    var cadence: RunCadence { get }
-    /// Training FLOPs per token at the model's current size (for MFU).
-    var flopsPerToken: Double { get }
     /// True when the phase ended before `updates` (early stopping).
     var finishedEarly: Bool { get }
     /// Before each update, e.g. a growth that is due. Collective.
@@ -63,6 +60,10 @@ public protocol TrainingPhase: AnyObject {
     func update() throws -> StepResult
     /// After each update, e.g. refreshing adaptive replay weights. Collective.
     func finishUpdate(_ result: StepResult) throws
+    /// When to report, validate and checkpoint.
+    var cadence: RunCadence { get }
+    /// Training FLOPs per token at the model's current size (for the reports' MFU).
+    var flopsPerToken: Double { get }
     /// The progress line and metrics record of the window that ends at update `completed`
     /// (nil: the phase reports elsewhere, e.g. with its evaluation).
     func report(_ window: RunWindow, result: StepResult, last: Bool) -> (line: String, record: [String: Any])?
@@ -97,18 +98,19 @@ public final class TrainingLoop {
     public var stopAfter: Int?
     /// Write a checkpoint when this many seconds have passed since the last (0: never by time).
     public var checkpointSeconds: Double
-    /// This rank's GEMM rate (GFLOP/s) at start-up, the peak for MFU.
+    /// This rank's GEMM rate (GFLOP/s) at start-up in the run's precision, the peak for MFU.
     public let peakGFLOPS: Double
     private var lastCheckpoint = DispatchTime.now().uptimeNanoseconds
     /// The run step of the last checkpoint this loop wrote (a stop right after it needs no other).
     private var lastCheckpointStep: Int?
 
-    public init(communicator: Communicator, output: RunOutput, stopAfter: Int? = nil, checkpointMinutes: Double = 0) {
+    public init(communicator: Communicator, output: RunOutput, stopAfter: Int? = nil, checkpointMinutes: Double = 0,
+                precision: Precision = .fp32) {
         self.communicator = communicator
         self.output = output
         self.stopAfter = stopAfter
         checkpointSeconds = 60 * checkpointMinutes
-        peakGFLOPS = GemmProbe.peakGFLOPS()
+        peakGFLOPS = GemmProbe.peakGFLOPS(precision: precision)
     }
 
     /// Runs `phase` to its end, or until the ranks agree to stop (after writing a checkpoint).
