@@ -46,9 +46,10 @@ stages:
 
 
 def launch(ranks, args, log, limit_blocks=None):
-    command = [LAUNCH, "-n", str(ranks), "--threads", "1", "--", ELLE] + args
-    if limit_blocks is not None:  # a full disk: no file may grow past this many 1 KB blocks
-        command = ["bash", "-c", f'ulimit -f {limit_blocks}; exec "$@"', "bash"] + command
+    # A full disk: no file the ranks write may grow past this many 1 KB blocks (mpirun itself
+    # stays unlimited: its PMIx shared memory is a file too).
+    limit = ["bash", "-c", f'ulimit -f {limit_blocks}; exec "$@"', "bash"] if limit_blocks is not None else []
+    command = [LAUNCH, "-n", str(ranks), "--threads", "1", "--"] + limit + [ELLE] + args
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
