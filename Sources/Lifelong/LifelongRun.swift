@@ -99,7 +99,7 @@ public final class LifelongRun {
             if let initFrom = plan.initFrom { output.log("initialized from \(initFrom): \(trainer.model.config)") }
         }
         loop = TrainingLoop(communicator: communicator, output: output, checkpointMinutes: plan.checkpointMinutes,
-                            precision: plan.precision)
+                            precision: plan.precision, writer: writer)
         try verifyDomainsAgree()
     }
 

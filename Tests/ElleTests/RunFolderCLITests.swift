@@ -47,6 +47,26 @@ final class RunFolderCLITests: XCTestCase {
         print("SIGTERM after update \(stopped) of \(steps): checkpoint written, resumed run equal bit for bit")
     }
 
+    /// A full disk (issue 23): under a file-size limit below one checkpoint, the background write
+    /// of update 50's checkpoint fails; the run stops at the next update boundary (not at the
+    /// next checkpoint, 50 updates later) with an error naming the file, and leaves no partial file.
+    func testFailedCheckpointWriteStopsTheRunNamingTheFile() throws {
+        let folder = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let arguments = train(folder, steps: 400, extra: ["--checkpoint-every", "50", "--log-every", "10"])
+        let limited = try runProcess("/bin/bash", ["-c", #"ulimit -f 200; exec "$@""#, "bash", elleExecutable] + arguments)
+        XCTAssertNotEqual(limited.status, 0, limited.stdout)
+        let output = limited.stdout + limited.stderr
+        XCTAssertTrue(output.contains("step-00000050.ckpt write failed: File too large"), output)
+        XCTAssertFalse(output.contains("Usage"), output)
+        let logged = output.matches(of: #/step +(\d+)/400/#).compactMap { Int($0.1) }.max() ?? 0
+        XCTAssertGreaterThanOrEqual(logged, 50, output)
+        XCTAssertLessThan(logged, 100, "the run went on to the next checkpoint after the failed write: \(output)")
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder)
+        XCTAssertFalse(files.contains { $0.hasPrefix("step-") }, "no checkpoint or partial file is left: \(files)")
+        print("full disk: update 50's checkpoint write failed, the run stopped after update \(logged) naming the file")
+    }
+
     /// Must show (issue 21, 3): in a run folder whose newest checkpoint is corrupt, `train
     /// --resume`, `eval`, `sample`, `grow` and `export` all skip it, name it, and use the same
     /// older checkpoint.

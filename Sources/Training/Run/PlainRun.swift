@@ -94,7 +94,7 @@ public final class PlainRun: TrainingPhase {
     public func run(stopAfter: Int? = nil, checkpointMinutes: Double = 0, sampleTokens: Int = 0) throws -> TrainingLoop.Outcome {
         printHeader()
         let loop = TrainingLoop(communicator: communicator, output: output, stopAfter: stopAfter, checkpointMinutes: checkpointMinutes,
-                                precision: trainer.options.matrixPrecision)
+                                precision: trainer.options.matrixPrecision, writer: writer)
         let outcome = try loop.run(self)
         try writer.finish()
         if outcome == .stopped { output.log("stopped after update \(trainer.step); continue with --resume") }

@@ -184,6 +184,13 @@ public final class CheckpointWriter: @unchecked Sendable {
         return folder.file(name)
     }
 
+    /// True once a queued write has failed (without waiting; `finish` then throws its error).
+    public var hasFailed: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return failure != nil
+    }
+
     /// Waits for the queued write; throws if it failed.
     public func finish() throws {
         queue.sync {}

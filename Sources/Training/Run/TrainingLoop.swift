@@ -103,10 +103,14 @@ public final class TrainingLoop {
     private var lastCheckpoint = DispatchTime.now().uptimeNanoseconds
     /// The run step of the last checkpoint this loop wrote (a stop right after it needs no other).
     private var lastCheckpointStep: Int?
+    /// Where the phases' checkpoints are written in the background: a failed write (a full disk)
+    /// stops the run at the next update, and the stop's checkpoint reports the failure.
+    private let writer: CheckpointWriter?
 
     public init(communicator: Communicator, output: RunOutput, stopAfter: Int? = nil, checkpointMinutes: Double = 0,
-                precision: Precision = .fp32) {
+                precision: Precision = .fp32, writer: CheckpointWriter? = nil) {
         self.communicator = communicator
+        self.writer = writer
         self.output = output
         self.stopAfter = stopAfter
         checkpointSeconds = 60 * checkpointMinutes
@@ -184,12 +188,12 @@ public final class TrainingLoop {
 
     private enum Agreement: Int64 { case proceed = 0, checkpoint = 1, stop = 2 }
 
-    /// Before each update: stop (a signal on any rank, or `stopAfter` reached), write a
-    /// time-based checkpoint (rank 0's clock), or go on. One small all-reduce (max) on several
+    /// Before each update: stop (a signal on any rank, `stopAfter` reached, or a failed background
+    /// checkpoint write), write a time-based checkpoint (rank 0's clock), or go on. One small all-reduce (max) on several
     /// ranks, so they all decide the same.
     private func agreement(_ phase: TrainingPhase) throws -> Agreement {
         var mine = Agreement.proceed
-        if StopSignal.requested || stopsNext(phase) {
+        if StopSignal.requested || stopsNext(phase) || writer?.hasFailed == true {
             mine = .stop
         } else if communicator.isRoot && checkpointSeconds > 0
                     && Double(DispatchTime.now().uptimeNanoseconds - lastCheckpoint) / 1e9 >= checkpointSeconds {
