@@ -3,7 +3,8 @@
 # rank at a random time, SIGSTOP (the watchdog), SIGTERM, a corrupted newest checkpoint, a full
 # disk (ulimit -f), a truncated shard and resumes on another number of ranks, each followed by
 # --resume until the plan is done; prints per fault the updates lost and whether the run ended
-# bit-identical to the uninterrupted one. Takes 10-20 minutes on 2 cores; run it alone.
+# bit-identical to the uninterrupted one. Takes about 55 minutes on 2 cores (each kill -9 and
+# SIGSTOP case waits out mpirun's two 30 s kill timeouts); results in OUT/faults.jsonl as each case ends.
 #
 #   scripts/faults.sh [--out runs/faults] [--seed 1] [--faults kill9:6,sigstop:3,...] [--steps 300 150]
 set -euo pipefail
