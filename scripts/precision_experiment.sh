@@ -10,7 +10,7 @@
 # Never run by CI. The two runs take about 20 (bf16) and 35 (fp32) minutes of one core each
 # on the Zen 4 machine; they run side by side at nice 19.
 #
-#   scripts/precision_experiment.sh [OUT]        # default OUT: runs/precision
+#   scripts/precision_experiment.sh [OUT]        # default OUT: runs/precision; SEED=2 for another seed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,7 @@ PY=${PY:-.venv/bin/python}
 RAW=${RAW:-corpora/text}
 STEPS=${STEPS:-1000}
 THREADS=${THREADS:-1}
+SEED=${SEED:-1}
 
 [ -x "$ELLE" ] || swift build -c release
 mkdir -p "$OUT"
@@ -40,7 +41,7 @@ run() {
         log "$precision: training $STEPS updates"
         mkdir -p "$dir"
         nice -n 19 "$ELLE" train --data "$OUT/data" --out "$dir" --layers 6 --width 384 --heads 6 --seq 128 --batch 16 \
-            --steps "$STEPS" --lr 6e-4 --warmup 100 --eval-every 50 --eval-batches 40 --checkpoint-every 100 --seed 1 \
+            --steps "$STEPS" --lr 6e-4 --warmup 100 --eval-every 50 --eval-batches 40 --checkpoint-every 100 --seed "$SEED" \
             --threads "$THREADS" --precision "$precision" >>"$dir/train.log" 2>&1
     fi
     log "$precision: finished in $((SECONDS - start)) s"
