@@ -35,6 +35,9 @@ import torch
 from safetensors.numpy import load_file
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_interop_fixture import randomize_bert  # noqa: E402
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 TOLERANCE = 1e-4
 results = []
@@ -230,14 +233,7 @@ def check_bert(elle, work, steps, prepared):
                         max_position_embeddings=128, type_vocab_size=2, hidden_act="gelu", layer_norm_eps=1e-12,
                         pad_token_id=pad)
     random_bert = BertForMaskedLM(config).eval()
-    with torch.no_grad():
-        for pname, p in random_bert.named_parameters():
-            if pname.endswith("LayerNorm.weight"):
-                p.copy_(1 + 0.1 * torch.randn_like(p))
-            elif pname.endswith("bias"):
-                p.copy_(0.05 * torch.randn_like(p))
-            else:
-                p.copy_(0.1 * torch.randn_like(p))
+    randomize_bert(random_bert, scale=0.1)
     random_bert.save_pretrained(import_dir)
     tokenizer.save_pretrained(import_dir)
     checkpoint = os.path.join(work, "bert-import.ckpt")

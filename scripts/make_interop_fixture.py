@@ -112,16 +112,17 @@ def tiny_gpt2_fixture():
     print(f"wrote {folder}: {sorted(os.listdir(folder))}; {len(ids)} tokens ({tokens.shape[1]} run), vocab {n + 1}")
 
 
-def randomize_bert(model):
-    """Weights of a visible size (transformers initializes LayerNorm to 1/0 and biases to 0)."""
+def randomize_bert(model, scale=0.2):
+    """Weights of a visible size (transformers initializes LayerNorm to 1/0 and biases to 0):
+    LayerNorm gains 1 + scale N(0, 1), biases scale/2 N(0, 1), the rest scale N(0, 1)."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("LayerNorm.weight"):
-                p.copy_(1 + 0.2 * torch.randn_like(p))
+                p.copy_(1 + scale * torch.randn_like(p))
             elif name.endswith("bias"):
-                p.copy_(0.1 * torch.randn_like(p))
+                p.copy_(scale / 2 * torch.randn_like(p))
             else:
-                p.copy_(0.2 * torch.randn_like(p))
+                p.copy_(scale * torch.randn_like(p))
 
 
 def tiny_bert_fixture():
