@@ -163,14 +163,17 @@ extension StagePlan {
     public struct KI: Codable, Equatable, Sendable {
         public var teacher: String
         public var steps: Int
-        public var temperature: Float = 2
-        public var schedule: DistillationSchedule = .linear
+        public var temperature: Float = DistillationOptions.defaults.temperature
+        public var schedule: DistillationSchedule = DistillationOptions.defaults.schedule
         /// a_t of the constant schedule.
         public var weight: Float = 0.5
         /// Keep the teacher's K most probable tokens per position (default: all).
         public var topK: Int?
+        /// Also end distillation once the student's validation loss on the stage's domain is at
+        /// or below the teacher's (`teacher`), or only after `steps` (`steps`).
+        public var until: DistillationStop = DistillationOptions.defaults.until
 
-        enum CodingKeys: String, CodingKey, CaseIterable { case teacher, steps, temperature, schedule, weight, topK }
+        enum CodingKeys: String, CodingKey, CaseIterable { case teacher, steps, temperature, schedule, weight, topK, until }
 
         public init(from decoder: Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -181,11 +184,12 @@ extension StagePlan {
             schedule = try c.decodeIfPresent(DistillationSchedule.self, forKey: .schedule) ?? schedule
             weight = try c.decodeIfPresent(Float.self, forKey: .weight) ?? weight
             topK = try c.decodeIfPresent(Int.self, forKey: .topK)
+            until = try c.decodeIfPresent(DistillationStop.self, forKey: .until) ?? until
         }
 
         /// The trainer's options for a training phase that began at update `startStep`.
         public func options(startStep: Int) -> DistillationOptions {
-            var kd = DistillationOptions(teacher: teacher, steps: steps, temperature: temperature, schedule: schedule)
+            var kd = DistillationOptions(teacher: teacher, steps: steps, temperature: temperature, schedule: schedule, until: until)
             kd.weight = weight
             kd.topK = topK
             kd.startStep = startStep

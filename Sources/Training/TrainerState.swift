@@ -15,10 +15,12 @@ extension Trainer {
 
     /// Mean loss per token over the first `batches` batches of `stream`'s windows (no dropout),
     /// or nil when it is shorter than one sequence. With a `prompt`, each sequence starts with
-    /// that token (`PromptedBatch`). Batches are dealt to ranks round-robin; their losses are
+    /// that token (`PromptedBatch`). `using` evaluates another model (a teacher) on the same
+    /// batches. Batches are dealt to ranks round-robin; their losses are
     /// all-reduced as a vector and added in batch order, so the result has the same bits for any
     /// number of ranks. Collective.
-    public func evaluate(_ stream: TokenStream, batches wanted: Int, prompt: Int32? = nil) throws -> Float? {
+    public func evaluate(_ stream: TokenStream, batches wanted: Int, prompt: Int32? = nil, using evaluated: LanguageModel? = nil) throws -> Float? {
+        let model = evaluated ?? self.model
         let b = options.batch, t = options.seq
         let windows = stream.windowCount(seq: t)
         if windows == 0 { return nil }

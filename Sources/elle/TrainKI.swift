@@ -14,9 +14,11 @@ struct TrainKIOptions: ParsableArguments {
     @Option(help: "Knowledge inheritance from a top-K teacher cache (`elle teacher-cache`) instead of a live teacher (GPT only).")
     var kdCache: String?
     @Option(help: "T_kd: updates with distillation (default: all of --steps).") var kdSteps: Int?
-    @Option(help: "Distillation temperature tau.") var kdTemperature: Float = 2
+    @Option(help: "Distillation temperature tau.") var kdTemperature: Float = DistillationOptions.defaults.temperature
     @Option(help: "a_t schedule: linear (1 - t/T_kd), constant (--kd-weight until T_kd) or switch (1 until T_kd).")
-    var kdSchedule: DistillationSchedule = .linear
+    var kdSchedule: DistillationSchedule = DistillationOptions.defaults.schedule
+    @Option(help: "End distillation after --kd-steps only (steps), or also at the first validation where the student's loss is at or below the teacher's (teacher).")
+    var kdUntil: DistillationStop = DistillationOptions.defaults.until
     @Option(help: "a_t of the constant schedule.") var kdWeight: Float = 0.5
     @Option(help: "Keep only the teacher's K most probable tokens per position (renormalized); default: the full distribution.")
     var kdTopK: Int?
@@ -38,7 +40,7 @@ struct TrainKIOptions: ParsableArguments {
     /// The run's distillation options (nil without a teacher).
     func options(steps: Int) -> DistillationOptions? {
         guard let source = teacher ?? kdCache else { return nil }
-        var kd = DistillationOptions(teacher: source, steps: kdSteps ?? steps, temperature: kdTemperature, schedule: kdSchedule)
+        var kd = DistillationOptions(teacher: source, steps: kdSteps ?? steps, temperature: kdTemperature, schedule: kdSchedule, until: kdUntil)
         kd.weight = kdWeight
         kd.topK = kdTopK
         kd.cache = kdCache
@@ -47,6 +49,7 @@ struct TrainKIOptions: ParsableArguments {
 }
 
 extension DistillationSchedule: ExpressibleByArgument {}
+extension DistillationStop: ExpressibleByArgument {}
 
 /// `elle teacher-cache`: the teacher's top-K logits at every position of a domain's training
 /// windows, for `elle train --kd-cache`.

@@ -69,6 +69,32 @@ final class LifelongKITests: XCTestCase {
         XCTAssertEqual(losses(try records(split)), losses(reference))
     }
 
+    /// `until: teacher`: the grown student is validated on the stage's domain at every update;
+    /// once its loss is at or below the previous model's, distillation ends (an event in
+    /// metrics.jsonl, a_t = 0 after it), and a stop after that decision resumes exactly.
+    func testStudentPassingThePreviousModelEndsDistillation() throws {
+        let data = LifelongRunTests.dataFolder
+        let text = Self.plan(data: data, ki: "{teacher: previous, steps: 6, schedule: constant, weight: 0.5, until: teacher}")
+            .replacingOccurrences(of: "frw: {steps: 2}", with: "frw: {steps: 2}\n    evalEvery: 1")
+        let plan = try StagePlan.parse(text)
+        let straight = temporaryFolder(), split = temporaryFolder()
+        defer { for f in [straight, split] { try? FileManager.default.removeItem(atPath: f) } }
+        _ = try LifelongRun(plan: plan, out: straight, communicator: SingleProcess(), resume: false, print: { _ in }).run()
+        let all = try String(contentsOfFile: straight + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").compactMap {
+            try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        let end = try XCTUnwrap(all.first { $0["event"] as? String == "distillation_end" }, "the student never passed the teacher")
+        let update = try XCTUnwrap(end["update"] as? Int)
+        XCTAssertLessThanOrEqual(try XCTUnwrap(end["perplexity"] as? Double), try XCTUnwrap(end["teacher_perplexity"] as? Double))
+        let weights = try records(straight).suffix(6).map { try XCTUnwrap($0["kd_weight"] as? Double) }
+        XCTAssertEqual(weights, (1...6).map { $0 <= update ? 0.5 : 0 }, "decided after update \(update)")
+
+        XCTAssertNil(try LifelongRun(plan: plan, out: split, communicator: SingleProcess(), resume: false, print: { _ in }).run(stopAfter: 7 + update))
+        _ = try LifelongRun(plan: plan, out: split, communicator: SingleProcess(), resume: true, print: { _ in }).run()
+        func losses(_ r: [[String: Any]]) -> [Double] { r.map { $0["loss"] as! Double } }
+        XCTAssertEqual(losses(try records(split)), losses(try records(straight)))
+    }
+
     /// `previous` on the first stage, and bad values, are errors naming the field.
     func testBadKIBlocksAreNamed() throws {
         let first = Self.plan(data: "d").replacingOccurrences(of: "steps: 5", with: "steps: 5\n    ki: {teacher: previous, steps: 2}")

@@ -238,6 +238,32 @@ final class DistillationTests: XCTestCase {
                                         teacher: otherRows, temperature: 2, weight: 1, writeGradient: false).kl, 1e-6)
     }
 
+    /// The `.teacher` rule: a_t = 0 from the update at which the student passed the teacher
+    /// (and its teacher updates stop counting); only `.teacher` runs watch validations; options
+    /// saved before the rule existed decode as `.steps`.
+    func testPassingTheTeacherEndsDistillation() throws {
+        var kd = DistillationOptions(teacher: "t", steps: 8, temperature: 2, schedule: .linear, until: .teacher)
+        XCTAssertTrue(kd.watchesTeacher(atStep: 3))
+        kd.passedTeacherAtStep = 4
+        XCTAssertEqual((0..<10).map { kd.weight(atStep: $0) }, [1, 0.875, 0.75, 0.625, 0, 0, 0, 0, 0, 0])
+        XCTAssertEqual(kd.teacherUpdates(before: 100), 4)
+        XCTAssertFalse(kd.watchesTeacher(atStep: 5), "decided once")
+        kd.passedTeacherAtStep = nil
+        XCTAssertFalse(kd.watchesTeacher(atStep: 8), "distillation over anyway")
+        kd.until = .steps
+        XCTAssertFalse(kd.watchesTeacher(atStep: 3))
+
+        let saved = #"{"teacher":"t","steps":8,"temperature":2,"schedule":"linear","weight":0.5,"startStep":0}"#
+        let old = try JSONDecoder().decode(DistillationOptions.self, from: Data(saved.utf8))
+        XCTAssertEqual(old.until, .steps)
+        XCTAssertNil(old.passedTeacherAtStep)
+        var rule = old
+        rule.until = .teacher
+        rule.teacherValidLoss = 5.25
+        rule.passedTeacherAtStep = 6
+        XCTAssertEqual(try JSONDecoder().decode(DistillationOptions.self, from: try JSONEncoder().encode(rule)), rule)
+    }
+
     /// a_t of each schedule: linear max(0, 1 - t/T), constant `weight` until T, switch 1 until
     /// T; 0 from T on and before the start; counted teacher updates.
     func testSchedules() {

@@ -79,6 +79,33 @@ final class KIJobTests: XCTestCase {
         XCTAssertEqual(try XCTUnwrap(last["teacher_flops"] as? Double), expectedFLOPs, accuracy: 1e-6 * expectedFLOPs)
     }
 
+    /// `--kd-until teacher`: the student passes a weak teacher's validation loss, rank 0 ends
+    /// distillation there on every rank, a_t is 0 from that update on; 1 rank x 2 micro-batches
+    /// and 2 ranks x 1 stopped right after the decision and resumed are the same bits.
+    func testPassingTheTeacherEndsDistillationAlikeOnEveryRank() throws {
+        let folder = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let data = sampleDataPath(), teacher = folder + "/teacher", single = folder + "/single", multi = folder + "/multi"
+        try trainTeacher(data: data, out: teacher)
+        let ki = ["--teacher", teacher, "--kd-temperature", "1", "--kd-until", "teacher"]
+        let a = try run(student(data: data, out: single, steps: 20) + ki + ["--accumulation", "2"])
+        let decision = try XCTUnwrap(a.split(separator: "\n").first { $0.contains("the student passed the teacher") }, a)
+        let step = try XCTUnwrap(Int(decision.split(separator: "|")[0].split(separator: " ")[1]))
+        XCTAssertTrue((5..<20).contains(step), String(decision))
+        let records = try metrics(single)
+        XCTAssertTrue(records.contains { $0.contains("\"distillation_end\"") && $0.contains("\"step\":\(step),") })
+        for record in records where record.contains("\"kd_weight\"") {
+            let r = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(record.utf8)) as? [String: Any])
+            let at = try XCTUnwrap(r["step"] as? Int), weight = try XCTUnwrap(r["kd_weight"] as? Double)
+            if at > step { XCTAssertEqual(weight, 0, record) } else { XCTAssertGreaterThan(weight, 0, record) }
+        }
+        _ = try runMPI(2, student(data: data, out: multi, steps: 20) + ki + ["--accumulation", "1", "--stop-after", "\(step)"])
+        let b = try runMPI(2, ["train", "--out", multi, "--resume", "--threads", "1"])
+        XCTAssertFalse(b.contains("the student passed the teacher"), "decided before the stop: " + b)
+        XCTAssertEqual(finalHash(b), try XCTUnwrap(finalHash(a)))
+        XCTAssertEqual(try metrics(multi).filter { $0.contains("\"loss\"") }, records.filter { $0.contains("\"loss\"") })
+    }
+
     /// `elle teacher-cache` then `elle train --kd-cache` gives the same run, bit for bit, as the
     /// live teacher restricted to its top 10 (`--kd-top-k 10`); a cache for other data is refused.
     func testTeacherCacheCommandMatchesLiveTopK() throws {
@@ -89,8 +116,9 @@ final class KIJobTests: XCTestCase {
         let built = try run(["teacher-cache", "--teacher", teacher, "--data", data, "--seq", "32", "--top-k", "10",
                              "--out", cache, "--threads", "1"])
         XCTAssertTrue(built.contains("wrote \(cache)"), built)
-        _ = try run(student(data: data, out: folder + "/live", steps: 6) + ["--teacher", teacher, "--kd-top-k", "10", "--kd-steps", "6"])
-        let cached = try run(student(data: data, out: folder + "/cached", steps: 6) + ["--kd-cache", cache, "--kd-steps", "6"])
+        // `--kd-until teacher` with a cache measures the live teacher its header names.
+        _ = try run(student(data: data, out: folder + "/live", steps: 6) + ["--teacher", teacher, "--kd-top-k", "10", "--kd-steps", "6", "--kd-until", "teacher"])
+        let cached = try run(student(data: data, out: folder + "/cached", steps: 6) + ["--kd-cache", cache, "--kd-steps", "6", "--kd-until", "teacher"])
         XCTAssertTrue(cached.contains("top-10 teacher cache"), cached)
         func withoutFLOPs(_ lines: [String]) -> [String] {
             // The cache's teacher FLOPs are the cost of building it, not of these updates.

@@ -19,5 +19,6 @@ extension Trainer {
         }
         let topK = kd.topK.map { "top \($0)" } ?? options.distillation?.topK.map { "top \($0)" } ?? "full distribution"
         log("  loss (1 - a_t) CE + a_t tau^2 KL, tau \(kd.temperature), \(kd.schedule) schedule\(kd.schedule == .constant ? " (a \(kd.weight))" : "") over \(kd.steps) updates from update \(kd.startStep), teacher \(topK)")
+        try measureTeacherValidation(log: log)
     }
 }

@@ -18,7 +18,18 @@ public enum DistillationSchedule: String, Codable, CaseIterable, Sendable {
     case `switch`
 }
 
-/// Knowledge inheritance settings of a run (saved in checkpoints with the other options).
+/// When distillation may end before its T_kd updates.
+public enum DistillationStop: String, Codable, CaseIterable, Sendable {
+    /// Only after T_kd updates (the paper's).
+    case steps
+    /// Also at the first validation where the student's loss is at or below the teacher's on the
+    /// same validation batches: from then on the teacher can only pull the student back.
+    case teacher
+}
+
+/// Knowledge inheritance settings of a run (saved in checkpoints with the other options). The
+/// defaults (`DistillationOptions.defaults`) are the ones `scripts/ki_sweep.sh` found never
+/// worse than training from scratch (docs/KI.md "Defaults"); the paper's are all available.
 public struct DistillationOptions: Codable, Equatable, Sendable {
     /// Where the teacher came from: a checkpoint file or run folder, or "previous" (a lifelong
     /// stage's pre-growth model). A run with a top-K cache names the cache's teacher.
@@ -28,8 +39,8 @@ public struct DistillationOptions: Codable, Equatable, Sendable {
     /// T_kd: updates with distillation.
     public var steps: Int
     /// tau, the softmax temperature of both distributions in the KL term.
-    public var temperature: Float = 2
-    public var schedule: DistillationSchedule = .linear
+    public var temperature: Float
+    public var schedule: DistillationSchedule
     /// a_t of the constant schedule.
     public var weight: Float = 0.5
     /// Keep only the teacher's K most probable tokens per position (renormalized), or nil for
@@ -39,23 +50,64 @@ public struct DistillationOptions: Codable, Equatable, Sendable {
     public var cache: String?
     /// The update at which distillation starts (t = step - startStep); 0 for a plain run.
     public var startStep: Int = 0
+    /// Whether distillation also ends once the student passes the teacher (`.teacher`).
+    public var until: DistillationStop
+    /// The teacher's validation loss on the run's validation batches (the `.teacher` rule's
+    /// bar), measured once when the teacher is first attached.
+    public var teacherValidLoss: Float?
+    /// The update from which a_t = 0 because the student passed the teacher (decided by rank 0
+    /// at a validation and broadcast), nil while it has not.
+    public var passedTeacherAtStep: Int?
 
-    public init(teacher: String, steps: Int, temperature: Float = 2, schedule: DistillationSchedule = .linear) {
+    /// The defaults of `elle train --teacher` and of a plan's `ki` block.
+    public static let defaults = (temperature: Float(2), schedule: DistillationSchedule.linear, until: DistillationStop.steps)
+
+    public init(teacher: String, steps: Int, temperature: Float = defaults.temperature,
+                schedule: DistillationSchedule = defaults.schedule, until: DistillationStop = defaults.until) {
         self.teacher = teacher
         self.steps = steps
         self.temperature = temperature
         self.schedule = schedule
+        self.until = until
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case teacher, teacherHash, steps, temperature, schedule, weight, topK, cache, startStep, until, teacherValidLoss, passedTeacherAtStep
+    }
+
+    /// Checkpoints written before `until` existed ran without the rule: they resume that way.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        teacher = try c.decode(String.self, forKey: .teacher)
+        teacherHash = try c.decodeIfPresent(String.self, forKey: .teacherHash)
+        steps = try c.decode(Int.self, forKey: .steps)
+        temperature = try c.decode(Float.self, forKey: .temperature)
+        schedule = try c.decode(DistillationSchedule.self, forKey: .schedule)
+        weight = try c.decode(Float.self, forKey: .weight)
+        topK = try c.decodeIfPresent(Int.self, forKey: .topK)
+        cache = try c.decodeIfPresent(String.self, forKey: .cache)
+        startStep = try c.decode(Int.self, forKey: .startStep)
+        until = try c.decodeIfPresent(DistillationStop.self, forKey: .until) ?? .steps
+        teacherValidLoss = try c.decodeIfPresent(Float.self, forKey: .teacherValidLoss)
+        passedTeacherAtStep = try c.decodeIfPresent(Int.self, forKey: .passedTeacherAtStep)
     }
 
     /// a_t before update `step` (0-based: the update that makes `step + 1`).
     public func weight(atStep step: Int) -> Float {
         let t = step - startStep
         guard t >= 0, t < steps else { return 0 }
+        if let passedTeacherAtStep, step >= passedTeacherAtStep { return 0 }
         switch schedule {
         case .linear: return max(0, 1 - Float(t) / Float(steps))
         case .constant: return weight
         case .switch: return 1
         }
+    }
+
+    /// Whether the `.teacher` rule still has to watch validations at update `step`: it applies,
+    /// has not fired, and distillation is not over anyway.
+    public func watchesTeacher(atStep step: Int) -> Bool {
+        until == .teacher && passedTeacherAtStep == nil && step - startStep < steps
     }
 
     /// Updates in 0..<step that ran the teacher (those with a_t > 0).

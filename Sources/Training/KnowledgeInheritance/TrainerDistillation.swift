@@ -1,4 +1,5 @@
 import Communication
+import Corpus
 import Foundation
 import Model
 import Tensors
@@ -80,6 +81,47 @@ extension Trainer {
         options.distillation = kd
         teacherCache = cache
         teacher = nil
+    }
+
+    /// The `.teacher` rule's bar (docs/KI.md "Defaults"): the teacher's validation loss on
+    /// `stream` (with `prompt`, as the student is validated), measured once; a resumed run keeps
+    /// the saved value. With a top-K cache the live teacher its header names is loaded for this
+    /// one measurement. Collective.
+    public func measureTeacherValidation(_ stream: TokenStream? = nil, prompt: Int32? = nil, log: (String) -> Void) throws {
+        guard var kd = options.distillation, kd.until == .teacher, kd.teacherValidLoss == nil else { return }
+        var source = teacher
+        if source == nil, let cache = teacherCache {
+            do { source = try Teacher.load(cache.header.teacher, communicator: communicator) } catch {
+                throw ConfigError(field: "distillation.until",
+                                  message: "stopping once the student passes the teacher needs the teacher's validation loss, but the cache's teacher \(cache.header.teacher) cannot be read (\(error)); give --kd-until steps")
+            }
+            guard source!.hashString == cache.header.teacherXXH64 else {
+                throw ConfigError(field: "distillation.until",
+                                  message: "\(cache.header.teacher) is not the teacher \(cache.path) was built from (XXH64 \(source!.hashString), the cache says \(cache.header.teacherXXH64)); give --kd-until steps")
+            }
+            source!.model.precision = options.matrixPrecision
+        }
+        guard let source else { return }
+        guard options.evalEvery > 0 || stream != nil, let loss = try evaluate(stream ?? validTokens, batches: options.evalBatches, prompt: prompt, using: source.model) else {
+            throw ConfigError(field: "distillation.until", message: "stopping once the student passes the teacher compares validation losses: the run needs validation (--eval-every > 0 and validation data)")
+        }
+        kd.teacherValidLoss = loss
+        options.distillation = kd
+        log(String(format: "  distillation ends early once the student's validation loss is at or below the teacher's %.4f (perplexity %.2f)", loss, exp(Double(loss))))
+    }
+
+    /// The `.teacher` rule at a validation with the student's loss `validLoss`: rank 0 decides
+    /// whether the student has passed the teacher and broadcasts it; if so a_t = 0 from this
+    /// update on. Returns whether distillation ended here. Collective.
+    public func applyTeacherRule(validLoss: Float) throws -> Bool {
+        guard var kd = options.distillation, kd.watchesTeacher(atStep: step), let bar = kd.teacherValidLoss else { return false }
+        let passed = Buffer<Int64>(count: 1)
+        passed[0] = communicator.isRoot && validLoss <= bar ? 1 : 0
+        try communicator.broadcast(passed, label: "distillation stop decision after update \(step)")
+        guard passed[0] == 1 else { return false }
+        kd.passedTeacherAtStep = step
+        options.distillation = kd
+        return true
     }
 
     /// Teacher FLOPs spent so far on all ranks: forward passes of the updates with a_t > 0 (or,

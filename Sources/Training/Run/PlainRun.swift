@@ -95,6 +95,7 @@ public final class PlainRun: TrainingPhase {
         printHeader()
         let loop = TrainingLoop(communicator: communicator, output: output, stopAfter: stopAfter, checkpointMinutes: checkpointMinutes,
                                 precision: trainer.options.matrixPrecision, writer: writer)
+        try redoMissedTeacherDecision()
         let outcome = try loop.run(self)
         try writer.finish()
         if outcome == .stopped { output.log("stopped after update \(trainer.step); continue with --resume") }
@@ -186,6 +187,21 @@ public final class PlainRun: TrainingPhase {
         output.log(String(format: "step %6d | valid loss %.4f | perplexity %.2f", trainer.step, valid, exp(Double(valid))))
         output.metric(["event": "eval", "step": trainer.step, "valid_loss": Double(valid), "valid_perplexity": exp(Double(valid))]
                         .merging(flopFields) { a, _ in a })
+        if try trainer.applyTeacherRule(validLoss: valid), let bar = trainer.options.distillation?.teacherValidLoss {
+            output.note(String(format: "step %6d | the student passed the teacher (valid loss %.4f <= %.4f): distillation ends, a_t = 0 from here",
+                               trainer.step, valid, bar), step: trainer.step)
+            output.metric(["event": "distillation_end", "step": trainer.step, "valid_loss": Double(valid), "teacher_valid_loss": Double(bar)])
+        }
+    }
+
+    /// A run resumed from a checkpoint written at a validation step before that validation's
+    /// `.teacher` decision (an emergency checkpoint) makes the decision again, so it continues
+    /// as the uninterrupted run would.
+    private func redoMissedTeacherDecision() throws {
+        let step = trainer.step, every = trainer.options.evalEvery
+        guard step > 0, every > 0, step % every == 0, step < updates,
+              trainer.options.distillation?.watchesTeacher(atStep: step) == true else { return }
+        try evaluate(last: false)
     }
 
     public func checkpoint() throws {
