@@ -7,6 +7,7 @@
 #   scripts/elle_experiment.sh [BUDGET...]        # default: short long
 #   scripts/elle_experiment.sh bert-short bert-long   # the BERT half (plans: make_experiment_plans.py 4096 --architecture bert)
 #   scripts/elle_experiment.sh payoff             # where growth pays off (two domains, stage budgets x1..x64)
+#   JOBS=1 THREADS=2 PRECISION=bf16 scripts/elle_experiment.sh ki   # KI on the stream (issue 26)
 #
 # Resumable: a run whose report.md exists is skipped; a run stopped part way continues from its
 # newest checkpoint (`elle train --resume`). Runs go JOBS (default 2) at a time with THREADS
@@ -19,6 +20,7 @@ export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
 elle=${ELLE:-.build/release/elle}   # ELLE=path runs a copy while the tree is rebuilt
 jobs=${JOBS:-2}
 threads=${THREADS:-1}
+precision=${PRECISION:-}   # PRECISION=bf16: mixed precision (the KI runs of issue 26); default: the plan's
 budgets=("$@")
 [ ${#budgets[@]} -gt 0 ] || budgets=(short long)
 
@@ -41,7 +43,7 @@ run_one() {   # plan file -> runs/experiment/BUDGET/METHOD
     [ -f "$out/latest" ] && resume=(--resume)
     echo "start $budget/$method $(date -u +%H:%M:%S)"
     local start=$SECONDS
-    if nice -n 5 $elle train --config "$plan" --out "$out" --threads "$threads" "${resume[@]}" >> "$out/log.txt" 2>&1; then
+    if nice -n 5 $elle train --config "$plan" --out "$out" --threads "$threads" ${precision:+--precision "$precision"} "${resume[@]}" >> "$out/log.txt" 2>&1; then
         echo "done  $budget/$method in $((SECONDS - start)) s"
         echo "$((SECONDS - start))" >> "$out/wall-seconds.txt"
     else
@@ -50,7 +52,7 @@ run_one() {   # plan file -> runs/experiment/BUDGET/METHOD
     fi
 }
 export -f run_one
-export elle threads
+export elle threads precision
 
 order="elle-fp elle-pub replay naive scratch-final grow-noreplay replay-prompts elle-pub-gentle"
 status=0

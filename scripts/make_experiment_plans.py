@@ -179,6 +179,47 @@ def write_payoff(vocab, lr):
                 print(f"{family:11} {name}-x{factor:<5} stage 2: {updates} updates")
 
 
+# Knowledge inheritance on the stream (issue 26): elle-fp (long budget) as it is, and with
+# `ki: {teacher: previous}` in every growing stage (the model that ended the previous stage
+# teaches the grown one), once with elle's KI defaults and once with the paper's settings. Every
+# stage costs the same FLOPs in all three, the teacher's forward passes counted: a KI stage
+# plans for the teacher running on all its updates (forward = a third of a training step), so it
+# gets fewer student updates; a run whose distillation ends early (the defaults' rule) spends
+# less than its budget, which its counted FLOPs show. Plans: plans/experiment/ki/METHOD-sSEED.yaml.
+KI_METHODS = {
+    "elle-fp": None,
+    "ki-defaults": "{teacher: previous}",
+    "ki-paper": "{teacher: previous, temperature: 2, schedule: linear, until: steps}",
+}
+
+
+def write_ki(vocab, lr, seeds=(1, 2)):
+    base = BUDGETS["long"]
+    budget_flops = base * flops_per_update(SMALL, vocab)
+    grow = METHODS["elle-fp"][1]["grow"]
+    for method, ki in KI_METHODS.items():
+        for seed in seeds:
+            lines = [f"# Knowledge inheritance on the stream (issue 26), written by scripts/make_experiment_plans.py: elle-fp",
+                     f"# (budget long){'' if ki is None else ' with ki: ' + ki + ' in every growing stage'}; every stage costs",
+                     f"# {budget_flops:.4e} FLOPs{'' if ki is None else ', the teacher forward on every update included'}.",
+                     *plan_head(f"ki-{method}-s{seed}", "gpt", SMALL, lr, 0.1, True, log_every=10)]
+            lines[lines.index("seed: 1")] = f"seed: {seed}"
+            for i, domain in enumerate(DOMAINS):
+                shape = SHAPES[i]
+                per = flops_per_update(shape, vocab)
+                if ki is not None and i > 0:
+                    per += flops_per_update(SHAPES[i - 1], vocab) / 3
+                updates = int(round(budget_flops / per))
+                lines += stage_yaml(i, domain, updates, grow if i > 0 else None, None, max(1, updates // 4), shape)
+                if ki is not None and i > 0:
+                    lines.append(f"    ki: {ki}")
+            path = f"plans/experiment/ki/{method}-s{seed}.yaml"
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            print(f"ki          {method}-s{seed}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("vocab", type=int)
@@ -191,6 +232,7 @@ def main():
             print(f"{prefix + budget:10} {method:15} {total:.4e}")
     if args.architecture == "gpt":
         write_payoff(args.vocab, 2e-3)
+        write_ki(args.vocab, 2e-3)
 
 
 if __name__ == "__main__":

@@ -201,7 +201,7 @@ public final class LifelongRun {
         options.accumulation = try Trainer.accumulation(keeping: options.accumulation * planRanks, from: planRanks, on: communicator.size)
         let ki = phase == .main ? plan.stages[i].ki : nil
         if let ki {
-            var kd = ki.options(startStep: trainer.step - state.stepInPhase)
+            var kd = ki.options(startStep: trainer.step - state.stepInPhase, phaseSteps: steps)
             // A resumed phase keeps the `.teacher` rule's bar and decision from its checkpoint.
             if let saved = trainer.options.distillation, saved.startStep == kd.startStep {
                 kd.teacherValidLoss = saved.teacherValidLoss
@@ -221,7 +221,7 @@ public final class LifelongRun {
             try writer.finish()  // the previous stage's checkpoint is complete on disk
             let teacher = try Teacher.load(source, communicator: communicator)
             try trainer.attachTeacher(teacher)
-            output.log("stage \(i): knowledge inheritance from \(ki.teacher == "previous" ? "the previous stage's model" : ki.teacher) \(teacher.model.config), \(ki.schedule) a_t over \(ki.steps) updates, tau \(ki.temperature)\(ki.topK.map { ", top \($0)" } ?? "")")
+            output.log("stage \(i): knowledge inheritance from \(ki.teacher == "previous" ? "the previous stage's model" : ki.teacher) \(teacher.model.config), \(ki.schedule) a_t over \(ki.steps ?? steps) updates, tau \(ki.temperature)\(ki.topK.map { ", top \($0)" } ?? "")")
             try trainer.measureTeacherValidation(domains[i].valid, prompt: plan.settings(ofStage: i).prompts ? domains[i].prompt : nil) { output.log($0) }
         }
         let runner = try LifelongPhase(run: self, stage: i, kind: phase, steps: steps, options: options)

@@ -182,7 +182,7 @@ public struct StagePlan: Decodable, Sendable {
             }
             if let ki = stage.ki {
                 try check(ki.teacher != "previous" || i > 0, "\(at).ki.teacher", "previous names the model that ended the previous stage; the first stage has none")
-                do { try ki.options(startStep: 0).validate() } catch let error as ConfigError {
+                do { try ki.options(startStep: 0, phaseSteps: stage.steps).validate() } catch let error as ConfigError {
                     throw PlanError(path: path, field: "\(at).ki.\(error.field.replacingOccurrences(of: "distillation.", with: ""))", error.message)
                 }
             }

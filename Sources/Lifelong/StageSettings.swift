@@ -162,7 +162,8 @@ extension StagePlan {
     /// this stage's growth: its stage-end checkpoint) or a checkpoint path.
     public struct KI: Codable, Equatable, Sendable {
         public var teacher: String
-        public var steps: Int
+        /// T_kd in updates of the stage's training phase (default: all of them).
+        public var steps: Int?
         public var temperature: Float = DistillationOptions.defaults.temperature
         public var schedule: DistillationSchedule = DistillationOptions.defaults.schedule
         /// a_t of the constant schedule.
@@ -179,7 +180,7 @@ extension StagePlan {
             try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             teacher = try c.decode(String.self, forKey: .teacher)
-            steps = try c.decode(Int.self, forKey: .steps)
+            steps = try c.decodeIfPresent(Int.self, forKey: .steps)
             temperature = try c.decodeIfPresent(Float.self, forKey: .temperature) ?? temperature
             schedule = try c.decodeIfPresent(DistillationSchedule.self, forKey: .schedule) ?? schedule
             weight = try c.decodeIfPresent(Float.self, forKey: .weight) ?? weight
@@ -187,9 +188,10 @@ extension StagePlan {
             until = try c.decodeIfPresent(DistillationStop.self, forKey: .until) ?? until
         }
 
-        /// The trainer's options for a training phase that began at update `startStep`.
-        public func options(startStep: Int) -> DistillationOptions {
-            var kd = DistillationOptions(teacher: teacher, steps: steps, temperature: temperature, schedule: schedule, until: until)
+        /// The trainer's options for a training phase of `phaseSteps` updates that began at
+        /// update `startStep`.
+        public func options(startStep: Int, phaseSteps: Int) -> DistillationOptions {
+            var kd = DistillationOptions(teacher: teacher, steps: steps ?? phaseSteps, temperature: temperature, schedule: schedule, until: until)
             kd.weight = weight
             kd.topK = topK
             kd.startStep = startStep

@@ -9,7 +9,7 @@ import XCTest
 /// A stage plan's `ki` block: the grown model of stage 1 learns from the model that ended stage
 /// 0 (`teacher: previous`), and a stop inside the KI updates resumes exactly.
 final class LifelongKITests: XCTestCase {
-    static func plan(data: String, ki: String = "{teacher: previous, steps: 4, temperature: 2, topK: 10}") -> String {
+    static func plan(data: String, ki: String = "{teacher: previous, steps: 4, temperature: 2, topK: 10, until: steps}") -> String {
         """
         name: ki
         model: {layers: 1, width: 32, heads: 2, context: 32, dropout: 0.1}

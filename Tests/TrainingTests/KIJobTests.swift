@@ -54,7 +54,7 @@ final class KIJobTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let data = sampleDataPath(), teacher = folder + "/teacher", single = folder + "/single", multi = folder + "/multi"
         try trainTeacher(data: data, out: teacher)
-        let ki = ["--teacher", teacher, "--kd-steps", "6", "--kd-temperature", "2"]
+        let ki = ["--teacher", teacher, "--kd-steps", "6", "--kd-temperature", "2", "--kd-until", "steps"]
         let a = try run(student(data: data, out: single, steps: 10) + ki + ["--accumulation", "2"])
         XCTAssertTrue(a.contains("knowledge inheritance: teacher"), a)
         let b1 = try runMPI(2, student(data: data, out: multi, steps: 10) + ki + ["--accumulation", "1", "--stop-after", "4"])

@@ -59,8 +59,11 @@ public struct DistillationOptions: Codable, Equatable, Sendable {
     /// at a validation and broadcast), nil while it has not.
     public var passedTeacherAtStep: Int?
 
-    /// The defaults of `elle train --teacher` and of a plan's `ki` block.
-    public static let defaults = (temperature: Float(2), schedule: DistillationSchedule.linear, until: DistillationStop.steps)
+    /// The defaults of `elle train --teacher` and of a plan's `ki` block, chosen from
+    /// `scripts/ki_sweep.sh` (docs/KI.md "Defaults"): tau 1 (tau 2 and 4 ended worse than
+    /// scratch where tau 1 did not), the paper's linear a_t over the whole run, and distillation
+    /// ending once the student passes the teacher (a weaker teacher can only hold it back).
+    public static let defaults = (temperature: Float(1), schedule: DistillationSchedule.linear, until: DistillationStop.teacher)
 
     public init(teacher: String, steps: Int, temperature: Float = defaults.temperature,
                 schedule: DistillationSchedule = defaults.schedule, until: DistillationStop = defaults.until) {

@@ -103,7 +103,8 @@ extension Trainer {
         }
         guard let source else { return }
         guard options.evalEvery > 0 || stream != nil, let loss = try evaluate(stream ?? validTokens, batches: options.evalBatches, prompt: prompt, using: source.model) else {
-            throw ConfigError(field: "distillation.until", message: "stopping once the student passes the teacher compares validation losses: the run needs validation (--eval-every > 0 and validation data)")
+            log("  distillation runs its --kd-steps: ending it once the student passes the teacher needs validations (--eval-every > 0 and validation data)")
+            return
         }
         kd.teacherValidLoss = loss
         options.distillation = kd
