@@ -73,7 +73,7 @@ fi
 run teacher "$TEACHER_STEPS" --layers 4 --width 256 --heads 4 --lr 2e-3 --warmup 30 --min-lr 1e-4
 run scratch "$STUDENT_STEPS" --layers 6 --width 384 --heads 6 --lr 1.5e-3 --warmup 20 --min-lr 1e-4
 run ki "$STUDENT_STEPS" --layers 6 --width 384 --heads 6 --lr 1.5e-3 --warmup 20 --min-lr 1e-4 \
-    --teacher "$OUT/teacher" --kd-steps "$KD_STEPS" --kd-temperature 2 --kd-schedule linear
+    --teacher "$OUT/teacher" --kd-steps "$KD_STEPS" --kd-temperature 2 --kd-schedule linear --kd-until steps
 
 "$PY" scripts/plot_ki.py "$OUT" | tee "$OUT/summary.md"
 log "summary in $OUT/summary.md, plot $OUT/ki.png"

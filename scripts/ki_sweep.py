@@ -183,11 +183,38 @@ def plot_curves(groups, name, path, seed=1):
     fig.savefig(path, dpi=110)
 
 
+def stream_table(root):
+    """AP, AP+ and FLOPs of the KI-on-the-stream runs (root/METHOD-sSEED, scripts/elle_experiment.sh ki)."""
+    rows = []
+    for run in sorted(glob.glob(os.path.join(root, "*-s[0-9]"))):
+        report = os.path.join(run, "report.md")
+        if not os.path.exists(report):
+            continue
+        m = re.search(r"Final: AP ([0-9.]+), AP\+ ([0-9.]+); training FLOPs ([0-9.]+e\+[0-9]+)", open(report).read())
+        teacher, ends = defaultdict(float), []
+        with open(os.path.join(run, "metrics.jsonl")) as f:
+            for line in f:
+                r = json.loads(line)
+                if "stage_teacher_flops" in r:
+                    teacher[r["stage"]] = max(teacher[r["stage"]], r["stage_teacher_flops"])
+                if r.get("event") == "distillation_end":
+                    ends.append(f"{r['stage']}:{r['update']}")
+        student, t = float(m.group(3)), sum(teacher.values())
+        wall = open(os.path.join(run, "wall-seconds.txt")).read().split()[-1] if os.path.exists(os.path.join(run, "wall-seconds.txt")) else "?"
+        rows.append(f"| {os.path.basename(run)} | {m.group(1)} | {m.group(2)} | {student:.3e} | {t:.3e} | {student + t:.3e} | "
+                    f"{', '.join(ends) if ends else '-'} | {wall} |")
+    return ["| run | AP | AP+ | student FLOPs | teacher FLOPs | total | rule ended KI at (stage:update) | wall (s) |",
+            "|---|---|---|---|---|---|---|---|", *rows]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", nargs="?", default="runs/ki-sweep")
     p.add_argument("--plots", default="docs/results")
+    p.add_argument("--stream", help="also tabulate the KI-on-the-stream runs in this folder (runs/experiment/ki)")
     args = p.parse_args()
+    if args.stream:
+        print("\n".join(stream_table(args.stream)) + "\n")
     groups = summarize(args.out)
     print(f"<!-- written by scripts/ki_sweep.py from {args.out} -->\n")
     worse = []
