@@ -181,14 +181,16 @@ def write_payoff(vocab, lr):
 
 # Knowledge inheritance on the stream (issue 26): elle-fp (long budget) as it is, and with
 # `ki: {teacher: previous}` in every growing stage (the model that ended the previous stage
-# teaches the grown one), once with elle's KI defaults and once with the paper's settings. Every
-# stage costs the same FLOPs in all three, the teacher's forward passes counted: a KI stage
+# teaches the grown one): with elle's KI defaults (tau 1; for `previous` distillation runs the whole
+# stage), with the early end of plain runs (`until: teacher`) and with the paper's settings. Every
+# stage costs the same FLOPs in all four, the teacher's forward passes counted: a KI stage
 # plans for the teacher running on all its updates (forward = a third of a training step), so it
 # gets fewer student updates; a run whose distillation ends early (the defaults' rule) spends
-# less than its budget, which its counted FLOPs show. Plans: plans/experiment/ki/METHOD-sSEED.yaml.
+# less than its budget (`until: teacher`), which its counted FLOPs show. Plans: plans/experiment/ki/METHOD-sSEED.yaml.
 KI_METHODS = {
     "elle-fp": None,
     "ki-defaults": "{teacher: previous}",
+    "ki-rule": "{teacher: previous, until: teacher}",
     "ki-paper": "{teacher: previous, temperature: 2, schedule: linear, until: steps}",
 }
 

@@ -171,8 +171,11 @@ extension StagePlan {
         /// Keep the teacher's K most probable tokens per position (default: all).
         public var topK: Int?
         /// Also end distillation once the student's validation loss on the stage's domain is at
-        /// or below the teacher's (`teacher`), or only after `steps` (`steps`).
-        public var until: DistillationStop = DistillationOptions.defaults.until
+        /// or below the teacher's (`teacher`), or only after `steps` (`steps`). Default: `steps`
+        /// for `teacher: previous` (the grown student starts as that model and passes it on the
+        /// new domain at the stage's first validation, so the rule would end KI at once; measured
+        /// in docs/RESULTS.md "Knowledge inheritance on the stream"), else the run default.
+        public var until: DistillationStop
 
         enum CodingKeys: String, CodingKey, CaseIterable { case teacher, steps, temperature, schedule, weight, topK, until }
 
@@ -185,7 +188,8 @@ extension StagePlan {
             schedule = try c.decodeIfPresent(DistillationSchedule.self, forKey: .schedule) ?? schedule
             weight = try c.decodeIfPresent(Float.self, forKey: .weight) ?? weight
             topK = try c.decodeIfPresent(Int.self, forKey: .topK)
-            until = try c.decodeIfPresent(DistillationStop.self, forKey: .until) ?? until
+            until = try c.decodeIfPresent(DistillationStop.self, forKey: .until)
+                ?? (teacher == "previous" ? .steps : DistillationOptions.defaults.until)
         }
 
         /// The trainer's options for a training phase of `phaseSteps` updates that began at

@@ -95,6 +95,19 @@ final class LifelongKITests: XCTestCase {
         XCTAssertEqual(losses(try records(split)), losses(try records(straight)))
     }
 
+    /// A `ki` block's defaults: T_kd the whole phase, tau 1, and the early end only for a
+    /// teacher other than `previous` (which the grown student passes at once).
+    func testKIBlockDefaults() throws {
+        let previous = try XCTUnwrap(try StagePlan.parse(Self.plan(data: "d", ki: "{teacher: previous}")).stages[1].ki)
+        XCTAssertEqual(previous.until, .steps)
+        let kd = previous.options(startStep: 11, phaseSteps: 6)
+        XCTAssertEqual([kd.steps, kd.startStep], [6, 11])
+        XCTAssertEqual(kd.temperature, 1)
+        XCTAssertEqual(kd.schedule, .linear)
+        let other = try XCTUnwrap(try StagePlan.parse(Self.plan(data: "d", ki: "{teacher: runs/t}")).stages[1].ki)
+        XCTAssertEqual(other.until, .teacher)
+    }
+
     /// `previous` on the first stage, and bad values, are errors naming the field.
     func testBadKIBlocksAreNamed() throws {
         let first = Self.plan(data: "d").replacingOccurrences(of: "steps: 5", with: "steps: 5\n    ki: {teacher: previous, steps: 2}")
