@@ -203,8 +203,14 @@ def stream_table(root):
         wall = open(os.path.join(run, "wall-seconds.txt")).read().split()[-1] if os.path.exists(os.path.join(run, "wall-seconds.txt")) else "?"
         rows.append(f"| {os.path.basename(run)} | {m.group(1)} | {m.group(2)} | {student:.3e} | {t:.3e} | {student + t:.3e} | "
                     f"{', '.join(ends) if ends else '-'} | {wall} |")
+    by_method = defaultdict(list)
+    for row in rows:
+        cells = row.split(" | ")
+        by_method[re.sub(r"-s\d+$", "", cells[0][2:])].append((float(cells[1]), float(cells[2]), float(cells[5])))
+    means = [f"| **{m}** (mean of {len(v)}) | {mean([a for a, _, _ in v]):.2f} | {mean([b for _, b, _ in v]):.2f} | | | "
+             f"{mean([f for _, _, f in v]):.3e} | | |" for m, v in by_method.items()]
     return ["| run | AP | AP+ | student FLOPs | teacher FLOPs | total | rule ended KI at (stage:update) | wall (s) |",
-            "|---|---|---|---|---|---|---|---|", *rows]
+            "|---|---|---|---|---|---|---|---|", *rows, *means]
 
 
 def main():

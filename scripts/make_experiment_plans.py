@@ -195,7 +195,7 @@ KI_METHODS = {
 }
 
 
-def write_ki(vocab, lr, seeds=(1, 2)):
+def write_ki(vocab, lr, seeds=(1, 2, 3)):
     base = BUDGETS["long"]
     budget_flops = base * flops_per_update(SMALL, vocab)
     grow = METHODS["elle-fp"][1]["grow"]
