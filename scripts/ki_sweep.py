@@ -80,7 +80,8 @@ def summarize(root):
 
 
 CELL_ORDER = ["scratch", "base", "tau1", "tau4", "constant", "switch", "kd-quarter", "kd-half",
-              "teacher-worse", "teacher-equal", "defaults-worse", "defaults-equal", "defaults-better"]
+              "teacher-worse", "teacher-equal", "end-rule-worse", "end-rule-equal", "end-rule-better",
+              "defaults-worse", "defaults-equal", "defaults-better"]
 CELL_TEXT = {
     "scratch": ("-", "from scratch"),
     "base": ("better", "tau 2, linear, T_kd = run (the paper's)"),
@@ -92,6 +93,9 @@ CELL_TEXT = {
     "kd-half": ("better", "tau 2, linear, **T_kd = 1/2**"),
     "teacher-worse": ("**worse**", "tau 2, linear, T_kd = run"),
     "teacher-equal": ("**equal**", "tau 2, linear, T_kd = run"),
+    "end-rule-worse": ("worse", "tau 1, linear, T_kd = run, **ends when passed**"),
+    "end-rule-equal": ("equal", "tau 1, linear, T_kd = run, **ends when passed**"),
+    "end-rule-better": ("better", "tau 1, linear, T_kd = run, **ends when passed**"),
     "defaults-worse": ("worse", "**the defaults**"),
     "defaults-equal": ("equal", "**the defaults**"),
     "defaults-better": ("better", "**the defaults**"),
@@ -165,7 +169,7 @@ def plot_curves(groups, name, path, seed=1):
     import matplotlib.pyplot as plt
     g = groups[name]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for cell in ["scratch", "base", "tau1", "kd-quarter", "teacher-worse", "defaults-better", "defaults-worse"]:
+    for cell in ["scratch", "base", "tau1", "teacher-worse", "end-rule-worse", "defaults-better", "defaults-worse"]:
         if seed in g["cells"].get(cell, {}):
             curve, end = g["cells"][cell][seed]
             line, = ax.plot([f for _, f, _ in curve], [p for _, _, p in curve], label=cell,

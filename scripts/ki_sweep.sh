@@ -6,7 +6,7 @@
 # a_t over the whole run, a teacher clearly better than the student):
 #   temperature 1 | 2 | 4,  schedule linear | constant | switch,  T_kd a quarter | half | all,
 #   teacher clearly worse than the student's final perplexity | about equal | clearly better,
-# plus the defaults (no --kd-* flag at all) with each teacher. Then a smaller BERT sweep on one
+# plus tau 1 with the early end alone and the defaults (no --kd-* flag at all) with each teacher. Then a smaller BERT sweep on one
 # domain. Every cell runs with every seed in SEEDS; the student's seed fixes its initialization and
 # data order, so each KI run is paired with the scratch run of its seed. Teachers: seed 1.
 #
@@ -104,7 +104,13 @@ GPT_CELLS=(
     "teacher-worse:worse:--kd-temperature,2,--kd-schedule,linear,--kd-steps,300"
     "teacher-equal:equal:--kd-temperature,2,--kd-schedule,linear,--kd-steps,300"
 )
-# The defaults (no --kd-* flag) with each teacher; from the commit that chose them (docs/KI.md).
+# tau 1 with only the early end (the defaults before the start gate existed), with each teacher.
+END_RULE_CELLS=(
+    "end-rule-worse:worse:--kd-temperature,1,--kd-until,teacher,--kd-start,first"
+    "end-rule-equal:equal:--kd-temperature,1,--kd-until,teacher,--kd-start,first"
+    "end-rule-better:better:--kd-temperature,1,--kd-until,teacher,--kd-start,first"
+)
+# The defaults (no --kd-* flag) with each teacher (docs/KI.md "Defaults").
 DEFAULT_CELLS=(
     "defaults-worse:worse:"
     "defaults-equal:equal:"
@@ -121,9 +127,9 @@ BERT_CELLS=(
 for part in $PARTS; do
     case $part in
         gpt) for d in $DOMAINS; do sweep gpt "$d" "${GPT_CELLS[@]}"; done ;;
-        gpt-defaults) for d in $DOMAINS; do sweep gpt "$d" "${DEFAULT_CELLS[@]}"; done ;;
+        gpt-defaults) for d in $DOMAINS; do sweep gpt "$d" "${END_RULE_CELLS[@]}" "${DEFAULT_CELLS[@]}"; done ;;
         bert) sweep bert "$BERT_DOMAIN" "${BERT_CELLS[@]}" ;;
-        bert-defaults) sweep bert "$BERT_DOMAIN" "${DEFAULT_CELLS[@]}" ;;
+        bert-defaults) sweep bert "$BERT_DOMAIN" "${END_RULE_CELLS[@]}" "${DEFAULT_CELLS[@]}" ;;
         *) echo "unknown part $part (gpt, gpt-defaults, bert, bert-defaults)" >&2; exit 2 ;;
     esac
 done

@@ -142,13 +142,14 @@ final class LifelongPhase: TrainingPhase {
         run.output.log("  valid perplexity: " + zip(run.domains, seen).map { String(format: "%@ %.2f", $0.0.name, $0.1) }.joined(separator: ", "))
         run.output.metric(["event": "eval", "stage": stage, "phase": kind.rawValue, "update": run.state.stepInPhase, "step": trainer.step,
                            "domains": run.names(upTo: seen.count - 1), "perplexities": seen, "flops": run.state.flops])
-        if kind == .main, try trainer.applyTeacherRule(validLoss: Float(log(seen[stage]))),
-           let bar = trainer.options.distillation?.teacherValidLoss {
-            run.output.log(String(format: "  stage %d: the student passed the teacher on %@ (perplexity %.2f <= %.2f): distillation ends, a_t = 0 from here",
-                                  stage, run.domains[stage].name, seen[stage], exp(Double(bar))))
-            run.output.metric(["event": "distillation_end", "stage": stage, "update": run.state.stepInPhase, "step": trainer.step,
-                               "perplexity": seen[stage], "teacher_perplexity": exp(Double(bar))])
-        }
+        guard kind == .main else { return }
+        let event = try trainer.applyTeacherRule(validLoss: Float(log(seen[stage])))
+        guard event != .none, let bar = trainer.options.distillation?.teacherValidLoss else { return }
+        run.output.log(String(format: "  stage %d: %@ on %@ (perplexity %.2f, teacher %.2f)", stage,
+                              event == .started ? "the teacher is far enough ahead, distillation starts" : "the student passed the teacher, distillation ends",
+                              run.domains[stage].name, seen[stage], exp(Double(bar))))
+        run.output.metric(["event": event == .started ? "distillation_start" : "distillation_end", "stage": stage,
+                           "update": run.state.stepInPhase, "step": trainer.step, "perplexity": seen[stage], "teacher_perplexity": exp(Double(bar))])
     }
 
     func checkpoint() throws {

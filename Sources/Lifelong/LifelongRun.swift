@@ -206,6 +206,8 @@ public final class LifelongRun {
             if let saved = trainer.options.distillation, saved.startStep == kd.startStep {
                 kd.teacherValidLoss = saved.teacherValidLoss
                 kd.passedTeacherAtStep = saved.passedTeacherAtStep
+                kd.startedAtStep = saved.startedAtStep
+                kd.studentValidLoss = saved.studentValidLoss
             }
             options.distillation = kd
         }

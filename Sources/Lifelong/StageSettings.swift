@@ -176,8 +176,12 @@ extension StagePlan {
         /// new domain at the stage's first validation, so the rule would end KI at once; measured
         /// in docs/RESULTS.md "Knowledge inheritance on the stream"), else the run default.
         public var until: DistillationStop
+        /// When distillation begins: `first` update, or once the teacher is far enough `ahead`.
+        /// Default: `first` for `teacher: previous` (the student starts as that model), else the
+        /// run default.
+        public var start: DistillationStart
 
-        enum CodingKeys: String, CodingKey, CaseIterable { case teacher, steps, temperature, schedule, weight, topK, until }
+        enum CodingKeys: String, CodingKey, CaseIterable { case teacher, steps, temperature, schedule, weight, topK, until, start }
 
         public init(from decoder: Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -190,12 +194,14 @@ extension StagePlan {
             topK = try c.decodeIfPresent(Int.self, forKey: .topK)
             until = try c.decodeIfPresent(DistillationStop.self, forKey: .until)
                 ?? (teacher == "previous" ? .steps : DistillationOptions.defaults.until)
+            start = try c.decodeIfPresent(DistillationStart.self, forKey: .start)
+                ?? (teacher == "previous" ? .first : DistillationOptions.defaults.start)
         }
 
         /// The trainer's options for a training phase of `phaseSteps` updates that began at
         /// update `startStep`.
         public func options(startStep: Int, phaseSteps: Int) -> DistillationOptions {
-            var kd = DistillationOptions(teacher: teacher, steps: steps ?? phaseSteps, temperature: temperature, schedule: schedule, until: until)
+            var kd = DistillationOptions(teacher: teacher, steps: steps ?? phaseSteps, temperature: temperature, schedule: schedule, until: until, start: start)
             kd.weight = weight
             kd.topK = topK
             kd.startStep = startStep

@@ -19,6 +19,8 @@ struct TrainKIOptions: ParsableArguments {
     var kdSchedule: DistillationSchedule = DistillationOptions.defaults.schedule
     @Option(help: "End distillation after --kd-steps only (steps), or also at the first validation where the student's loss is at or below the teacher's (teacher).")
     var kdUntil: DistillationStop = DistillationOptions.defaults.until
+    @Option(help: "Begin distillation at the first update (first), or at the first validation where the teacher's validation loss is further below the student's than the student moved since the previous validation (ahead).")
+    var kdStart: DistillationStart = DistillationOptions.defaults.start
     @Option(help: "a_t of the constant schedule.") var kdWeight: Float = 0.5
     @Option(help: "Keep only the teacher's K most probable tokens per position (renormalized); default: the full distribution.")
     var kdTopK: Int?
@@ -40,7 +42,7 @@ struct TrainKIOptions: ParsableArguments {
     /// The run's distillation options (nil without a teacher).
     func options(steps: Int) -> DistillationOptions? {
         guard let source = teacher ?? kdCache else { return nil }
-        var kd = DistillationOptions(teacher: source, steps: kdSteps ?? steps, temperature: kdTemperature, schedule: kdSchedule, until: kdUntil)
+        var kd = DistillationOptions(teacher: source, steps: kdSteps ?? steps, temperature: kdTemperature, schedule: kdSchedule, until: kdUntil, start: kdStart)
         kd.weight = kdWeight
         kd.topK = kdTopK
         kd.cache = kdCache
@@ -50,6 +52,7 @@ struct TrainKIOptions: ParsableArguments {
 
 extension DistillationSchedule: ExpressibleByArgument {}
 extension DistillationStop: ExpressibleByArgument {}
+extension DistillationStart: ExpressibleByArgument {}
 
 /// `elle teacher-cache`: the teacher's top-K logits at every position of a domain's training
 /// windows, for `elle train --kd-cache`.

@@ -264,6 +264,37 @@ final class DistillationTests: XCTestCase {
         XCTAssertEqual(try JSONDecoder().decode(DistillationOptions.self, from: try JSONEncoder().encode(rule)), rule)
     }
 
+    /// The `.ahead` gate: no distillation until a validation finds the teacher further ahead
+    /// than the student moved since the previous one, then linear from 1 at the gate to 0 at
+    /// T_kd; a student that passes the teacher first never distills.
+    func testDistillationStartsOnceTheTeacherIsFarEnoughAhead() {
+        var kd = DistillationOptions(teacher: "t", steps: 10, temperature: 1, schedule: .linear, until: .teacher, start: .ahead)
+        kd.teacherValidLoss = 5
+        kd.studentValidLoss = 8.3
+        XCTAssertEqual((0..<3).map { kd.weight(atStep: $0) }, [0, 0, 0])
+        // 6.6 - 5 = 1.6 ahead, but the student moved 1.7 by itself: wait.
+        XCTAssertEqual(kd.decide(validLoss: 6.6, atStep: 2), .none)
+        kd.apply(.none, validLoss: 6.6, atStep: 2)
+        XCTAssertEqual(kd.studentValidLoss, 6.6)
+        // 6.4 - 5 = 1.4 ahead against 0.2 moved: start.
+        XCTAssertEqual(kd.decide(validLoss: 6.4, atStep: 4), .started)
+        kd.apply(.started, validLoss: 6.4, atStep: 4)
+        for (got, want) in zip((3..<11).map { kd.weight(atStep: $0) }, [0, 1, 5.0 / 6, 4.0 / 6, 0.5, 2.0 / 6, 1.0 / 6, 0] as [Float]) {
+            XCTAssertEqual(got, want, accuracy: 1e-6)
+        }
+        XCTAssertEqual(kd.teacherUpdates(before: 100), 6)
+        XCTAssertEqual(kd.decide(validLoss: 4.9, atStep: 6), .passed)
+        var weak = DistillationOptions(teacher: "t", steps: 10, until: .teacher, start: .ahead)
+        weak.teacherValidLoss = 6.5
+        weak.studentValidLoss = 8.3
+        XCTAssertEqual(weak.decide(validLoss: 6.6, atStep: 2), .none)
+        weak.apply(.none, validLoss: 6.6, atStep: 2)
+        XCTAssertEqual(weak.decide(validLoss: 6.4, atStep: 4), .passed, "passed before it was worth starting")
+        weak.apply(.passed, validLoss: 6.4, atStep: 4)
+        XCTAssertEqual(weak.teacherUpdates(before: 100), 0, "never distills: plain training")
+        XCTAssertFalse(weak.watchesTeacher(atStep: 5))
+    }
+
     /// a_t of each schedule: linear max(0, 1 - t/T), constant `weight` until T, switch 1 until
     /// T; 0 from T on and before the start; counted teacher updates.
     func testSchedules() {

@@ -54,7 +54,7 @@ final class KIJobTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let data = sampleDataPath(), teacher = folder + "/teacher", single = folder + "/single", multi = folder + "/multi"
         try trainTeacher(data: data, out: teacher)
-        let ki = ["--teacher", teacher, "--kd-steps", "6", "--kd-temperature", "2", "--kd-until", "steps"]
+        let ki = ["--teacher", teacher, "--kd-steps", "6", "--kd-temperature", "2", "--kd-until", "steps", "--kd-start", "first"]
         let a = try run(student(data: data, out: single, steps: 10) + ki + ["--accumulation", "2"])
         XCTAssertTrue(a.contains("knowledge inheritance: teacher"), a)
         let b1 = try runMPI(2, student(data: data, out: multi, steps: 10) + ki + ["--accumulation", "1", "--stop-after", "4"])
@@ -87,7 +87,7 @@ final class KIJobTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let data = sampleDataPath(), teacher = folder + "/teacher", single = folder + "/single", multi = folder + "/multi"
         try trainTeacher(data: data, out: teacher)
-        let ki = ["--teacher", teacher, "--kd-temperature", "1", "--kd-until", "teacher"]
+        let ki = ["--teacher", teacher, "--kd-temperature", "1", "--kd-until", "teacher", "--kd-start", "first"]
         let a = try run(student(data: data, out: single, steps: 20) + ki + ["--accumulation", "2"])
         let decision = try XCTUnwrap(a.split(separator: "\n").first { $0.contains("the student passed the teacher") }, a)
         let step = try XCTUnwrap(Int(decision.split(separator: "|")[0].split(separator: " ")[1]))
@@ -117,8 +117,8 @@ final class KIJobTests: XCTestCase {
                              "--out", cache, "--threads", "1"])
         XCTAssertTrue(built.contains("wrote \(cache)"), built)
         // `--kd-until teacher` with a cache measures the live teacher its header names.
-        _ = try run(student(data: data, out: folder + "/live", steps: 6) + ["--teacher", teacher, "--kd-top-k", "10", "--kd-steps", "6", "--kd-until", "teacher"])
-        let cached = try run(student(data: data, out: folder + "/cached", steps: 6) + ["--kd-cache", cache, "--kd-steps", "6", "--kd-until", "teacher"])
+        _ = try run(student(data: data, out: folder + "/live", steps: 6) + ["--teacher", teacher, "--kd-top-k", "10", "--kd-steps", "6", "--kd-until", "teacher", "--kd-start", "first"])
+        let cached = try run(student(data: data, out: folder + "/cached", steps: 6) + ["--kd-cache", cache, "--kd-steps", "6", "--kd-until", "teacher", "--kd-start", "first"])
         XCTAssertTrue(cached.contains("top-10 teacher cache"), cached)
         func withoutFLOPs(_ lines: [String]) -> [String] {
             // The cache's teacher FLOPs are the cost of building it, not of these updates.

@@ -27,6 +27,22 @@ public enum DistillationStop: String, Codable, CaseIterable, Sendable {
     case teacher
 }
 
+/// When distillation may begin.
+public enum DistillationStart: String, Codable, CaseIterable, Sendable {
+    /// At the first update (the paper's).
+    case first
+    /// At the first validation where the teacher is further ahead of the student (validation
+    /// loss) than the student moved by itself since the previous validation; never if the student
+    /// passes the teacher first. A teacher the student would catch within one validation interval
+    /// has little to teach and, in the first updates, can hold it back for the rest of the run.
+    case ahead
+}
+
+/// What a validation decided for distillation (`DistillationOptions.decide`).
+public enum DistillationEvent: Int64, Sendable {
+    case none = 0, started = 1, passed = 2
+}
+
 /// Knowledge inheritance settings of a run (saved in checkpoints with the other options). The
 /// defaults (`DistillationOptions.defaults`) are the ones `scripts/ki_sweep.sh` found never
 /// worse than training from scratch (docs/KI.md "Defaults"); the paper's are all available.
@@ -58,27 +74,41 @@ public struct DistillationOptions: Codable, Equatable, Sendable {
     /// The update from which a_t = 0 because the student passed the teacher (decided by rank 0
     /// at a validation and broadcast), nil while it has not.
     public var passedTeacherAtStep: Int?
+    /// When distillation begins (`.ahead`: once the teacher is far enough ahead).
+    public var start: DistillationStart
+    /// The update at which `.ahead` began distillation, nil before.
+    public var startedAtStep: Int?
+    /// The student's validation loss at the previous validation (the `.ahead` gate's reference
+    /// for the student's own progress); measured at the start, then updated at each validation.
+    public var studentValidLoss: Float?
 
     /// The defaults of `elle train --teacher` and of a plan's `ki` block, chosen from
     /// `scripts/ki_sweep.sh` (docs/KI.md "Defaults"): tau 1 (tau 2 and 4 ended worse than
     /// scratch where tau 1 did not), the paper's linear a_t over the whole run, and distillation
     /// ending once the student passes the teacher (a weaker teacher can only hold it back).
-    public static let defaults = (temperature: Float(1), schedule: DistillationSchedule.linear, until: DistillationStop.teacher)
+    public static let defaults = (temperature: Float(1), schedule: DistillationSchedule.linear, until: DistillationStop.teacher,
+                                  start: DistillationStart.ahead)
 
+    /// The validation rules are off unless asked for: they act only in a run whose phase
+    /// validates (`PlainRun`, `LifelongPhase`); the command line and plans pass `defaults`.
     public init(teacher: String, steps: Int, temperature: Float = defaults.temperature,
-                schedule: DistillationSchedule = defaults.schedule, until: DistillationStop = defaults.until) {
+                schedule: DistillationSchedule = defaults.schedule, until: DistillationStop = .steps,
+                start: DistillationStart = .first) {
         self.teacher = teacher
         self.steps = steps
         self.temperature = temperature
         self.schedule = schedule
         self.until = until
+        self.start = start
     }
 
     enum CodingKeys: String, CodingKey {
         case teacher, teacherHash, steps, temperature, schedule, weight, topK, cache, startStep, until, teacherValidLoss, passedTeacherAtStep
+        case start, startedAtStep, studentValidLoss
     }
 
-    /// Checkpoints written before `until` existed ran without the rule: they resume that way.
+    /// Checkpoints written before `until` and `start` existed ran without the rules: they resume
+    /// that way.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         teacher = try c.decode(String.self, forKey: .teacher)
@@ -93,6 +123,9 @@ public struct DistillationOptions: Codable, Equatable, Sendable {
         until = try c.decodeIfPresent(DistillationStop.self, forKey: .until) ?? .steps
         teacherValidLoss = try c.decodeIfPresent(Float.self, forKey: .teacherValidLoss)
         passedTeacherAtStep = try c.decodeIfPresent(Int.self, forKey: .passedTeacherAtStep)
+        start = try c.decodeIfPresent(DistillationStart.self, forKey: .start) ?? .first
+        startedAtStep = try c.decodeIfPresent(Int.self, forKey: .startedAtStep)
+        studentValidLoss = try c.decodeIfPresent(Float.self, forKey: .studentValidLoss)
     }
 
     /// a_t before update `step` (0-based: the update that makes `step + 1`).
@@ -100,8 +133,11 @@ public struct DistillationOptions: Codable, Equatable, Sendable {
         let t = step - startStep
         guard t >= 0, t < steps else { return 0 }
         if let passedTeacherAtStep, step >= passedTeacherAtStep { return 0 }
+        // `.ahead`: nothing before the gate opens; the linear schedule runs from the gate to T_kd.
+        let begin = start == .ahead ? startedAtStep : startStep
+        guard let begin, step >= begin else { return 0 }
         switch schedule {
-        case .linear: return max(0, 1 - Float(t) / Float(steps))
+        case .linear: return max(0, 1 - Float(step - begin) / Float(startStep + steps - begin))
         case .constant: return weight
         case .switch: return 1
         }
@@ -110,7 +146,33 @@ public struct DistillationOptions: Codable, Equatable, Sendable {
     /// Whether the `.teacher` rule still has to watch validations at update `step`: it applies,
     /// has not fired, and distillation is not over anyway.
     public func watchesTeacher(atStep step: Int) -> Bool {
-        until == .teacher && passedTeacherAtStep == nil && step - startStep < steps
+        passedTeacherAtStep == nil && step - startStep < steps
+            && (until == .teacher || (start == .ahead && startedAtStep == nil))
+    }
+
+    /// Whether the rules need the teacher's validation loss (and the student's first one).
+    public var needsValidation: Bool { until == .teacher || start == .ahead }
+
+    /// Rank 0's decision at a validation of update `step` with the student's loss `validLoss`
+    /// (the teacher's is `teacherValidLoss`); `apply` records it on every rank.
+    public func decide(validLoss: Float, atStep step: Int) -> DistillationEvent {
+        guard watchesTeacher(atStep: step), let bar = teacherValidLoss else { return .none }
+        if start == .ahead && startedAtStep == nil {
+            if validLoss <= bar { return .passed }
+            let progress = (studentValidLoss ?? .infinity) - validLoss
+            return validLoss - bar > progress ? .started : .none
+        }
+        return until == .teacher && validLoss <= bar ? .passed : .none
+    }
+
+    /// Records `event` decided at update `step` and the student's loss for the next decision.
+    public mutating func apply(_ event: DistillationEvent, validLoss: Float, atStep step: Int) {
+        if start == .ahead && startedAtStep == nil { studentValidLoss = validLoss }
+        switch event {
+        case .none: break
+        case .started: startedAtStep = step
+        case .passed: passedTeacherAtStep = step
+        }
     }
 
     /// Updates in 0..<step that ran the teacher (those with a_t > 0).

@@ -83,46 +83,59 @@ extension Trainer {
         teacher = nil
     }
 
-    /// The `.teacher` rule's bar (docs/KI.md "Defaults"): the teacher's validation loss on
-    /// `stream` (with `prompt`, as the student is validated), measured once; a resumed run keeps
-    /// the saved value. With a top-K cache the live teacher its header names is loaded for this
-    /// one measurement. Collective.
+    /// The bar of the `.teacher` and `.ahead` rules (docs/KI.md "Defaults"): the teacher's
+    /// validation loss on `stream` (with `prompt`, as the student is validated), measured once,
+    /// and for `.ahead` the student's own first one; a resumed run keeps the saved values. With a
+    /// top-K cache the live teacher its header names is loaded for this one measurement.
+    /// Collective.
     public func measureTeacherValidation(_ stream: TokenStream? = nil, prompt: Int32? = nil, log: (String) -> Void) throws {
-        guard var kd = options.distillation, kd.until == .teacher, kd.teacherValidLoss == nil else { return }
+        guard var kd = options.distillation, kd.needsValidation, kd.teacherValidLoss == nil else { return }
         var source = teacher
         if source == nil, let cache = teacherCache {
             do { source = try Teacher.load(cache.header.teacher, communicator: communicator) } catch {
                 throw ConfigError(field: "distillation.until",
-                                  message: "stopping once the student passes the teacher needs the teacher's validation loss, but the cache's teacher \(cache.header.teacher) cannot be read (\(error)); give --kd-until steps")
+                                  message: "starting and ending distillation by validation needs the teacher's validation loss, but the cache's teacher \(cache.header.teacher) cannot be read (\(error)); give --kd-until steps --kd-start first")
             }
             guard source!.hashString == cache.header.teacherXXH64 else {
                 throw ConfigError(field: "distillation.until",
-                                  message: "\(cache.header.teacher) is not the teacher \(cache.path) was built from (XXH64 \(source!.hashString), the cache says \(cache.header.teacherXXH64)); give --kd-until steps")
+                                  message: "\(cache.header.teacher) is not the teacher \(cache.path) was built from (XXH64 \(source!.hashString), the cache says \(cache.header.teacherXXH64)); give --kd-until steps --kd-start first")
             }
             source!.model.precision = options.matrixPrecision
         }
         guard let source else { return }
-        guard options.evalEvery > 0 || stream != nil, let loss = try evaluate(stream ?? validTokens, batches: options.evalBatches, prompt: prompt, using: source.model) else {
-            log("  distillation runs its --kd-steps: ending it once the student passes the teacher needs validations (--eval-every > 0 and validation data)")
+        let validation = stream ?? validTokens
+        guard options.evalEvery > 0 || stream != nil,
+              let loss = try evaluate(validation, batches: options.evalBatches, prompt: prompt, using: source.model) else {
+            kd.until = .steps
+            kd.start = .first
+            options.distillation = kd
+            log("  distillation runs from the first update for its --kd-steps: starting and ending it by validation needs validations (--eval-every > 0 and validation data)")
             return
         }
         kd.teacherValidLoss = loss
+        if kd.start == .ahead && kd.studentValidLoss == nil {
+            kd.studentValidLoss = try evaluate(validation, batches: options.evalBatches, prompt: prompt)
+        }
         options.distillation = kd
-        log(String(format: "  distillation ends early once the student's validation loss is at or below the teacher's %.4f (perplexity %.2f)", loss, exp(Double(loss))))
+        log(String(format: "  teacher's validation loss %.4f (perplexity %.2f)%@%@", loss, exp(Double(loss)),
+                   kd.start == .ahead ? String(format: "; distillation starts at the first validation where the teacher is further ahead of the student (%.4f now) than the student moved since the previous one", kd.studentValidLoss ?? .nan) : "",
+                   kd.until == .teacher ? "; it ends once the student's validation loss is at or below the teacher's" : ""))
     }
 
-    /// The `.teacher` rule at a validation with the student's loss `validLoss`: rank 0 decides
-    /// whether the student has passed the teacher and broadcasts it; if so a_t = 0 from this
-    /// update on. Returns whether distillation ended here. Collective.
-    public func applyTeacherRule(validLoss: Float) throws -> Bool {
-        guard var kd = options.distillation, kd.watchesTeacher(atStep: step), let bar = kd.teacherValidLoss else { return false }
-        let passed = Buffer<Int64>(count: 1)
-        passed[0] = communicator.isRoot && validLoss <= bar ? 1 : 0
-        try communicator.broadcast(passed, label: "distillation stop decision after update \(step)")
-        guard passed[0] == 1 else { return false }
-        kd.passedTeacherAtStep = step
+    /// The `.ahead` and `.teacher` rules at a validation with the student's loss `validLoss`:
+    /// rank 0 decides (`DistillationOptions.decide`) and broadcasts; every rank records it.
+    /// Returns what happened. Collective.
+    public func applyTeacherRule(validLoss: Float) throws -> DistillationEvent {
+        guard var kd = options.distillation, kd.watchesTeacher(atStep: step), kd.teacherValidLoss != nil else { return .none }
+        let code = Buffer<Int64>(count: 1)
+        code[0] = communicator.isRoot ? kd.decide(validLoss: validLoss, atStep: step).rawValue : 0
+        try communicator.broadcast(code, label: "distillation decision after update \(step)")
+        guard let event = DistillationEvent(rawValue: code[0]) else {
+            throw JobError("rank 0 sent an unknown distillation decision \(code[0]) after update \(step)")
+        }
+        kd.apply(event, validLoss: validLoss, atStep: step)
         options.distillation = kd
-        return true
+        return event
     }
 
     /// Teacher FLOPs spent so far on all ranks: forward passes of the updates with a_t > 0 (or,

@@ -187,11 +187,13 @@ public final class PlainRun: TrainingPhase {
         output.log(String(format: "step %6d | valid loss %.4f | perplexity %.2f", trainer.step, valid, exp(Double(valid))))
         output.metric(["event": "eval", "step": trainer.step, "valid_loss": Double(valid), "valid_perplexity": exp(Double(valid))]
                         .merging(flopFields) { a, _ in a })
-        if try trainer.applyTeacherRule(validLoss: valid), let bar = trainer.options.distillation?.teacherValidLoss {
-            output.note(String(format: "step %6d | the student passed the teacher (valid loss %.4f <= %.4f): distillation ends, a_t = 0 from here",
-                               trainer.step, valid, bar), step: trainer.step)
-            output.metric(["event": "distillation_end", "step": trainer.step, "valid_loss": Double(valid), "teacher_valid_loss": Double(bar)])
-        }
+        let event = try trainer.applyTeacherRule(validLoss: valid)
+        guard event != .none, let bar = trainer.options.distillation?.teacherValidLoss else { return }
+        let text = event == .started ? "the teacher is further ahead (valid loss %.4f against %.4f) than the student moved since the last validation: distillation starts"
+            : "the student passed the teacher (valid loss %.4f <= %.4f): distillation ends, a_t = 0 from here"
+        output.note(String(format: "step %6d | " + text, trainer.step, valid, bar), step: trainer.step)
+        output.metric(["event": event == .started ? "distillation_start" : "distillation_end", "step": trainer.step,
+                       "valid_loss": Double(valid), "teacher_valid_loss": Double(bar)])
     }
 
     /// A run resumed from a checkpoint written at a validation step before that validation's
