@@ -10,7 +10,7 @@ of the same seed (paired: same initialization and data order), and the FLOPs-to-
 reaches the scratch run's final perplexity (linear in log perplexity between evaluations) and
 F_scratch the scratch run's FLOPs. "-" when a seed never reaches it. Verdict, paired by seed:
 "better" when every seed ends more than 1% below its scratch run, "worse" when every seed ends
-more than 1% above it, "mixed" otherwise; the summary lists every cell with any seed more than
+more than 1% above it, "same" when every seed is within 1%, "mixed" otherwise; the summary lists every cell with any seed more than
 1% above scratch (the bar the defaults must clear).
 """
 import argparse
@@ -127,7 +127,8 @@ def table(name, g):
         ends = [runs[s][1] for s in sorted(runs)]
         verdict = ""
         if cell != "scratch" and paired:
-            verdict = "**worse**" if all(r > 1.01 for r in paired) else "better" if all(r < 0.99 for r in paired) else "mixed"
+            verdict = ("**worse**" if all(r > 1.01 for r in paired) else "better" if all(r < 0.99 for r in paired)
+                       else "same" if all(abs(r - 1) <= 0.01 for r in paired) else "mixed")
             verdicts[cell] = (verdict, max(paired))
         saving = "-" if cell == "scratch" else ", ".join("-" if x is None else f"{100 * x:+.0f}%" for x in savings)
         lines.append(f"| {cell} | {teacher} | {setting} | {spread(ppl, '{:.1f}')} | "
