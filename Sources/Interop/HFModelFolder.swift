@@ -31,6 +31,9 @@ public enum HFModelFolder {
         guard config.normalization == .layerNorm else {
             throw InteropError(path: folder, "cannot export a model whose norms are \(config.normalization.rawValue) (a diagnostic); Hugging Face models use LayerNorm")
         }
+        if let ramp = config.ramp {
+            throw InteropError(path: folder, "cannot export a model in the middle of a masked ramp (\(ramp.done) of \(ramp.length) updates): its masked norms have no Hugging Face equivalent; export a checkpoint from after the ramp")
+        }
         guard tokenizer.vocabularySize <= config.vocab else {
             throw InteropError(path: folder, "cannot export: the tokenizer has \(tokenizer.vocabularySize) tokens but the model only \(config.vocab) rows")
         }

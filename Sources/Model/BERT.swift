@@ -69,13 +69,13 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         // logits = LN(GELU(dense(x))) wte^T + bias.
         let P = parameters.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
         let W = weights(refreshing: false)
-        let eps = c.layerNormEpsilon
+        let eps = c.layerNormEpsilon, norm = ramp?.norm
         Linear.forward(out: A + acts.headPre, x: acts.output[c.layers].operand(A), weight: W[layout.headDenseWeight],
                        bias: P + layout.headDenseBias, rows: m, inFeatures: d, outFeatures: d)
         ErfGELU.forward(out: A + acts.headPost, x: A + acts.headPre, count: m * d)
         LayerNorm.forward(out: acts.headNorm.output(A), mean: A + acts.headMean, rstd: A + acts.headRstd, x: A + acts.headPost,
                           weight: P + layout.headNormWeight, bias: P + layout.headNormBias, rows: m, width: d,
-                          epsilon: eps, affine: affine)
+                          epsilon: eps, affine: affine, mask: norm)
         Linear.forward(out: A + acts.logits, x: acts.headNorm.operand(A), weight: W[layout.tokenEmbedding],
                        bias: P + layout.outputBias, rows: m, inFeatures: d, outFeatures: v)
         guard inputTargets != nil else { return 0 }
@@ -123,6 +123,7 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
         let scratch = A + acts.block.attentionScratch
         let keyMask = A + acts.keyMask
+        let ramp = self.ramp, norm = ramp?.norm
         hasPadding = false
         if let pad = c.padToken {
             for i in 0..<n {
@@ -134,11 +135,12 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
 
         Embedding.forward(out: A + acts.embeddingSum, tokens: tokens.pointer, wte: P + layout.tokenEmbedding,
                           wpe: P + layout.positionEmbedding, batch: b, seq: t, width: d)
+        ramp?.scaleNewDimensions(A + acts.embeddingSum, rows: n)
         // output[0] = dropout(LN(embeddings)); the bf16 copy products read is of the dropped-out values.
         let embedded = acts.output[0], drop = dropouts.at(site: 0)
         LayerNorm.forward(out: drop == nil ? embedded.output(A) : .float(embedded.floats(A)), mean: A + acts.embeddingMean,
                           rstd: A + acts.embeddingRstd, x: A + acts.embeddingSum, weight: P + layout.embeddingNormWeight,
-                          bias: P + layout.embeddingNormBias, rows: n, width: d, epsilon: eps, affine: affine)
+                          bias: P + layout.embeddingNormBias, rows: n, width: d, epsilon: eps, affine: affine, mask: norm)
         if let drop { drop.apply(out: embedded.output(A), x: embedded.floats(A), count: n * d) }
 
         for (l, w) in layout.blocks.enumerated() {
@@ -147,6 +149,7 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
             let qkv = A + (s.qkv.float ?? acts.block.qkvFloat!)
             Linear.forward(out: qkv, x: x.operand(A), weight: W[w.qkvWeight], bias: P + w.qkvBias,
                            rows: n, inFeatures: d, outFeatures: 3 * a)
+            ramp?.scaleNewValues(qkv, rows: n, attentionWidth: a)
             Attention.forward(out: s.atty.output(A), att: A + s.att, qkv: qkv, qkvCopy: s.qkv.half.map { bf16(A + $0) }, shape: shape,
                               mask: .keys(hasPadding ? keyMask : nil), dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
             // The rest of the block is per position: the last block runs it only at the rows the
@@ -161,15 +164,23 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
                            rows: k, inFeatures: a, outFeatures: d)
             dropouts.addResidual(out: A + s.residual1, x: r.input, branch: branch, count: k * d, site: 2 + 3 * l)
             LayerNorm.forward(out: s.hidden.output(A), mean: A + s.ln1Mean, rstd: A + s.ln1Rstd, x: A + s.residual1,
-                              weight: P + w.ln1Weight, bias: P + w.ln1Bias, rows: k, width: d, epsilon: eps, affine: affine)
+                              weight: P + w.ln1Weight, bias: P + w.ln1Bias, rows: k, width: d, epsilon: eps, affine: affine,
+                              mask: norm)
             Linear.forward(out: A + s.fcPre, x: s.hidden.operand(A), weight: W[w.fcWeight], bias: P + w.fcBias,
                            rows: k, inFeatures: d, outFeatures: f)
-            ErfGELU.forward(out: s.fcPost.output(A), x: A + s.fcPre, count: k * f)
+            ErfGELU.forward(out: s.fcPost.output(A), x: A + s.fcPre, rows: k, width: f, mask: ramp?.ffnMask)
             Linear.forward(out: branch, x: s.fcPost.operand(A), weight: W[w.fcProjWeight], bias: P + w.fcProjBias,
                            rows: k, inFeatures: f, outFeatures: d)
             dropouts.addResidual(out: A + s.residual2, x: s.hidden.floats(A), branch: branch, count: k * d, site: 3 + 3 * l)
-            LayerNorm.forward(out: acts.output[l + 1].output(A), mean: A + s.ln2Mean, rstd: A + s.ln2Rstd, x: A + s.residual2,
-                              weight: P + w.ln2Weight, bias: P + w.ln2Bias, rows: k, width: d, epsilon: eps, affine: affine)
+            // A block a masked ramp inserted outputs x + m (LN2(...) - x): LN2 into float32 first.
+            let blend = ramp?.branchScale(layer: l)
+            let output = acts.output[l + 1]
+            LayerNorm.forward(out: blend == nil ? output.output(A) : .float(output.floats(A)), mean: A + s.ln2Mean,
+                              rstd: A + s.ln2Rstd, x: A + s.residual2, weight: P + w.ln2Weight, bias: P + w.ln2Bias,
+                              rows: k, width: d, epsilon: eps, affine: affine, mask: norm)
+            if let blend {
+                RampBlend(y: output.floats(A), x: r.input, m: blend, count: k * d).run(into: output.output(A))
+            }
         }
     }
 
@@ -189,6 +200,7 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         let W = weights(refreshing: false)
         let affine = c.normalization == .affine
         let dOutput = A + acts.dOutput, dResidual = A + acts.dResidual, branch = A + acts.branch
+        let ramp = self.ramp
 
         // Head, in reverse: projection (tied) and bias, norm, GELU, dense. dOutput gets the
         // gradient of the last block's output rows.
@@ -204,7 +216,7 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         branch.update(repeating: 0, count: m * d)
         LayerNorm.backward(dx: branch, dweight: G + layout.headNormWeight, dbias: G + layout.headNormBias,
                            dout: dResidual, x: A + acts.headPost, weight: P + layout.headNormWeight,
-                           mean: A + acts.headMean, rstd: A + acts.headRstd, rows: m, width: d, affine: affine)
+                           mean: A + acts.headMean, rstd: A + acts.headRstd, rows: m, width: d, affine: affine, mask: ramp?.norm)
         ErfGELU.backward(dx: branch, dout: branch, x: A + acts.headPre, count: m * d)
         Linear.backward(dx: dOutput, dweight: G + layout.headDenseWeight, dbias: G + layout.headDenseBias,
                         dout: branch, x: acts.output[c.layers].operand(A), weight: W[layout.headDenseWeight],
@@ -226,18 +238,28 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
         let scratch = A + acts.block.attentionScratch
         let dOutput = A + acts.dOutput, dResidual = A + acts.dResidual
+        let ramp = self.ramp, norm = ramp?.norm
         for l in stride(from: c.layers - 1, through: 0, by: -1) {
             let w = layout.blocks[l], s = acts.layers[l]
             let r = rows(ofBlock: l), k = r.count
+            // A block a ramp inserted: output = x + m (f(x) - x); the skip path's (1 - m) share
+            // waits in rampSkip, the block's own gradient is m times the output's.
+            let blend = ramp?.branchScale(layer: l)
+            if let blend {
+                (A + acts.rampSkip).update(from: dOutput, count: k * d)
+                scaleInPlace(A + acts.rampSkip, 1 - blend, count: k * d)
+                scaleInPlace(dOutput, blend, count: k * d)
+            }
             // output = ln2(residual2), residual2 = hidden + dropout(fcProj(gelu(fc(hidden))))
             dResidual.update(repeating: 0, count: k * d)
             LayerNorm.backward(dx: dResidual, dweight: G + w.ln2Weight, dbias: G + w.ln2Bias, dout: dOutput,
                                x: A + s.residual2, weight: P + w.ln2Weight, mean: A + s.ln2Mean, rstd: A + s.ln2Rstd,
-                               rows: k, width: d, affine: affine)
+                               rows: k, width: d, affine: affine, mask: norm)
             var dBranch = dropouts.branchGradient(dResidual, count: k * d, site: 3 + 3 * l)
             Linear.backward(dx: A + acts.block.dFC, dweight: G + w.fcProjWeight, dbias: G + w.fcProjBias, dout: dBranch,
                             x: s.fcPost.operand(A), weight: W[w.fcProjWeight], rows: k, inFeatures: f, outFeatures: d,
                             doutCopy: copy)
+            ramp?.scaleNewUnits(A + acts.block.dFC, rows: k, ffn: f)
             ErfGELU.backward(dx: A + acts.block.dFC, dout: A + acts.block.dFC, x: A + s.fcPre, count: k * f)
             // dResidual becomes d(hidden): the skip path plus the MLP's input gradient.
             Linear.backward(dx: dResidual, dweight: G + w.fcWeight, dbias: G + w.fcBias, dout: A + acts.block.dFC,
@@ -247,7 +269,7 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
             dOutput.update(repeating: 0, count: k * d)
             LayerNorm.backward(dx: dOutput, dweight: G + w.ln1Weight, dbias: G + w.ln1Bias, dout: dResidual,
                                x: A + s.residual1, weight: P + w.ln1Weight, mean: A + s.ln1Mean, rstd: A + s.ln1Rstd,
-                               rows: k, width: d, affine: affine)
+                               rows: k, width: d, affine: affine, mask: norm)
             dBranch = dropouts.branchGradient(dOutput, count: k * d, site: 2 + 3 * l)
             // A pruned block's row gradients go back to every position: d(atty) through the
             // (free) dQKV scratch, d(x) through dResidual; both are zero at the other rows.
@@ -255,6 +277,7 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
             Linear.backward(dx: dAttyRows, dweight: G + w.attnProjWeight, dbias: G + w.attnProjBias, dout: dBranch,
                             x: r.atty.operand(A), weight: W[w.attnProjWeight], rows: k, inFeatures: a, outFeatures: d,
                             doutCopy: copy)
+            if blend != nil { addInPlace(dOutput, A + acts.rampSkip, count: k * d) }
             if k < n {
                 (A + acts.block.dAtty).update(repeating: 0, count: n * a)
                 RowGather.backward(dx: A + acts.block.dAtty, dout: dAttyRows, rows: predicted.pointer, count: k, width: a)
@@ -264,6 +287,7 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
             }
             Attention.backward(dqkv: A + acts.block.dQKV, dout: A + acts.block.dAtty, qkv: s.qkv.operand(A), att: A + s.att,
                                shape: shape, mask: .keys(nil), dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
+            ramp?.scaleNewValues(A + acts.block.dQKV, rows: n, attentionWidth: a)
             // dOutput becomes d(x), the gradient of the previous block's output.
             Linear.backward(dx: dOutput, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.block.dQKV,
                             x: acts.output[l].operand(A), weight: W[w.qkvWeight], rows: n, inFeatures: d, outFeatures: 3 * a,
@@ -275,7 +299,9 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         dResidual.update(repeating: 0, count: n * d)
         LayerNorm.backward(dx: dResidual, dweight: G + layout.embeddingNormWeight, dbias: G + layout.embeddingNormBias,
                            dout: dNormOut, x: A + acts.embeddingSum, weight: P + layout.embeddingNormWeight,
-                           mean: A + acts.embeddingMean, rstd: A + acts.embeddingRstd, rows: n, width: d, affine: affine)
+                           mean: A + acts.embeddingMean, rstd: A + acts.embeddingRstd, rows: n, width: d, affine: affine,
+                           mask: norm)
+        ramp?.scaleNewDimensions(dResidual, rows: n)
         Embedding.backward(dwte: G + layout.tokenEmbedding, dwpe: G + layout.positionEmbedding,
                            dout: dResidual, tokens: tokens.pointer, batch: b, seq: t, width: d)
     }

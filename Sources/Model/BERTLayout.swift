@@ -108,6 +108,8 @@ public struct BERTActivations {
     public let branch: Int                  // (N, D) a branch output, or its gradient
     let dOutput: Int                        // (N, D) gradient of a block's output
     let dResidual: Int                      // (N, D) gradient of a norm's input
+    /// (N, D) the skip path's gradient of a block a masked ramp inserted (empty without such blocks).
+    let rampSkip: Int
     let block: BlockScratch
     public let count: Int
 
@@ -149,6 +151,7 @@ public struct BERTActivations {
         branch = carve.take("branch", [n, d])
         dOutput = carve.take("doutput", [n, d])
         dResidual = carve.take("dresidual", [n, d])
+        rampSkip = carve.take("ramp.skip", [c.ramp?.insertedLayers.isEmpty == false ? n : 0, d])
         block = BlockScratch(carving: &carve, rows: n, config: c, seq: t, threads: threads, precision: precision)
         count = carve.count
     }

@@ -41,6 +41,8 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
 
         Embedding.forward(out: A + acts.residual[0], tokens: tokens.pointer, wte: P + layout.tokenEmbedding,
                           wpe: P + layout.positionEmbedding, batch: b, seq: t, width: d)
+        let ramp = self.ramp, norm = ramp?.norm
+        ramp?.scaleNewDimensions(A + acts.residual[0], rows: n)
         if let drop = dropouts.at(site: 0) { drop.apply(out: A + acts.residual[0], x: A + acts.residual[0], count: n * d) }
 
         for (l, w) in layout.blocks.enumerated() {
@@ -48,31 +50,35 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
             let x = A + acts.residual[l], branch = A + acts.branch
             LayerNorm.forward(out: s.ln1.output(A), mean: A + s.ln1Mean, rstd: A + s.ln1Rstd, x: x,
                               weight: P + w.ln1Weight, bias: P + w.ln1Bias, rows: n, width: d,
-                              epsilon: c.layerNormEpsilon, affine: affine)
+                              epsilon: c.layerNormEpsilon, affine: affine, mask: norm)
             // Under bf16 the qkv product lands in float32 scratch; attention keeps its bf16 copy.
             let qkv = A + (s.qkv.float ?? acts.block.qkvFloat!)
             Linear.forward(out: qkv, x: s.ln1.operand(A), weight: W[w.qkvWeight], bias: P + w.qkvBias,
                            rows: n, inFeatures: d, outFeatures: 3 * a)
+            ramp?.scaleNewValues(qkv, rows: n, attentionWidth: a)
             Attention.forward(out: s.atty.output(A), att: A + s.att, qkv: qkv, qkvCopy: s.qkv.half.map { bf16(A + $0) },
                               shape: shape, mask: .causal, dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
             Linear.forward(out: branch, x: s.atty.operand(A), weight: W[w.attnProjWeight],
                            bias: P + w.attnProjBias, rows: n, inFeatures: a, outFeatures: d)
+            rampBranch(branch, count: n * d, layer: l)
             dropouts.addResidual(out: A + s.residual2, x: x, branch: branch, count: n * d, site: 2 + 3 * l)
             LayerNorm.forward(out: s.ln2.output(A), mean: A + s.ln2Mean, rstd: A + s.ln2Rstd,
                               x: A + s.residual2, weight: P + w.ln2Weight, bias: P + w.ln2Bias,
-                              rows: n, width: d, epsilon: c.layerNormEpsilon, affine: affine)
+                              rows: n, width: d, epsilon: c.layerNormEpsilon, affine: affine, mask: norm)
             Linear.forward(out: A + s.fcPre, x: s.ln2.operand(A), weight: W[w.fcWeight], bias: P + w.fcBias,
                            rows: n, inFeatures: d, outFeatures: f)
-            GELU.forward(out: s.fcPost.output(A), x: A + s.fcPre, count: n * f)
+            GELU.forward(out: s.fcPost.output(A), x: A + s.fcPre, rows: n, width: f, mask: ramp?.ffnMask)
             Linear.forward(out: branch, x: s.fcPost.operand(A), weight: W[w.fcProjWeight],
                            bias: P + w.fcProjBias, rows: n, inFeatures: f, outFeatures: d)
+            rampBranch(branch, count: n * d, layer: l)
             dropouts.addResidual(out: A + acts.residual[l + 1], x: A + s.residual2, branch: branch,
                         count: n * d, site: 3 + 3 * l)
         }
 
         LayerNorm.forward(out: acts.lnf.output(A), mean: A + acts.lnfMean, rstd: A + acts.lnfRstd,
                           x: A + acts.residual[c.layers], weight: P + layout.finalNormWeight,
-                          bias: P + layout.finalNormBias, rows: n, width: d, epsilon: c.layerNormEpsilon, affine: affine)
+                          bias: P + layout.finalNormBias, rows: n, width: d, epsilon: c.layerNormEpsilon, affine: affine,
+                          mask: norm)
         // Head: logits = lnf wte^T (tied).
         Linear.forward(out: A + acts.logits, x: acts.lnf.operand(A), weight: W[layout.tokenEmbedding], bias: nil,
                        rows: n, inFeatures: d, outFeatures: v)
@@ -100,7 +106,7 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
         let d = c.width, a = c.attentionWidth, f = c.ffn, v = c.vocab
         let P = parameters.pointer, G = gradients.pointer, A = actBuffer.pointer
         let W = weights(refreshing: false)
-        let affine = c.normalization == .affine
+        let affine = c.normalization == .affine, ramp = self.ramp, norm = ramp?.norm
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
         let scratch = A + acts.block.attentionScratch
         let dResidual = A + acts.dResidual, dNorm = A + acts.dNorm
@@ -128,40 +134,45 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
         dResidual.update(repeating: 0, count: n * d)
         LayerNorm.backward(dx: dResidual, dweight: G + layout.finalNormWeight, dbias: G + layout.finalNormBias,
                            dout: dNorm, x: A + acts.residual[c.layers], weight: P + layout.finalNormWeight,
-                           mean: A + acts.lnfMean, rstd: A + acts.lnfRstd, rows: n, width: d, affine: affine)
+                           mean: A + acts.lnfMean, rstd: A + acts.lnfRstd, rows: n, width: d, affine: affine, mask: norm)
         observer?.gradientsFinal(layout.finalNormWeight..<layout.parameterCount)  // [gradient observer]
 
         for l in stride(from: c.layers - 1, through: 0, by: -1) {
             let w = layout.blocks[l], s = acts.layers[l]
             // MLP branch: residual[l+1] = residual2 + dropout(fcProj(gelu(fc(ln2(residual2)))))
-            var dBranch = dropouts.branchGradient(dResidual, count: n * d, site: 3 + 3 * l)
+            var dBranch = rampedBranchGradient(dropouts.branchGradient(dResidual, count: n * d, site: 3 + 3 * l),
+                                               count: n * d, layer: l)
             Linear.backward(dx: A + acts.block.dFC, dweight: G + w.fcProjWeight, dbias: G + w.fcProjBias,
                             dout: dBranch, x: s.fcPost.operand(A), weight: W[w.fcProjWeight],
                             rows: n, inFeatures: f, outFeatures: d, doutCopy: copy)
+            ramp?.scaleNewUnits(A + acts.block.dFC, rows: n, ffn: f)
             GELU.backward(dx: A + acts.block.dFC, dout: A + acts.block.dFC, x: A + s.fcPre, count: n * f)
             Linear.backward(dx: dNorm, dweight: G + w.fcWeight, dbias: G + w.fcBias, dout: A + acts.block.dFC,
                             x: s.ln2.operand(A), weight: W[w.fcWeight], rows: n, inFeatures: d, outFeatures: f,
                             doutCopy: copy)
             LayerNorm.backward(dx: dResidual, dweight: G + w.ln2Weight, dbias: G + w.ln2Bias, dout: dNorm,
                                x: A + s.residual2, weight: P + w.ln2Weight, mean: A + s.ln2Mean,
-                               rstd: A + s.ln2Rstd, rows: n, width: d, affine: affine)
+                               rstd: A + s.ln2Rstd, rows: n, width: d, affine: affine, mask: norm)
             // Attention branch: residual2 = residual[l] + dropout(proj(attention(qkv(ln1(residual[l])))))
-            dBranch = dropouts.branchGradient(dResidual, count: n * d, site: 2 + 3 * l)
+            dBranch = rampedBranchGradient(dropouts.branchGradient(dResidual, count: n * d, site: 2 + 3 * l),
+                                           count: n * d, layer: l)
             Linear.backward(dx: A + acts.block.dAtty, dweight: G + w.attnProjWeight, dbias: G + w.attnProjBias,
                             dout: dBranch, x: s.atty.operand(A), weight: W[w.attnProjWeight],
                             rows: n, inFeatures: a, outFeatures: d, doutCopy: copy)
             Attention.backward(dqkv: A + acts.block.dQKV, dout: A + acts.block.dAtty, qkv: s.qkv.operand(A), att: A + s.att,
                                shape: shape, mask: .causal, dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
+            ramp?.scaleNewValues(A + acts.block.dQKV, rows: n, attentionWidth: a)
             Linear.backward(dx: dNorm, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.block.dQKV,
                             x: s.ln1.operand(A), weight: W[w.qkvWeight], rows: n, inFeatures: d, outFeatures: 3 * a,
                             doutCopy: copy)
             LayerNorm.backward(dx: dResidual, dweight: G + w.ln1Weight, dbias: G + w.ln1Bias, dout: dNorm,
                                x: A + acts.residual[l], weight: P + w.ln1Weight, mean: A + s.ln1Mean,
-                               rstd: A + s.ln1Rstd, rows: n, width: d, affine: affine)
+                               rstd: A + s.ln1Rstd, rows: n, width: d, affine: affine, mask: norm)
             // [gradient observer] block l's parameters end where block l + 1's (or the final norm's) begin.
             observer?.gradientsFinal(w.ln1Weight..<(l + 1 < c.layers ? layout.blocks[l + 1].ln1Weight : layout.finalNormWeight))
         }
         let dEmbedding = dropouts.branchGradient(dResidual, count: n * d, site: 0)
+        ramp?.scaleNewDimensions(dEmbedding, rows: n)
         Embedding.backward(dwte: tokenGradient?.gradient ?? G + layout.tokenEmbedding, dwpe: G + layout.positionEmbedding,
                            dout: dEmbedding, tokens: tokenGradient?.rows ?? UnsafePointer(tokens.pointer), batch: b, seq: t, width: d)
         // [gradient observer]

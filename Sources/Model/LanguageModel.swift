@@ -22,6 +22,8 @@ public protocol LanguageModel: AnyObject {
     var logits: UnsafeMutablePointer<Float> { get }
 
     func zeroGradients()
+    /// One update further into a masked ramp (`ModelConfig.ramp`); nothing without one.
+    func advanceRamp()
     @discardableResult
     func forward(tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>?, batch: Int, seq: Int,
                  dropoutSeed: UInt64?) -> Float

@@ -52,11 +52,14 @@ public struct ModelConfig: Codable, Equatable, Sendable, CustomStringConvertible
     /// The padding token (BERT): attention ignores keys at positions holding it. Nil: no padding
     /// mask (GPT; stored only when set).
     public var padToken: Int32?
+    /// A masked ramp in progress after a growth (`GrowthRamp`): nil for a plain model (stored only
+    /// when set).
+    public var ramp: GrowthRamp?
 
     enum CodingKeys: String, CodingKey {
         case architecture, layers, width, heads, headDim, ffn, vocab, context, dropout, layerNormEpsilon
         case normalizationIfSpecial = "normalization"
-        case layerOrigins, padToken
+        case layerOrigins, padToken, ramp
     }
 
     public init(
@@ -106,11 +109,13 @@ public struct ModelConfig: Codable, Equatable, Sendable, CustomStringConvertible
         if let padToken {
             try check(padToken >= 0 && Int(padToken) < vocab, "padToken", "must be a token id in 0..<\(vocab) (got \(padToken))")
         }
+        try ramp?.validate(self)
     }
 
     public var description: String {
         "\(architecture) L\(layers) D\(width) H\(heads)x\(headDim) F\(ffn) V\(vocab) T\(context) dropout \(dropout)"
             + (normalization == .layerNorm ? "" : " norms \(normalization.rawValue)")
+            + (ramp.map { " ramp \($0.done)/\($0.length)" } ?? "")
     }
 }
 

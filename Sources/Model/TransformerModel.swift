@@ -46,10 +46,14 @@ extension BERTActivations: ActivationCarving {}
 /// the flat parameter and gradient buffers, initialization, and the activation buffer carved
 /// for the current batch shape. A subclass adds its passes and the per-position buffers they use.
 public class TransformerModel<Layout: ModelLayout, Activations: ActivationCarving> {
-    public final let config: ModelConfig
+    /// Changes only as a masked ramp advances (`advanceRamp`); the layout does not depend on it.
+    public final private(set) var config: ModelConfig
     public final let layout: Layout
     public final let parameters: FloatBuffer
     public final let gradients: FloatBuffer
+
+    /// The masks of a masked ramp for the current pass (nil without a ramp): set by `beginPass`.
+    final var ramp: RampMasks?
 
     /// The carving of `actBuffer` for the current batch shape (nil before the first pass).
     final var acts: Activations?
@@ -113,6 +117,26 @@ public class TransformerModel<Layout: ModelLayout, Activations: ActivationCarvin
 
     public final func zeroGradients() { gradients.zero() }
 
+    /// One update further into the masked ramp (`GrowthRamp.advanced`); the plain model once it completes.
+    public final func advanceRamp() {
+        if let r = config.ramp { config.ramp = r.advanced() }
+    }
+
+    /// The gradient reaching block l's residual branch: `gradient` itself, or for a block a ramp
+    /// inserted, m times it in the branch scratch (where dropout may already have put it).
+    final func rampedBranchGradient(_ gradient: UnsafeMutablePointer<Float>, count: Int, layer l: Int) -> UnsafeMutablePointer<Float> {
+        guard let m = ramp?.branchScale(layer: l), let acts else { return gradient }
+        let out = actBuffer.pointer + acts.branch
+        if out != gradient { out.update(from: gradient, count: count) }
+        scaleInPlace(out, m, count: count)
+        return out
+    }
+
+    /// Block l's residual branch (in the branch scratch) times m when a ramp inserted the block.
+    final func rampBranch(_ branch: UnsafeMutablePointer<Float>, count: Int, layer l: Int) {
+        if let m = ramp?.branchScale(layer: l) { scaleInPlace(branch, m, count: count) }
+    }
+
     /// Logits of the last forward pass, one row of V per predicted position (overwritten by `backward`).
     public final var logits: UnsafeMutablePointer<Float> {
         guard let acts else { preconditionFailure("logits read before any forward pass") }
@@ -132,6 +156,7 @@ public class TransformerModel<Layout: ModelLayout, Activations: ActivationCarvin
         prepare(batch: b, seq: t)
         lastBatch = b; lastSeq = t; lastHadTargets = hasTargets
         lastDropoutSeed = config.dropout > 0 ? dropoutSeed : nil
+        ramp = RampMasks(config)
         return acts!
     }
 

@@ -4,7 +4,7 @@ extension GrowthPlan {
     /// One line: the options that shaped the growth.
     public var summary: String {
         "depth \(depthMode.rawValue), source \(source.rawValue), noise \(noise) on \(noiseScope == .copies ? "new copies" : "all tensors"), "
-            + "Adam moments \(moments.rawValue), seed \(seed)"
+            + "Adam moments \(moments.rawValue), seed \(seed)" + (ramp.map { ", masked ramp over \($0) updates" } ?? "")
     }
 }
 

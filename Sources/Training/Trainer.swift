@@ -263,6 +263,7 @@ public final class Trainer {
         if G > 1 { scaleInPlace(gradients.pointer, 1 / Float(G), count: gradients.count) }
         let norm = clipGradients(gradients, maxNorm: options.clip)
         optimizer.update(parameters: model.parameters, gradients: gradients, learningRate: lr, weightCopy: model.weightCopy)
+        model.advanceRamp()
         step += 1
         let tokens = b * t * G
         tokensSeen += tokens

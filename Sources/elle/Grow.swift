@@ -10,10 +10,13 @@ struct Grow: ParsableCommand {
         discussion: """
             Depth first: --depth-mode copy inserts copies of existing layers right after them \
             (ELLE: every original once before any twice; changes the function), identity inserts \
-            blocks whose attention and MLP outputs are zero (exact). Then width: new residual \
+            blocks whose attention and MLP outputs are zero (exact), stack repeats the whole \
+            stack (G_stack). Then width: new residual \
             dimensions, heads and FFN units copy old ones (--source), with divisions that keep \
             the function (exact with k-fold round-robin growth; close otherwise), plus \
-            symmetry-breaking noise. The grown checkpoint keeps the run's state: train it with \
+            symmetry-breaking noise. With --ramp N every new unit (layer, dimension, head, FFN \
+            unit) enters through a mask going from 0 to 1 over N updates (MSG): exact at the \
+            growth for GPT and BERT, old weights undivided. The grown checkpoint keeps the run's state: train it with \
             `elle train --init-from OUT` (fresh run) or, when --out is a folder, \
             `elle train --out FOLDER --resume`. See docs/GROWTH.md.
             """)
@@ -25,7 +28,7 @@ struct Grow: ParsableCommand {
     @Option(help: "Residual width (default: unchanged).") var width: Int?
     @Option(help: "Attention heads (default: width / head dimension, which growth keeps fixed).") var heads: Int?
     @Option(help: "MLP width (default: the same ffn/width ratio).") var ffn: Int?
-    @Option(help: "How inserted layers start: copy (ELLE) or identity.") var depthMode: GrowthPlan.DepthMode = .copy
+    @Option(help: "How inserted layers start: copy (ELLE), identity, or stack (G_stack).") var depthMode: GrowthPlan.DepthMode = .copy
     @Option(help: "Which old unit a new one copies: random (ELLE) or round-robin (i mod old size).")
     var source: GrowthPlan.Source = .random
     @Option(help: "Standard deviation of the symmetry-breaking noise (0: none).") var noise: Float = 0.01
@@ -34,12 +37,15 @@ struct Grow: ParsableCommand {
     @Option(help: "Adam moments: reset (the optimizer restarts) or carry (mapped with the growth).")
     var moments: GrowthPlan.Moments = .reset
     @Option(help: "Seed for the layer choice, the index maps and the noise.") var seed: UInt64 = 1
+    @Option(help: "Masked ramp: the new units fade in over this many updates of the continued run (default: none).")
+    var ramp: Int?
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
         if let layers, layers < 1 { throw ValidationError("--layers must be at least 1 (got \(layers))") }
         if let width, width < 1 { throw ValidationError("--width must be at least 1 (got \(width))") }
         if let heads, heads < 1 { throw ValidationError("--heads must be at least 1 (got \(heads))") }
+        if let ramp, ramp < 1 { throw ValidationError("--ramp must be at least 1 update (got \(ramp))") }
         if !(noise >= 0 && noise.isFinite) { throw ValidationError("--noise must be a finite standard deviation >= 0 (got \(noise))") }
     }
 
@@ -50,7 +56,7 @@ struct Grow: ParsableCommand {
         let newWidth = width ?? c.width
         let plan = GrowthPlan(layers: layers ?? c.layers, width: newWidth, heads: heads ?? newWidth / c.headDim, ffn: ffn,
                               depthMode: depthMode, source: source, noise: noise, noiseScope: noiseScope,
-                              moments: moments, seed: seed)
+                              moments: moments, seed: seed, ramp: ramp)
         do {
             try plan.validate(source: c)
         } catch let error as GrowthPlanError {

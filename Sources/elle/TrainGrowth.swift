@@ -10,17 +10,18 @@ struct TrainGrowthOptions: ParsableArguments {
     var growAt: Int?
     @Option(help: "Shape after the growth: LAYERS/WIDTH/HEADS (the head dimension stays fixed).") var growTo: String?
     @Option(help: "MLP width after the growth (default: the same ffn/width ratio).") var growFfn: Int?
-    @Option(help: "How inserted layers start: copy (ELLE, default) or identity.") var growDepthMode: GrowthPlan.DepthMode?
+    @Option(help: "How inserted layers start: copy (ELLE, default), identity, or stack (G_stack).") var growDepthMode: GrowthPlan.DepthMode?
     @Option(help: "Which old unit a new one copies: random (ELLE, default) or round-robin.") var growSource: GrowthPlan.Source?
     @Option(help: "Standard deviation of the symmetry-breaking noise (default 0.01; 0: none).") var growNoise: Float?
     @Option(help: "Where the noise goes: copies (default) or all.") var growNoiseScope: GrowthPlan.NoiseScope?
     @Option(help: "Adam moments: reset (the optimizer restarts, default) or carry (mapped with the growth).")
     var growMoments: GrowthPlan.Moments?
     @Option(help: "Seed for the layer choice, the index maps and the noise (default: --seed).") var growSeed: UInt64?
+    @Option(help: "Masked ramp: the new units fade in over this many updates (default: none).") var growRamp: Int?
 
     var isSet: Bool {
         growAt != nil || growTo != nil || growFfn != nil || growDepthMode != nil || growSource != nil || growNoise != nil
-            || growNoiseScope != nil || growMoments != nil || growSeed != nil
+            || growNoiseScope != nil || growMoments != nil || growSeed != nil || growRamp != nil
     }
 
     func validate() throws {
@@ -28,6 +29,7 @@ struct TrainGrowthOptions: ParsableArguments {
         guard let growAt, let growTo else { throw ValidationError("--grow-at and --grow-to go together (the other --grow-* options need both)") }
         if growAt < 0 { throw ValidationError("--grow-at must not be negative (got \(growAt))") }
         _ = try parseShape(growTo, "--grow-to")
+        if let growRamp, growRamp < 1 { throw ValidationError("--grow-ramp must be at least 1 update (got \(growRamp))") }
         if let growFfn, growFfn < 1 { throw ValidationError("--grow-ffn must be at least 1 (got \(growFfn))") }
         if let growNoise, !(growNoise >= 0 && growNoise.isFinite) {
             throw ValidationError("--grow-noise must be a finite standard deviation >= 0 (got \(growNoise))")
@@ -47,6 +49,7 @@ struct TrainGrowthOptions: ParsableArguments {
         plan.noise = growNoise ?? plan.noise
         plan.noiseScope = growNoiseScope ?? plan.noiseScope
         plan.moments = growMoments ?? plan.moments
+        plan.ramp = growRamp
         do {
             try plan.validate(source: source)
         } catch let error as GrowthPlanError {

@@ -106,7 +106,8 @@ final class GrowCLITests: XCTestCase {
             (["--width", "40"], "width must be a multiple of the head dimension 16"),
             (["--ffn", "64"], "ffn cannot shrink"),
             (["--noise", "-1"], "--noise"),
-            (["--depth-mode", "stack"], "depth-mode"),
+            (["--depth-mode", "pile"], "depth-mode"),
+            (["--ramp", "0"], "--ramp must be at least 1"),
         ]
         for (arguments, message) in cases {
             let run = try grow(arguments)

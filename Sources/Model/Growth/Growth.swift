@@ -44,14 +44,26 @@ public enum Growth {
         var depth = DepthMap.identity(config.layers)
         var deep = config  // the source with the grown depth: what the width maps are drawn for
         if plan.layers > config.layers {
-            let (map, origins) = DepthMap.elle(config: config, layers: plan.layers, seed: plan.seed)
+            let (map, origins) = plan.depthMode == .stack
+                ? DepthMap.stack(config: config, layers: plan.layers)
+                : DepthMap.elle(config: config, layers: plan.layers, seed: plan.seed)
             depth = map
             deep.layers = plan.layers
             deep.layerOrigins = origins
         }
         let maps = WidthMaps.draw(from: deep, to: plan.target(source: deep), choice: plan.source, seed: plan.seed)
-        let tensors = try tensorMaps(source: config, depth: depth, maps: maps)
-        let target = maps.target(source: deep)
+        var tensors = try tensorMaps(source: config, depth: depth, maps: maps)
+        var target = maps.target(source: deep)
+        if let length = plan.ramp {
+            // Exactness comes from the mask: every unit, old or new, starts undivided.
+            for i in tensors.indices {
+                tensors[i].divideColumns = false
+                tensors[i].gradientByRows = false
+                tensors[i].gradientByColumns = false
+            }
+            target.ramp = GrowthRamp(length: length, oldWidth: config.width, oldHeads: config.heads, oldFFN: config.ffn,
+                                     insertedLayers: depth.inserted.indices.filter { depth.inserted[$0] })
+        }
 
         // An identity block keeps its branch outputs at zero (no noise) and starts its moments
         // from zero; a copied block starts from its original's values and moments.

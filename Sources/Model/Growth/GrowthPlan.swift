@@ -12,6 +12,9 @@ public struct GrowthPlan: Codable, Equatable, Sendable {
         /// A copy whose attention-output and MLP-output weights and biases are zero, so the block
         /// starts as the identity (exact for pre-LN GPT, not for post-LN BERT).
         case identity
+        /// G_stack (Du et al. 2024): the whole stack repeated, layers 0..<L then 0..<L again, up to
+        /// the target depth (a partial last repeat takes the first layers); the repeats are inserted.
+        case stack
     }
 
     /// Which old unit a new residual dimension, head or FFN unit copies.
@@ -55,10 +58,14 @@ public struct GrowthPlan: Codable, Equatable, Sendable {
     public var moments: Moments = .reset
     /// Seeds the layer choice, every index map and the noise.
     public var seed: UInt64 = 1
+    /// Masked ramp (MSG; `GrowthRamp`): the new units enter through a mask going from 0 to 1 over
+    /// this many updates, so the grown model is exactly the old function at the growth; old
+    /// weights are then copied undivided. Nil: no ramp (the function-preserving division rules).
+    public var ramp: Int?
 
     public init(layers: Int, width: Int, heads: Int, ffn: Int? = nil, depthMode: DepthMode = .copy,
                 source: Source = .random, noise: Float = 0.01, noiseScope: NoiseScope = .copies,
-                moments: Moments = .reset, seed: UInt64 = 1) {
+                moments: Moments = .reset, seed: UInt64 = 1, ramp: Int? = nil) {
         self.layers = layers
         self.width = width
         self.heads = heads
@@ -69,10 +76,11 @@ public struct GrowthPlan: Codable, Equatable, Sendable {
         self.noiseScope = noiseScope
         self.moments = moments
         self.seed = seed
+        self.ramp = ramp
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case layers, width, heads, ffn, depthMode, source, noise, noiseScope, moments, seed
+        case layers, width, heads, ffn, depthMode, source, noise, noiseScope, moments, seed, ramp
     }
 
     public init(from decoder: Decoder) throws {
@@ -88,12 +96,14 @@ public struct GrowthPlan: Codable, Equatable, Sendable {
         noiseScope = try c.decodeIfPresent(NoiseScope.self, forKey: .noiseScope) ?? noiseScope
         moments = try c.decodeIfPresent(Moments.self, forKey: .moments) ?? moments
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+        ramp = try c.decodeIfPresent(Int.self, forKey: .ramp)
     }
 
     /// Checks what does not depend on the model; throws naming the first bad field.
     public func validate() throws {
         try GrowthPlanError.checkPositive(["layers": layers, "width": width, "heads": heads])
         if let ffn { try GrowthPlanError.checkPositive(["ffn": ffn]) }
+        if let ramp { try GrowthPlanError.checkPositive(["ramp": ramp]) }
         try GrowthPlanError.check(noise >= 0 && noise.isFinite, "noise", "must be a finite standard deviation >= 0 (got \(noise))")
     }
 
@@ -101,6 +111,9 @@ public struct GrowthPlan: Codable, Equatable, Sendable {
     public func validate(source c: ModelConfig) throws {
         try validate()
         let check = GrowthPlanError.check
+        if let r = c.ramp {
+            throw GrowthPlanError(field: "model", message: "is in a masked ramp (\(r.done) of \(r.length) updates done): grow once it is complete")
+        }
         try check(layers >= c.layers, "layers", "cannot shrink: the model has \(c.layers) layers, the plan \(layers)")
         try check(width >= c.width, "width", "cannot shrink: the model is \(c.width) wide, the plan \(width)")
         try check(heads >= c.heads, "heads", "cannot shrink: the model has \(c.heads) heads, the plan \(heads)")

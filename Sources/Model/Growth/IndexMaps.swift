@@ -156,6 +156,14 @@ public struct DepthMap: Codable, Equatable, Sendable {
         DepthMap(sources: Array(0..<layers), inserted: Array(repeating: false, count: layers))
     }
 
+    /// G_stack: grown layer l starts as layer l mod L; the layers from L on are inserted.
+    /// Returns the map and the grown model's lineage (each repeat keeps its source's origin).
+    public static func stack(config c: ModelConfig, layers target: Int) -> (map: DepthMap, origins: [Int]) {
+        let origins = c.layerOrigins ?? Array(0..<c.layers)
+        let sources = (0..<target).map { $0 % c.layers }
+        return (DepthMap(sources: sources, inserted: sources.indices.map { $0 >= c.layers }), sources.map { origins[$0] })
+    }
+
     /// ELLE's rule, over the lineage in `config.layerOrigins` (block l is its own origin when nil):
     /// repeatedly pick, uniformly at random, an original layer among those copied least often so
     /// far, and insert a copy of it right after it. Every original is thus copied once before any

@@ -50,3 +50,43 @@ struct ActivationForward<Activation: ElementwiseActivation>: SinkKernel {
         }
     }
 }
+
+/// Columns `first`..< of each row multiplied by `scale`: the new FFN units of a masked ramp
+/// (`GrowthRamp`).
+public struct ColumnMask {
+    public let first: Int
+    public let scale: Float
+    public init(first: Int, scale: Float) {
+        self.first = first
+        self.scale = scale
+    }
+}
+
+extension ElementwiseActivation {
+    /// out, x (rows, width); with a mask, out's columns from `mask.first` on are f(x) * scale.
+    public static func forward(out: OperandOutput, x: UnsafePointer<Float>, rows: Int, width: Int, mask: ColumnMask?) {
+        guard let mask, mask.first < width, mask.scale != 1 else {
+            forward(out: out, x: x, count: rows * width)
+            return
+        }
+        out.run(MaskedActivationForward<Self>(x: x, rows: rows, width: width, mask: mask))
+    }
+}
+
+struct MaskedActivationForward<Activation: ElementwiseActivation>: SinkKernel {
+    let x: UnsafePointer<Float>, rows: Int, width: Int, mask: ColumnMask
+
+    func run<Sink: VectorSink>(_ out: Sink) {
+        Parallel.forRanges(rows, minimum: 16) { _, range in
+            for r in range {
+                for (segment, scale) in [(0..<mask.first, Float(1)), (mask.first..<width, mask.scale)] {
+                    let s = Vec(repeating: scale)
+                    var i = r * width + segment.lowerBound
+                    let end = r * width + segment.upperBound
+                    while i + vecWidth <= end { out.store(s * Activation.forwardVec(loadVec(x + i)), at: i); i += vecWidth }
+                    if i < end { out.storePartial(s * Activation.forwardVec(loadPartial(x + i, end - i)), at: i, count: end - i) }
+                }
+            }
+        }
+    }
+}
