@@ -142,6 +142,7 @@ public final class Trainer {
         windows = Buffer(count: options.batch)
         gradientSum = options.accumulation > 1 ? FloatBuffer(count: model.parameterCount) : nil
         synchronizer = GradientSynchronizer(communicator: communicator, bucketElements: options.bucketElements)
+        if state == nil { startGrowthPolicy() }
         try synchronizeReplicas(train: train, resuming: moments != nil)
     }
 
@@ -184,7 +185,7 @@ public final class Trainer {
     /// leaves the data position of the last completed one.
     public func trainStep() throws -> StepResult {
         defer { windowsFilled = false }
-        let result = try update(learningRate: options.schedule(step)) { g, inputs, targets in
+        let result = try update(learningRate: options.schedule(schedulePosition)) { g, inputs, targets in
             loader.fill(batch: g, size: options.batch, inputs: inputs, targets: targets, windows: windows.pointer)
             windowsFilled = true
         }

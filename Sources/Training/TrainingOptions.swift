@@ -39,6 +39,8 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     public var validFraction: Double = 0.05
     /// A growth event inside the run (`elle train --grow-at`), or nil.
     public var growth: ScheduledGrowth?
+    /// Growth decided by the validation curve (`elle train --grow-on-plateau`) with its state, or nil.
+    public var growthPolicy: PlateauPolicy?
     /// Gradient all-reduce bucket size in MiB (2^20 bytes; nil: `defaultBucketMB`): on several
     /// ranks, buckets of about this size are all-reduced while backward still runs (docs/SCALING.md).
     /// 0: one all-reduce after backward. Results do not depend on it.
@@ -102,6 +104,9 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
             try distillation.validate()
             try check(distillation.cache == nil || model.architecture == .gpt, "distillation.cache",
                       "fits a GPT only: BERT's masks are drawn anew at every update, so a BERT run uses the live teacher")
+        }
+        if let growthPolicy {
+            try growthPolicy.validate(model: model, evalEvery: evalEvery, scheduled: growth != nil)
         }
         if let growth {
             try check(growth.step >= 0, "grow-at", "must not be negative (got \(growth.step))")

@@ -150,6 +150,7 @@ struct Train: ParsableCommand {
                                     heads: model.heads, vocab: 1, context: model.context ?? seq, ffn: model.ffn, dropout: dropout)
             run = try PlainRun.start(options: options, shape: shape, initFrom: initFrom,
                                      growth: { try growth.schedule(source: $0, steps: total, seed: seed) },
+                                     policy: { try growth.policy(source: $0, seed: seed) },
                                      folder: out, communicator: communicator)
         }
         Runtime.announce(precision: run.trainer.options.matrixPrecision, quiet: !communicator.isRoot)

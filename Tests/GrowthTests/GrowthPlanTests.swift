@@ -43,12 +43,13 @@ final class GrowthPlanTests: XCTestCase {
         XCTAssertEqual(minimal.moments, .reset)
         XCTAssertEqual(minimal.depthMode, .copy)
         XCTAssertEqual(minimal.source, .random)
+        XCTAssertNil(minimal.ramp)
         let full = GrowthPlan(layers: 12, width: 768, heads: 12, ffn: 3072, depthMode: .identity, source: .roundRobin,
-                              noise: 0, noiseScope: .all, moments: .carry, seed: 42)
+                              noise: 0, noiseScope: .all, moments: .carry, seed: 42, ramp: 50)
         let encoded = try JSONEncoder().encode(full)
         XCTAssertTrue(String(decoding: encoded, as: UTF8.self).contains("\"round-robin\""))
         XCTAssertEqual(try JSONDecoder().decode(GrowthPlan.self, from: encoded), full)
-        XCTAssertThrowsError(try JSONDecoder().decode(GrowthPlan.self, from: Data(#"{"layers": 8, "width": 512, "heads": 8, "depthMode": "stack"}"#.utf8)))
+        XCTAssertThrowsError(try JSONDecoder().decode(GrowthPlan.self, from: Data(#"{"layers": 8, "width": 512, "heads": 8, "depthMode": "pile"}"#.utf8)))
         XCTAssertThrowsError(try JSONDecoder().decode(GrowthPlan.self, from: Data(#"{"layers": 8, "width": 512}"#.utf8)))
     }
 

@@ -29,9 +29,11 @@ public final class PlainRun: TrainingPhase {
     /// A new run on `options.dataPath`. `shape` gives the model's architecture and sizes (its
     /// vocabulary comes from the data's tokenizer and its context defaults to `options.seq`);
     /// with `initFrom` (a checkpoint or run folder) the model and, when it holds them, Adam's
-    /// moments come from there instead. `growth` schedules a growth of the model it is given.
+    /// moments come from there instead. `growth` schedules a growth of the model it is given;
+    /// `policy` lets the validation curve decide growths (`PlateauPolicy`).
     public static func start(options: TrainingOptions, shape: ModelConfig, initFrom: String?,
-                             growth: (ModelConfig) throws -> ScheduledGrowth?, folder: String,
+                             growth: (ModelConfig) throws -> ScheduledGrowth?,
+                             policy: (ModelConfig) throws -> PlateauPolicy? = { _ in nil }, folder: String,
                              communicator: Communicator, print: @escaping (String) -> Void = { Swift.print($0) }) throws -> PlainRun {
         let data = try TrainingData(path: options.dataPath, domain: options.domain, validFraction: options.validFraction)
         var config = shape
@@ -55,6 +57,7 @@ public final class PlainRun: TrainingPhase {
             options.maskedLM = MaskedLM(tokenizer: bpe)
         }
         options.growth = try growth(config)
+        options.growthPolicy = try policy(config)
         let model = try initial.map { try makeModel(config: config, parameters: try $0.checkpoint.model(path: $0.path).parameters) }
             ?? makeModel(config: config, seed: options.seed)
         let moments = try initial.flatMap { try $0.checkpoint.moments(path: $0.path) }
@@ -124,12 +127,17 @@ public final class PlainRun: TrainingPhase {
             let target = growth.plan.target(source: model.config)
             output.log("growth after update \(growth.step) to \(target) (\(formatCount(target.parameterCount)) parameters): \(growth.plan.summary)")
         }
+        if let policy = options.growthPolicy, let next = policy.next {
+            let sizes = policy.ladder[policy.grown...].map { "\($0.layers)/\($0.width)/\($0.heads)" }.joined(separator: " then ")
+            output.log("growth on plateau to \(sizes), decided by rank 0 at every validation from the last \(policy.window) against the first \(policy.window) at each size: \(next.summary)")
+            output.log(String(format: "FLOP budget %.3e (%d updates of the starting model); the schedule runs on FLOPs", Double(options.steps) * policy.flopsPerScheduleStep, options.steps))
+        }
         output.log("training \(options.steps) updates of \(options.batch)x\(options.seq) tokens x \(options.accumulation) micro-batch(es) x \(communicator.size) rank(s), lr \(options.schedule), \(Parallel.threads) thread(s), BLAS kernel \(BLASInfo.coreName), \(GemmRules.describe(options.matrixPrecision))")
     }
 
     // MARK: TrainingPhase
 
-    public var updates: Int { trainer.options.steps }
+    public var updates: Int { trainer.plannedUpdates }
     public var completed: Int { trainer.step }
     public var runStep: Int { trainer.step }
     public var cadence: RunCadence {
@@ -145,13 +153,19 @@ public final class PlainRun: TrainingPhase {
     /// followed by a validation, so the loss right after it can be compared with the one before.
     public func prepareUpdate() throws {
         let before = trainer.model.config
-        guard let grown = try trainer.growIfDue() else { return }
+        guard let grown = try trainer.growIfDue(), let plan = trainer.options.growth?.plan else { return }
+        try reportGrowth(grown, from: before, plan: plan)
+    }
+
+    /// The log lines and metrics of a growth (scheduled or decided by the policy), then, when the
+    /// run validates at all, the validation loss right after it.
+    private func reportGrowth(_ grown: ReceivedGrowth, from before: ModelConfig, plan: GrowthPlan) throws {
         let adam = grown.moments == nil ? "restarts" : "moments carried (step \(trainer.optimizer.step))"
         output.note(String(format: "step %6d | grew %@ -> %@ (%@ parameters): grow %.0f ms, broadcast %.0f ms, verify %.0f ms; xxh64 %016llx on %d rank(s); Adam %@",
                            trainer.step, "\(before)", "\(grown.config)", formatCount(grown.config.parameterCount),
                            grown.growSeconds * 1000, grown.broadcastSeconds * 1000, grown.verifySeconds * 1000,
                            grown.hash, communicator.size, adam), step: trainer.step)
-        if let growth = grown.growth, let plan = trainer.options.growth?.plan {
+        if let growth = grown.growth {
             for line in growth.describe(from: before, plan: plan) { output.log("  " + line) }
         }
         output.metric(["event": "growth", "step": trainer.step, "grown_to": "\(grown.config)", "parameters": grown.config.parameterCount,
@@ -170,7 +184,7 @@ public final class PlainRun: TrainingPhase {
             format: " | a_t %.3f ce %.4f | FLOPs student %.3e teacher %.3e", result.distillationWeight,
             window.meanCrossEntropy, trainer.flops, trainer.teacherFLOPs)
         let line = String(format: "step %6d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms/step | %.0f tok/s | MFU %.0f%%",
-                          result.step, options.steps, window.meanLoss, result.learningRate, result.gradientNorm,
+                          result.step, updates, window.meanLoss, result.learningRate, result.gradientNorm,
                           window.millisecondsPerStep, window.tokensPerSecond, 100 * window.mfu) + kd
         var record: [String: Any] = ["step": result.step, "loss": window.meanLoss, "lr": Double(result.learningRate),
                                      "grad_norm": Double(result.gradientNorm), "tokens_per_second": window.tokensPerSecond,
@@ -187,6 +201,7 @@ public final class PlainRun: TrainingPhase {
         output.log(String(format: "step %6d | valid loss %.4f | perplexity %.2f", trainer.step, valid, exp(Double(valid))))
         output.metric(["event": "eval", "step": trainer.step, "valid_loss": Double(valid), "valid_perplexity": exp(Double(valid))]
                         .merging(flopFields) { a, _ in a })
+        try checkPlateau(validLoss: valid, last: last)
         let event = try trainer.applyTeacherRule(validLoss: valid)
         guard event != .none, let bar = trainer.options.distillation?.teacherValidLoss else { return }
         let text = event == .started ? "the teacher is further ahead (valid loss %.4f against %.4f) than the student moved since the last validation: distillation starts"
@@ -194,6 +209,23 @@ public final class PlainRun: TrainingPhase {
         output.note(String(format: "step %6d | " + text, trainer.step, valid, bar), step: trainer.step)
         output.metric(["event": event == .started ? "distillation_start" : "distillation_end", "step": trainer.step,
                        "valid_loss": Double(valid), "teacher_valid_loss": Double(bar)])
+    }
+
+    /// The plateau policy's check at this validation (none at the run's last): its inputs and
+    /// decision go to the log and to metrics.jsonl; a growth is reported like a scheduled one.
+    private func checkPlateau(validLoss: Float, last: Bool) throws {
+        guard !last, let policy = trainer.options.growthPolicy, let next = policy.next else { return }
+        let before = trainer.model.config, flops = trainer.flops
+        guard let (check, grown) = try trainer.checkPlateau(validLoss: validLoss) else { return }
+        let points = trainer.options.growthPolicy.map { grown == nil ? $0.points.count : policy.points.count + 1 } ?? 0
+        output.metric(check.record(step: trainer.step, flops: flops, loss: validLoss, points: points,
+                                   next: "\(next.layers)/\(next.width)/\(next.heads)"))
+        if let reference = check.referenceSlope, let current = check.currentSlope {
+            output.log(String(format: "step %6d | plateau check: slope %.4f per ln FLOP over the last %d validations, %.4f over the first; growing to %d/%d/%d costs %.2fx per update, so it pays below %.4f: %@",
+                              trainer.step, current, policy.window, reference, next.layers, next.width, next.heads, check.costRatio,
+                              reference / check.costRatio, check.grow ? "grow" : "wait"))
+        }
+        if let grown { try reportGrowth(grown, from: before, plan: next) }
     }
 
     /// A run resumed from a checkpoint written at a validation step before that validation's
