@@ -14,7 +14,9 @@ final class LifelongPhase: TrainingPhase {
     private unowned let run: LifelongRun
     let stage: Int
     let kind: LifelongState.Phase
-    let updates: Int
+    /// The phase's updates as planned (`steps`); with a plateau policy the stage's budget is
+    /// `steps` updates of the model it started with, and `updates` what that budget still pays for.
+    let plannedSteps: Int
     private let options: TrainingOptions
     private let settings: StagePlan.Settings
     /// The domain trained on (the previous one in FRW) and the domains replayed.
@@ -22,7 +24,7 @@ final class LifelongPhase: TrainingPhase {
     private let replay: [Int]
     private let own: SequenceLoader
     private let memories: [SequenceLoader]
-    let flopsPerToken: Double
+    private(set) var flopsPerToken: Double
     /// Micro-batches replayed and run since the last progress line.
     private var replayed = 0, microBatches = 0
     private var trainer: Trainer { run.trainer }
@@ -31,7 +33,7 @@ final class LifelongPhase: TrainingPhase {
         self.run = run
         stage = i
         self.kind = kind
-        updates = steps
+        plannedSteps = steps
         self.options = options
         settings = run.plan.settings(ofStage: i)
         current = kind == .frw ? i - 1 : i
@@ -66,6 +68,27 @@ final class LifelongPhase: TrainingPhase {
     // MARK: TrainingPhase
 
     var completed: Int { run.state.stepInPhase }
+
+    /// The policy's FLOP budget of this main phase: (FLOPs spent, budget, FLOPs per update of the
+    /// model it started with), or nil without a policy.
+    private var budget: (spent: Double, total: Double, unit: Double)? {
+        guard kind == .main, run.state.policy != nil, let start = run.state.phaseStartFLOPs,
+              let unit = run.state.phaseUpdateFLOPs, unit > 0 else { return nil }
+        return (run.state.flops - start, Double(plannedSteps) * unit, unit)
+    }
+
+    var updates: Int {
+        guard let budget else { return plannedSteps }
+        let left = (budget.total - budget.spent) / trainer.flopsPerUpdate
+        return run.state.stepInPhase + max(0, Int((left - 1e-6).rounded(.up)))
+    }
+
+    /// The schedule's position: the update in the phase, or with a policy the FLOPs spent in
+    /// updates of the starting model (a growth makes each update advance it by the cost ratio).
+    private var schedulePosition: Int {
+        guard let budget else { return run.state.stepInPhase }
+        return Int((budget.spent / budget.unit).rounded())
+    }
     var runStep: Int { trainer.step }
     var cadence: RunCadence {
         RunCadence(logEvery: settings.logEvery, evalEvery: settings.evalEvery, checkpointEvery: settings.checkpointEvery)
@@ -89,7 +112,7 @@ final class LifelongPhase: TrainingPhase {
         // Each micro-batch carries its own domain's prompt (the trainer places it per architecture).
         let prompt: ((Int) -> Int32?)? = settings.prompts
             ? { [domains = run.domains, replay, current] in domains[decision.sources[$0].map { replay[$0] } ?? current].prompt } : nil
-        let result = try trainer.update(learningRate: options.schedule(u), prompt: prompt) { [own, memories] g, inputs, targets in
+        let result = try trainer.update(learningRate: options.schedule(schedulePosition), prompt: prompt) { [own, memories] g, inputs, targets in
             (decision.sources[g].map { memories[$0] } ?? own).fill(batch: batchIndex[g], size: b, inputs: inputs, targets: targets)
         }
         own.advance(batches: fresh, size: b)
@@ -143,6 +166,7 @@ final class LifelongPhase: TrainingPhase {
         run.output.metric(["event": "eval", "stage": stage, "phase": kind.rawValue, "update": run.state.stepInPhase, "step": trainer.step,
                            "domains": run.names(upTo: seen.count - 1), "perplexities": seen, "flops": run.state.flops])
         guard kind == .main else { return }
+        if !last { try checkPlateau(validLoss: Float(log(seen[stage]))) }
         let event = try trainer.applyTeacherRule(validLoss: Float(log(seen[stage])))
         guard event != .none, let bar = trainer.options.distillation?.teacherValidLoss else { return }
         run.output.log(String(format: "  stage %d: %@ on %@ (perplexity %.2f, teacher %.2f)", stage,
@@ -150,6 +174,34 @@ final class LifelongPhase: TrainingPhase {
                               run.domains[stage].name, seen[stage], exp(Double(bar))))
         run.output.metric(["event": event == .started ? "distillation_start" : "distillation_end", "stage": stage,
                            "update": run.state.stepInPhase, "step": trainer.step, "perplexity": seen[stage], "teacher_perplexity": exp(Double(bar))])
+    }
+
+    /// The plateau policy's check at a validation of the stage's domain, on the stage's own FLOP
+    /// axis (docs/GROWTH.md, "When to grow"); a growth happens here, mid-stage.
+    private func checkPlateau(validLoss: Float) throws {
+        guard let budget, let next = run.state.policy?.next else { return }
+        let before = trainer.model.config
+        guard let (check, grown) = try trainer.checkPlateau(validLoss: validLoss, flops: budget.spent) else { return }
+        run.state.policy = trainer.options.growthPolicy
+        let name = "\(next.layers)/\(next.width)/\(next.heads)"
+        var record = check.record(step: trainer.step, flops: budget.spent, loss: validLoss,
+                                  points: run.state.policy.map { grown == nil ? $0.points.count : 0 } ?? 0, next: name)
+        record["stage"] = stage
+        record["update"] = run.state.stepInPhase
+        run.output.metric(record)
+        if let reference = check.referenceSlope, let current = check.currentSlope {
+            run.output.log(String(format: "  plateau check: slope %.4f per ln FLOP (last %d validations), %.4f (first); growing to %@ costs %.2fx per update, pays below %.4f: %@",
+                                  current, check.referenceSlope == nil ? 0 : run.state.policy?.window ?? 0, reference, name,
+                                  check.costRatio, reference / check.costRatio, check.grow ? "grow" : "wait"))
+        }
+        guard let grown else { return }
+        flopsPerToken = FLOPCount.trainingPerToken(trainer.model.config, parameters: trainer.model.parameterCount, seq: options.seq)
+        let seconds = grown.growSeconds + grown.broadcastSeconds + grown.verifySeconds
+        run.output.note(String(format: "stage %d/%d update %d: grew on plateau %@ -> %@ in %.2f s (rank 0 grew, %d rank(s) verified XXH64 %016llx); the stage's budget now pays for %d more updates",
+                               stage + 1, run.plan.stages.count, run.state.stepInPhase, "\(before)", "\(grown.config)", seconds,
+                               run.communicator.size, grown.hash, updates - run.state.stepInPhase), step: trainer.step)
+        run.output.metric(["event": "growth", "stage": stage, "update": run.state.stepInPhase, "step": trainer.step,
+                           "config": "\(grown.config)", "policy": "plateau", "seconds": seconds, "flops": run.state.flops])
     }
 
     func checkpoint() throws {

@@ -96,6 +96,7 @@ public final class LifelongRun {
             trainer = try Trainer(model: model, options: options,
                                   train: domains[0].train, valid: domains[0].valid, communicator: communicator)
             state = LifelongState(domains: domains.map(\.name), ranks: communicator.size)
+            state.policy = plan.growOnPlateau?.policy
             if let initFrom = plan.initFrom { output.log("initialized from \(initFrom): \(trainer.model.config)") }
         }
         loop = TrainingLoop(communicator: communicator, output: output, checkpointMinutes: plan.checkpointMinutes,
@@ -212,6 +213,12 @@ public final class LifelongRun {
             options.distillation = kd
         }
         let starting = state.stepInPhase == 0 && state.loaders.isEmpty
+        if phase == .main, var policy = state.policy {
+            // Each stage's curve starts over: a new domain, and FLOPs counted from the stage's start.
+            if starting { policy.points = [] }
+            state.policy = policy
+            options.growthPolicy = policy
+        }
         let carry = plan.stages[i].grow?.moments == .carry && (phase == .frw || plan.stages[i].frw == nil)
         if starting || options != trainer.options {
             try trainer.reconfigure(options: options, freshOptimizer: starting && !carry)
@@ -225,6 +232,10 @@ public final class LifelongRun {
             try trainer.attachTeacher(teacher)
             output.log("stage \(i): knowledge inheritance from \(ki.teacher == "previous" ? "the previous stage's model" : ki.teacher) \(teacher.model.config), \(ki.schedule) a_t over \(ki.steps ?? steps) updates, tau \(ki.temperature)\(ki.topK.map { ", top \($0)" } ?? "")")
             try trainer.measureTeacherValidation(domains[i].valid, prompt: plan.settings(ofStage: i).prompts ? domains[i].prompt : nil) { output.log($0) }
+        }
+        if phase == .main && state.policy != nil && starting {
+            state.phaseStartFLOPs = state.flops
+            state.phaseUpdateFLOPs = trainer.flopsPerUpdate
         }
         let runner = try LifelongPhase(run: self, stage: i, kind: phase, steps: steps, options: options)
         output.log(runner.description)

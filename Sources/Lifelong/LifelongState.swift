@@ -31,6 +31,12 @@ public struct LifelongState: Codable, Equatable, Sendable {
     /// the run): a resume on another rank count keeps accumulation x this many micro-batches per
     /// update. Nil in checkpoints from before elastic resume (their own rank count then).
     public var planRanks: Int?
+    /// The plan's plateau growth policy (`growOnPlateau`) with its history and ladder position.
+    public var policy: PlateauPolicy?
+    /// With a policy, the main phase's FLOP budget: run FLOPs at its start and FLOPs per update of
+    /// the model it started with (the stage's `steps` are counted in those updates).
+    public var phaseStartFLOPs: Double?
+    public var phaseUpdateFLOPs: Double?
 
     public struct GrowthEffect: Codable, Equatable, Sendable {
         public var stage: Int

@@ -28,6 +28,38 @@ public struct StagePlan: Decodable, Sendable {
     /// overrides it): fp32, or bf16 mixed precision.
     public var precision: Precision
     public var stages: [Stage]
+    /// Growth decided by the validation curve inside every stage's training (`PlateauPolicy`;
+    /// docs/GROWTH.md, "When to grow"), or nil: growth only where a stage says `grow`.
+    public var growOnPlateau: PlateauPlan?
+
+    /// `growOnPlateau: {ladder: [{layers, width, heads, ...}, ...], window: 4}`: the sizes in order,
+    /// each a growth plan (keys as `grow`; depthMode defaults to identity and moments to carry here).
+    public struct PlateauPlan: Decodable, Sendable {
+        public var ladder: [GrowthPlan]
+        public var window: Int
+
+        enum CodingKeys: String, CodingKey, CaseIterable { case ladder, window }
+
+        public init(from decoder: Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            var list = try c.nestedUnkeyedContainer(forKey: .ladder)
+            ladder = []
+            while !list.isAtEnd {
+                let entry = try list.superDecoder()
+                var plan = try GrowthPlan(from: entry)
+                let keys = try entry.container(keyedBy: AnyCodingKey.self).allKeys.map(\.stringValue)
+                if !keys.contains("depthMode") { plan.depthMode = .identity }
+                if !keys.contains("moments") { plan.moments = .carry }
+                if !keys.contains("seed") { plan.seed = UInt64(ladder.count + 1) }
+                ladder.append(plan)
+            }
+            window = try c.decodeIfPresent(Int.self, forKey: .window) ?? 4
+        }
+
+        /// A fresh policy for this ladder.
+        public var policy: PlateauPolicy { PlateauPolicy(ladder: ladder, window: window) }
+    }
 
     /// A checkpoint (file or run folder, e.g. one `elle import` wrote) whose model the first
     /// stage starts from instead of a random one; `model` must describe its shape.
@@ -91,7 +123,7 @@ public struct StagePlan: Decodable, Sendable {
         }
     }
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case name, model, initFrom, data, seed, keepCheckpoints, checkpointMinutes, tensorboard, precision, defaults, stages }
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, model, initFrom, data, seed, keepCheckpoints, checkpointMinutes, tensorboard, precision, defaults, stages, growOnPlateau }
 
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -105,6 +137,7 @@ public struct StagePlan: Decodable, Sendable {
         checkpointMinutes = try c.decodeIfPresent(Double.self, forKey: .checkpointMinutes) ?? TrainingOptions.defaultCheckpointMinutes
         tensorboard = try c.decodeIfPresent(String.self, forKey: .tensorboard)
         precision = try c.decodeIfPresent(Precision.self, forKey: .precision) ?? .fp32
+        growOnPlateau = try c.decodeIfPresent(PlateauPlan.self, forKey: .growOnPlateau)
         var defaults = Settings(context: model.context)
         if c.contains(.defaults) {
             let d = try c.superDecoder(forKey: .defaults)
@@ -155,6 +188,21 @@ public struct StagePlan: Decodable, Sendable {
         try check(!stages.isEmpty, "stages", "must list at least one stage")
         try check(keepCheckpoints >= 1, "keepCheckpoints", "must be at least 1 (got \(keepCheckpoints))")
         try check(checkpointMinutes >= 0 && checkpointMinutes.isFinite, "checkpointMinutes", "must be 0 (off) or a positive number of minutes")
+        if let growOnPlateau {
+            try check(!growOnPlateau.ladder.isEmpty, "growOnPlateau.ladder", "needs at least one size")
+            try check(growOnPlateau.window >= 2, "growOnPlateau.window", "must be at least 2 validations (got \(growOnPlateau.window))")
+            var shape = initial
+            for (k, plan) in growOnPlateau.ladder.enumerated() {
+                do { try plan.validate(source: shape) } catch let error as GrowthPlanError {
+                    throw PlanError(path: path, field: "growOnPlateau.ladder[\(k)].\(error.field)", error.message)
+                }
+                shape = plan.target(source: shape)
+            }
+            for (i, stage) in stages.enumerated() {
+                try check(stage.grow == nil, "stages[\(i)].grow", "a plan with growOnPlateau grows when the validation curve says so; drop the stage's grow block (or growOnPlateau)")
+                try check(stage.settings.evalEvery > 0, "stages[\(i)].evalEvery", "must be positive with growOnPlateau: the policy decides at the stage's validations")
+            }
+        }
         var current = initial
         var seen: [String: Int] = [:]
         for (i, stage) in stages.enumerated() {

@@ -103,11 +103,10 @@ public struct PlateauPolicy: Codable, Equatable, Sendable {
     }
 
     /// Throws naming the first bad field.
-    func validate(model: ModelConfig, evalEvery: Int, scheduled: Bool) throws {
+    func validate(model: ModelConfig, scheduled: Bool) throws {
         let check = { (ok: Bool, field: String, why: String) in if !ok { throw ConfigError(field: field, message: why) } }
         try check(!ladder.isEmpty, "grow-on-plateau", "needs at least one size")
         try check(window >= 2, "plateau-window", "must be at least 2 validations (got \(window))")
-        try check(evalEvery > 0, "eval-every", "must be positive with --grow-on-plateau: the policy decides at validations")
         try check(!scheduled, "grow-on-plateau", "and --grow-at do not go together: the policy decides when to grow")
         var shape = model
         shape.ramp = nil
@@ -124,7 +123,7 @@ public struct PlateauPolicy: Codable, Equatable, Sendable {
 
 extension Trainer {
     /// FLOPs per update of the current model (all ranks' micro-batches).
-    var flopsPerUpdate: Double {
+    public var flopsPerUpdate: Double {
         Double(options.batch * options.seq * globalMicroBatches)
             * FLOPCount.trainingPerToken(model.config, parameters: model.parameterCount, seq: options.seq)
     }
@@ -153,12 +152,12 @@ extension Trainer {
     }
 
     /// One check of the plateau policy at a validation (collective): records the point (after a
-    /// ramp ends), rank 0 decides, the decision is broadcast, and on "grow" every rank grows to the
-    /// ladder's next size (`grow`). Returns nil when the policy is done, the model is in a ramp, or
-    /// there is no policy.
-    public func checkPlateau(validLoss: Float) throws -> (check: PlateauPolicy.Check, growth: ReceivedGrowth?)? {
+    /// ramp ends) at `flops` (the curve's x: the run's FLOPs, or a lifelong stage's), rank 0
+    /// decides, the decision is broadcast, and on "grow" every rank grows to the ladder's next size
+    /// (`grow`). Returns nil when the policy is done, the model is in a ramp, or there is no policy.
+    public func checkPlateau(validLoss: Float, flops: Double? = nil) throws -> (check: PlateauPolicy.Check, growth: ReceivedGrowth?)? {
         guard var policy = options.growthPolicy, let plan = policy.next, model.config.ramp == nil else { return nil }
-        policy.points.append(.init(step: step, flops: flops, loss: validLoss))
+        policy.points.append(.init(step: step, flops: flops ?? self.flops, loss: validLoss))
         let target = plan.target(source: model.config)
         let ratio = FLOPCount.trainingPerToken(target, parameters: target.parameterCount, seq: options.seq)
             / FLOPCount.trainingPerToken(model.config, parameters: model.parameterCount, seq: options.seq)

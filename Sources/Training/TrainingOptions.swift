@@ -106,7 +106,7 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
                       "fits a GPT only: BERT's masks are drawn anew at every update, so a BERT run uses the live teacher")
         }
         if let growthPolicy {
-            try growthPolicy.validate(model: model, evalEvery: evalEvery, scheduled: growth != nil)
+            try growthPolicy.validate(model: model, scheduled: growth != nil)
         }
         if let growth {
             try check(growth.step >= 0, "grow-at", "must not be negative (got \(growth.step))")

@@ -58,6 +58,9 @@ public final class PlainRun: TrainingPhase {
         }
         options.growth = try growth(config)
         options.growthPolicy = try policy(config)
+        if options.growthPolicy != nil && options.evalEvery <= 0 {
+            throw ConfigError(field: "eval-every", message: "must be positive with --grow-on-plateau: the policy decides at validations")
+        }
         let model = try initial.map { try makeModel(config: config, parameters: try $0.checkpoint.model(path: $0.path).parameters) }
             ?? makeModel(config: config, seed: options.seed)
         let moments = try initial.flatMap { try $0.checkpoint.moments(path: $0.path) }

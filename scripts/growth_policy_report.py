@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Table and plot of the plateau-policy time-to-target runs (scripts/growth_policy_experiment.sh).
+
+Usage: growth_policy_report.py [OUT] [--plots DIR]   (default OUT runs/growth-policy, DIR docs/results)
+
+For every run OUT/NAME-sSEED: its final validation perplexity, the growths the policy made (update
+and FLOPs), and the FLOPs at which it first reaches the final perplexity of `scratch-2x128` of the
+same seed (linear in log perplexity between validations; "-" if never), as a fraction of that
+scratch run's FLOPs. Writes OUT/report.md and DIR/growth-policy.png (validation perplexity against
+FLOPs, growth points marked) when matplotlib is there (.venv: scripts/setup.sh --python).
+"""
+import argparse
+import glob
+import json
+import math
+import os
+import re
+from collections import defaultdict
+
+
+def read(folder):
+    """(evals [(flops, perplexity)], growths [(step, flops, to)]) of a run."""
+    evals, growths, checks = {}, [], {}
+    with open(os.path.join(folder, "metrics.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            if "valid_perplexity" in r:
+                evals[r["step"]] = (r["flops"], r["valid_perplexity"])
+            if r.get("event") == "plateau_check":
+                checks[r["step"]] = r["flops"]
+            if r.get("event") == "growth":
+                growths.append((r["step"], checks.get(r["step"]), r["grown_to"]))
+    return [evals[s] for s in sorted(evals)], growths
+
+
+def flops_to(curve, target):
+    prev = None
+    for flops, ppl in curve:
+        if ppl <= target:
+            if prev is None:
+                return flops
+            f0, p0 = prev
+            x = (math.log(p0) - math.log(target)) / (math.log(p0) - math.log(ppl))
+            return f0 + x * (flops - f0)
+        prev = (flops, ppl)
+    return None
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", nargs="?", default="runs/growth-policy")
+    parser.add_argument("--plots", default="docs/results")
+    args = parser.parse_args()
+    runs = {}
+    for folder in sorted(glob.glob(os.path.join(args.out, "*-s*"))):
+        m = re.match(r"(.+)-s(\d+)$", os.path.basename(folder))
+        if m and os.path.exists(os.path.join(folder, "metrics.jsonl")):
+            curve, growths = read(folder)
+            if curve:
+                runs[(m.group(1), int(m.group(2)))] = (curve, growths)
+    lines = ["| run | seed | final perplexity | growths (update, FLOPs) | FLOPs to scratch's final perplexity | fraction of scratch's FLOPs |",
+             "|---|---|---|---|---|---|"]
+    fractions = defaultdict(list)
+    finals = defaultdict(list)
+    for (name, seed), (curve, growths) in sorted(runs.items()):
+        scratch = runs.get(("scratch-2x128", seed))
+        target = scratch[0][-1][1] if scratch else None
+        reach = flops_to(curve, target) if target else None
+        fraction = reach / scratch[0][-1][0] if reach else None
+        if fraction is not None:
+            fractions[name].append(fraction)
+        finals[name].append(curve[-1][1])
+        grown = ", ".join(f"{step} ({flops:.2e}) -> {to.split(' dropout')[0]}" if flops else f"{step} -> {to}" for step, flops, to in growths) or "-"
+        lines.append(f"| {name} | {seed} | {curve[-1][1]:.2f} | {grown} | "
+                     + (f"{reach:.3e}" if reach else "-") + " | " + (f"{fraction:.3f}" if fraction is not None else "-") + " |")
+    lines += ["", "| run | mean final perplexity | mean fraction of scratch's FLOPs to its final perplexity (seeds reaching it) |", "|---|---|---|"]
+    for name in sorted(finals):
+        f = fractions.get(name, [])
+        lines.append(f"| {name} | {sum(finals[name]) / len(finals[name]):.2f} | "
+                     + (f"{sum(f) / len(f):.3f} ({len(f)} of {len(finals[name])})" if f else f"- (0 of {len(finals[name])})") + " |")
+    report = "\n".join(lines) + "\n"
+    with open(os.path.join(args.out, "report.md"), "w") as f:
+        f.write(report)
+    print(report)
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("no matplotlib: no plot (scripts/setup.sh --python, then .venv/bin/python)")
+        return
+    colors = {"scratch-2x128": "black", "small-1x64": "grey", "policy": "tab:blue", "policy-ramp": "tab:orange"}
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for (name, seed), (curve, growths) in sorted(runs.items()):
+        xs, ys = zip(*curve)
+        ax.plot(xs, ys, color=colors.get(name, None), linestyle="-" if seed == 1 else "--",
+                label=f"{name} s{seed}")
+        for step, flops, _ in growths:
+            if flops:
+                ax.axvline(flops, color=colors.get(name, None), alpha=0.3, linestyle=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel("validation perplexity (encyclopedic)")
+    ax.set_title("Growth on plateau: 1/64 -> 2/64 -> 2/128 against 2/128 from scratch (dotted: growths)")
+    ax.legend(fontsize=7)
+    os.makedirs(args.plots, exist_ok=True)
+    fig.savefig(os.path.join(args.plots, "growth-policy.png"), dpi=110, bbox_inches="tight")
+    print("plot:", os.path.join(args.plots, "growth-policy.png"))
+
+
+if __name__ == "__main__":
+    main()
