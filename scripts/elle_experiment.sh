@@ -8,6 +8,7 @@
 #   scripts/elle_experiment.sh bert-short bert-long   # the BERT half (plans: make_experiment_plans.py 4096 --architecture bert)
 #   scripts/elle_experiment.sh payoff             # where growth pays off (two domains, stage budgets x1..x64)
 #   JOBS=1 THREADS=2 PRECISION=bf16 scripts/elle_experiment.sh ki   # KI on the stream (issue 26)
+#   scripts/elle_experiment.sh policy-x4 policy-x16   # growth policy on a 3-domain stream (issue 22)
 #
 # Resumable: a run whose report.md exists is skipped; a run stopped part way continues from its
 # newest checkpoint (`elle train --resume`). Runs go JOBS (default 2) at a time with THREADS
@@ -42,10 +43,14 @@ run_one() {   # plan file -> runs/experiment/BUDGET/METHOD
     local resume=()
     [ -f "$out/latest" ] && resume=(--resume)
     echo "start $budget/$method $(date -u +%H:%M:%S)"
-    local start=$SECONDS
+    local start=$SECONDS load
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
     if nice -n 5 $elle train --config "$plan" --out "$out" --threads "$threads" ${precision:+--precision "$precision"} "${resume[@]}" >> "$out/log.txt" 2>&1; then
         echo "done  $budget/$method in $((SECONDS - start)) s"
         echo "$((SECONDS - start))" >> "$out/wall-seconds.txt"
+        # every run with its machine's load average (start and end) and the commit it ran
+        printf '%s\t%s\t%s\t%s\t%s\n' "$budget/$method" "$((SECONDS - start))" "$load" "$(cut -d' ' -f1-3 /proc/loadavg)" \
+            "$(git rev-parse --short HEAD)" >> runs/experiment/runs.tsv
     else
         echo "FAILED $budget/$method (see $out/log.txt)" >&2
         return 1
@@ -65,5 +70,8 @@ for budget in "${budgets[@]}"; do
           awk '{ n = $0; sub(/\.yaml$/, "", n); sub(/.*-x/, "", n); print (n ~ /^[0-9]+$/ ? n : 0) "\t" $0 }' | sort -s -n -k1,1 | cut -f2
     } | xargs -P "$jobs" -I{} bash -c 'run_one "$@"' _ {} || status=1
 done
-.venv/bin/python scripts/plot_elle_experiment.py "${budgets[@]}" || status=1
+plain=(); policy=()
+for budget in "${budgets[@]}"; do case $budget in policy-*) policy+=("$budget");; *) plain+=("$budget");; esac; done
+[ ${#plain[@]} -eq 0 ] || .venv/bin/python scripts/plot_elle_experiment.py "${plain[@]}" || status=1
+[ ${#policy[@]} -eq 0 ] || .venv/bin/python scripts/policy_stream_report.py "${policy[@]}" || status=1
 exit $status

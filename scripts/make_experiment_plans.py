@@ -13,7 +13,8 @@ Usage: python3 scripts/make_experiment_plans.py VOCAB [--architecture bert]
 VOCAB is the prepared tokenizer's vocabulary size. GPT plans go to plans/experiment/{short,long},
 BERT plans (the same stream, shapes and FLOP budgets; masked-LM, AdamW eps 1e-6, linear
 schedule with 8% warmup as the reference BERT) to plans/experiment/{bert-short,bert-long}. With GPT
-it also writes the payoff plans (plans/experiment/payoff: where growth starts to pay off).
+it also writes the payoff plans (plans/experiment/payoff: where growth starts to pay off), the KI
+stream plans (plans/experiment/ki) and the growth-policy plans (plans/experiment/policy-x4, -x16).
 """
 import argparse
 import os
@@ -222,6 +223,57 @@ def write_ki(vocab, lr, seeds=(1, 2, 3)):
             print(f"ki          {method}-s{seed}")
 
 
+# Growth that pays off (issue 22): a three-domain stream from 1/64, which saturates within a stage,
+# at two stage budgets 4x apart (4 and 16 x the `long` stage of 240 updates of the 1/64 model), 2
+# seeds. Never grow; grow before every new domain (elle-fp: 1/64 -> 2/64 -> 2/128; elle-fp-late:
+# 2/64 only for the last domain; stack: as elle-fp with G_stack depth); the plateau policy
+# (`growOnPlateau`, ladder 2/64 then 2/128, identity depth, moments carried) without and with a
+# masked ramp of 5% of a stage; the final size 2/128 from scratch. Every stage costs the same FLOPs.
+# Plans: plans/experiment/policy-xF/METHOD-sSEED.yaml.
+POLICY_DOMAINS = DOMAINS[:3]
+POLICY_SHAPES = [(1, 64), (2, 64), (2, 128)]
+POLICY_METHODS = {
+    "replay-prompts": dict(shapes=[(1, 64)] * 3),
+    "elle-fp": dict(shapes=POLICY_SHAPES, depth="identity"),
+    "elle-fp-late": dict(shapes=[(1, 64), (1, 64), (2, 64)], depth="identity"),
+    "stack": dict(shapes=POLICY_SHAPES, depth="stack"),
+    "policy": dict(policy=True),
+    "policy-ramp": dict(policy=True, ramp=True),
+    "scratch-final": dict(shapes=[(2, 128)] * 3),
+}
+
+
+def write_policy(vocab, lr, factors=(4, 16), seeds=(1, 2)):
+    small = POLICY_SHAPES[0]
+    for factor in factors:
+        base = factor * BUDGETS["long"]
+        stage_flops = base * flops_per_update(small, vocab)
+        for method, m in POLICY_METHODS.items():
+            for seed in seeds:
+                shapes = m.get("shapes", [small] * 3)
+                lines = [f"# Growth that pays off (issue 22), written by scripts/make_experiment_plans.py: {method}, every stage",
+                         f"# costs {stage_flops:.4e} FLOPs ({base} updates of the 1/64 model).",
+                         *plan_head(f"policy-x{factor}-{method}-s{seed}", "gpt", shapes[0], lr, 0.1, True, log_every=50)]
+                lines[lines.index("seed: 1")] = f"seed: {seed}"
+                lines[lines.index("  evalBatches: 6")] = "  evalBatches: 20"   # the policy fits slopes to these losses
+                if m.get("policy"):
+                    ramp = f", ramp: {base // 20}" if m.get("ramp") else ""
+                    ladder = ", ".join(f"{{layers: {l}, width: {w}, heads: {w // 64}, noise: 0.001{ramp}}}" for l, w in POLICY_SHAPES[1:])
+                    lines.insert(lines.index("defaults:"), f"growOnPlateau: {{ladder: [{ladder}], window: 4}}")
+                for i, domain in enumerate(POLICY_DOMAINS):
+                    shape = shapes[i]
+                    updates = base if m.get("policy") else int(round(stage_flops / flops_per_update(shape, vocab)))
+                    grow = None
+                    if i > 0 and shape != shapes[i - 1]:
+                        grow = dict(depthMode=m["depth"], noise=0.001, moments="carry")
+                    lines += stage_yaml(i, domain, updates, grow, None, max(1, updates // 16), shape)
+                path = f"plans/experiment/policy-x{factor}/{method}-s{seed}.yaml"
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "w") as f:
+                    f.write("\n".join(lines) + "\n")
+            print(f"policy-x{factor:<3} {method}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("vocab", type=int)
@@ -235,6 +287,7 @@ def main():
     if args.architecture == "gpt":
         write_payoff(args.vocab, 2e-3)
         write_ki(args.vocab, 2e-3)
+        write_policy(args.vocab, 2e-3)
 
 
 if __name__ == "__main__":

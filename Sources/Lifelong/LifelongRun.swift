@@ -234,8 +234,10 @@ public final class LifelongRun {
             try trainer.measureTeacherValidation(domains[i].valid, prompt: plan.settings(ofStage: i).prompts ? domains[i].prompt : nil) { output.log($0) }
         }
         if phase == .main && state.policy != nil && starting {
+            // A stage's steps count updates of the plan's initial model, whatever size the stage
+            // starts at, so every stage of every plan with the same steps spends the same FLOPs.
             state.phaseStartFLOPs = state.flops
-            state.phaseUpdateFLOPs = trainer.flopsPerUpdate
+            state.phaseUpdateFLOPs = trainer.flopsPerUpdate(of: plan.model.config(vocab: trainer.model.config.vocab))
         }
         let runner = try LifelongPhase(run: self, stage: i, kind: phase, steps: steps, options: options)
         output.log(runner.description)

@@ -29,7 +29,8 @@ public struct StagePlan: Decodable, Sendable {
     public var precision: Precision
     public var stages: [Stage]
     /// Growth decided by the validation curve inside every stage's training (`PlateauPolicy`;
-    /// docs/GROWTH.md, "When to grow"), or nil: growth only where a stage says `grow`.
+    /// docs/GROWTH.md, "When to grow"), or nil: growth only where a stage says `grow`. With it a
+    /// stage's `steps` is a FLOP budget: that many updates of the plan's initial model.
     public var growOnPlateau: PlateauPlan?
 
     /// `growOnPlateau: {ladder: [{layers, width, heads, ...}, ...], window: 4}`: the sizes in order,

@@ -123,9 +123,12 @@ public struct PlateauPolicy: Codable, Equatable, Sendable {
 
 extension Trainer {
     /// FLOPs per update of the current model (all ranks' micro-batches).
-    public var flopsPerUpdate: Double {
+    public var flopsPerUpdate: Double { flopsPerUpdate(of: model.config) }
+
+    /// FLOPs per update of a model of `config` with this run's batch shape.
+    public func flopsPerUpdate(of config: ModelConfig) -> Double {
         Double(options.batch * options.seq * globalMicroBatches)
-            * FLOPCount.trainingPerToken(model.config, parameters: model.parameterCount, seq: options.seq)
+            * FLOPCount.trainingPerToken(config, parameters: config.parameterCount, seq: options.seq)
     }
 
     /// The schedule's position: the update count, or with a plateau policy the FLOPs spent in
