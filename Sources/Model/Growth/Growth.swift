@@ -55,11 +55,18 @@ public enum Growth {
         var tensors = try tensorMaps(source: config, depth: depth, maps: maps)
         var target = maps.target(source: deep)
         if let length = plan.ramp {
-            // Exactness comes from the mask: every unit, old or new, starts undivided.
+            // Exactness comes from the mask: every unit starts undivided. What reads a new unit (a
+            // weight's new input columns, the output norm's new entries, which the tied head
+            // reads) starts at zero, so at m = 1 no input is counted twice: new units compute
+            // copies of their sources' values and the next layers learn to read them.
             for i in tensors.indices {
                 tensors[i].divideColumns = false
                 tensors[i].gradientByRows = false
                 tensors[i].gradientByColumns = false
+                switch tensors[i].info.role {
+                case .weight, .outputNorm: tensors[i].zeroNewColumns = true
+                default: break
+                }
             }
             target.ramp = GrowthRamp(length: length, oldWidth: config.width, oldHeads: config.heads, oldFFN: config.ffn,
                                      insertedLayers: depth.inserted.indices.filter { depth.inserted[$0] })
@@ -147,6 +154,8 @@ public enum Growth {
         var info: TensorGrowthInfo
         /// Whether the tensor belongs to a layer inserted by the depth map.
         var inserted: Bool
+        /// Entries in new columns start at zero (a masked ramp's weights that read new units).
+        var zeroNewColumns = false
     }
 
     static func checkCount(_ buffer: FloatBuffer, _ config: ModelConfig) throws {
@@ -241,6 +250,11 @@ public enum Growth {
                    divideRows: gradientPower != nil && t.gradientByRows,
                    divideCols: gradientPower == nil ? t.divideColumns : t.gradientByColumns,
                    power: gradientPower ?? 1)
+            if t.zeroNewColumns {
+                let width = t.cols.newCount, isNew = t.cols.isNew.pointer
+                let columns = (0..<width).filter { isNew[$0] }
+                for r in 0..<t.rows.newCount { for c in columns { dst[r * width + c] = 0 } }
+            }
         }
         return out
     }
