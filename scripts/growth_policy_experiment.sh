@@ -78,4 +78,4 @@ done
 [ -f "$out/runs.tsv" ] || printf 'run\tseed\tseconds\tload_before\tload_after\tcommit\n' > "$out/runs.tsv"
 export -f run_one; export elle out threads
 printf '%s\n' "${commands[@]}" | xargs -P "$jobs" -I{} bash -c "common=(${common[*]}); run_one {}"
-python3 scripts/growth_policy_report.py "$out"
+.venv/bin/python scripts/growth_policy_report.py "$out"

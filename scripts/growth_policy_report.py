@@ -3,6 +3,10 @@
 
 Usage: growth_policy_report.py [OUT] [--plots DIR]   (default OUT runs/growth-policy, DIR docs/results)
 
+Also, for targets on the way: the scratch run's perplexity after 25, 50, 75 and 100% of its
+FLOPs C, and the FLOPs each run needs to reach it, as a fraction of the scratch run's (below 1:
+fewer FLOPs than the final size from scratch).
+
 For every run OUT/NAME-sSEED: its final validation perplexity, the growths the policy made (update
 and FLOPs), and the FLOPs at which it first reaches the final perplexity of `scratch-2x128` of the
 same seed (linear in log perplexity between validations; "-" if never), as a fraction of that
@@ -46,6 +50,19 @@ def flops_to(curve, target):
     return None
 
 
+def interpolate(curve, flops):
+    """ln perplexity of `curve` at `flops` (linear in FLOPs between validations)."""
+    prev = None
+    for f, ppl in curve:
+        if f >= flops:
+            if prev is None:
+                return math.log(ppl)
+            f0, p0 = prev
+            return math.log(p0) + (math.log(ppl) - math.log(p0)) * (flops - f0) / (f - f0)
+        prev = (f, ppl)
+    return math.log(curve[-1][1])
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("out", nargs="?", default="runs/growth-policy")
@@ -78,6 +95,26 @@ def main():
         f = fractions.get(name, [])
         lines.append(f"| {name} | {sum(finals[name]) / len(finals[name]):.2f} | "
                      + (f"{sum(f) / len(f):.3f} ({len(f)} of {len(finals[name])})" if f else f"- (0 of {len(finals[name])})") + " |")
+    # Time to intermediate targets: the scratch run's perplexity at a fraction of its FLOPs, and
+    # the FLOPs each run needs to reach it (mean over seeds, as a fraction of the scratch run's).
+    fractions_of_c = [0.25, 0.5, 0.75, 1.0]
+    lines += ["", "| run | " + " | ".join(f"to scratch's perplexity at {f:.0%} of C" for f in fractions_of_c) + " |",
+              "|---|" + "---|" * len(fractions_of_c)]
+    for name in sorted(finals):
+        cells = []
+        for f in fractions_of_c:
+            ratios = []
+            for seed in sorted(s for n, s in runs if n == name):
+                scratch = runs.get(("scratch-2x128", seed))
+                if not scratch:
+                    continue
+                budget = scratch[0][-1][0]
+                target = math.exp(interpolate(scratch[0], f * budget))
+                reach = flops_to(runs[(name, seed)][0], target)
+                ratios.append(reach / (f * budget) if reach else None)
+            known = [r for r in ratios if r is not None]
+            cells.append(f"{sum(known) / len(known):.2f}" + ("" if len(known) == len(ratios) else f" ({len(known)} of {len(ratios)})") if known else "never")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     report = "\n".join(lines) + "\n"
     with open(os.path.join(args.out, "report.md"), "w") as f:
         f.write(report)
