@@ -21,6 +21,8 @@ import os
 import re
 from collections import defaultdict
 
+import ki_sweep  # noqa: E402  (scripts/ is on the path when run as a script)
+
 
 def read(folder):
     """(evals [(flops, perplexity)], growths [(step, flops, to)]) of a run."""
@@ -38,16 +40,8 @@ def read(folder):
 
 
 def flops_to(curve, target):
-    prev = None
-    for flops, ppl in curve:
-        if ppl <= target:
-            if prev is None:
-                return flops
-            f0, p0 = prev
-            x = (math.log(p0) - math.log(target)) / (math.log(p0) - math.log(ppl))
-            return f0 + x * (flops - f0)
-        prev = (flops, ppl)
-    return None
+    """FLOPs at which a (flops, perplexity) curve first reaches `target` (ki_sweep's rule)."""
+    return ki_sweep.flops_to([(None, f, p) for f, p in curve], target)
 
 
 def interpolate(curve, flops):

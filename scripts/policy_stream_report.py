@@ -15,20 +15,11 @@ import re
 import sys
 from collections import defaultdict
 
+from plot_elle_experiment import read  # noqa: E402  (the same record reader: last of each record after a resume)
+
 ROOT = "runs/experiment"
 OUT = "docs/results"
 ORDER = ["replay-prompts", "elle-fp", "elle-fp-late", "stack", "policy", "policy-ramp", "scratch-final"]
-
-
-def read(path):
-    """Metrics records; a resumed run repeats records after its checkpoint, so keep the last of each."""
-    records = {}
-    with open(path) as f:
-        for n, line in enumerate(f):
-            r = json.loads(line)
-            key = (r.get("event", "log"), r.get("stage"), r.get("phase"), r.get("update"))
-            records[key] = (n, r)
-    return [r for _, r in sorted(records.values(), key=lambda x: x[0])]
 
 
 def load(budget):
