@@ -71,24 +71,17 @@ final class LifelongPhase: TrainingPhase {
 
     /// The policy's FLOP budget of this main phase: (FLOPs spent, budget, FLOPs per update of the
     /// model it started with), or nil without a policy.
-    private var budget: (spent: Double, total: Double, unit: Double)? {
+    private var budget: FLOPBudget? {
         guard kind == .main, run.state.policy != nil, let start = run.state.phaseStartFLOPs,
               let unit = run.state.phaseUpdateFLOPs, unit > 0 else { return nil }
-        return (run.state.flops - start, Double(plannedSteps) * unit, unit)
+        return FLOPBudget(spent: run.state.flops - start, total: Double(plannedSteps) * unit, unit: unit)
     }
 
-    var updates: Int {
-        guard let budget else { return plannedSteps }
-        let left = (budget.total - budget.spent) / trainer.flopsPerUpdate
-        return run.state.stepInPhase + max(0, Int((left - 1e-6).rounded(.up)))
-    }
+    var updates: Int { budget.map { run.state.stepInPhase + $0.updatesLeft(at: trainer.flopsPerUpdate) } ?? plannedSteps }
 
     /// The schedule's position: the update in the phase, or with a policy the FLOPs spent in
-    /// updates of the starting model (a growth makes each update advance it by the cost ratio).
-    private var schedulePosition: Int {
-        guard let budget else { return run.state.stepInPhase }
-        return Int((budget.spent / budget.unit).rounded())
-    }
+    /// updates of the plan's initial model (a growth makes each update advance it by the cost ratio).
+    private var schedulePosition: Int { budget?.position ?? run.state.stepInPhase }
     var runStep: Int { trainer.step }
     var cadence: RunCadence {
         RunCadence(logEvery: settings.logEvery, evalEvery: settings.evalEvery, checkpointEvery: settings.checkpointEvery)
@@ -179,21 +172,15 @@ final class LifelongPhase: TrainingPhase {
     /// The plateau policy's check at a validation of the stage's domain, on the stage's own FLOP
     /// axis (docs/GROWTH.md, "When to grow"); a growth happens here, mid-stage.
     private func checkPlateau(validLoss: Float) throws {
-        guard let budget, let next = run.state.policy?.next else { return }
+        guard let budget, let policy = run.state.policy, let next = policy.next else { return }
         let before = trainer.model.config
         guard let (check, grown) = try trainer.checkPlateau(validLoss: validLoss, flops: budget.spent) else { return }
         run.state.policy = trainer.options.growthPolicy
-        let name = "\(next.layers)/\(next.width)/\(next.heads)"
-        var record = check.record(step: trainer.step, flops: budget.spent, loss: validLoss,
-                                  points: run.state.policy.map { grown == nil ? $0.points.count : 0 } ?? 0, next: name)
+        var record = check.record(step: trainer.step, flops: budget.spent, loss: validLoss, next: "\(next.layers)/\(next.width)/\(next.heads)")
         record["stage"] = stage
         record["update"] = run.state.stepInPhase
         run.output.metric(record)
-        if let reference = check.referenceSlope, let current = check.currentSlope {
-            run.output.log(String(format: "  plateau check: slope %.4f per ln FLOP (last %d validations), %.4f (first); growing to %@ costs %.2fx per update, pays below %.4f: %@",
-                                  current, check.referenceSlope == nil ? 0 : run.state.policy?.window ?? 0, reference, name,
-                                  check.costRatio, reference / check.costRatio, check.grow ? "grow" : "wait"))
-        }
+        if let summary = check.summary(window: policy.window, next: next) { run.output.log("  plateau check: " + summary) }
         guard let grown else { return }
         flopsPerToken = FLOPCount.trainingPerToken(trainer.model.config, parameters: trainer.model.parameterCount, seq: options.seq)
         let seconds = grown.growSeconds + grown.broadcastSeconds + grown.verifySeconds

@@ -192,12 +192,8 @@ public struct StagePlan: Decodable, Sendable {
         if let growOnPlateau {
             try check(!growOnPlateau.ladder.isEmpty, "growOnPlateau.ladder", "needs at least one size")
             try check(growOnPlateau.window >= 2, "growOnPlateau.window", "must be at least 2 validations (got \(growOnPlateau.window))")
-            var shape = initial
-            for (k, plan) in growOnPlateau.ladder.enumerated() {
-                do { try plan.validate(source: shape) } catch let error as GrowthPlanError {
-                    throw PlanError(path: path, field: "growOnPlateau.ladder[\(k)].\(error.field)", error.message)
-                }
-                shape = plan.target(source: shape)
+            do { try PlateauPolicy.checkLadder(growOnPlateau.ladder, from: initial) } catch let error as PlateauPolicy.LadderError {
+                throw PlanError(path: path, field: "growOnPlateau.ladder[\(error.index)].\(error.error.field)", error.error.message)
             }
             for (i, stage) in stages.enumerated() {
                 try check(stage.grow == nil, "stages[\(i)].grow", "a plan with growOnPlateau grows when the validation curve says so; drop the stage's grow block (or growOnPlateau)")

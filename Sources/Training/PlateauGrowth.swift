@@ -55,6 +55,8 @@ public struct PlateauPolicy: Codable, Equatable, Sendable {
 
     /// What one check saw and decided.
     public struct Check: Equatable, Sendable {
+        /// Validations the decision looked at (at this size, after its ramp).
+        public var points: Int
         /// nil until there are 2 windows of points.
         public var referenceSlope: Double?
         public var currentSlope: Double?
@@ -62,7 +64,7 @@ public struct PlateauPolicy: Codable, Equatable, Sendable {
         public var grow: Bool
 
         /// The metrics record of this check.
-        public func record(step: Int, flops: Double, loss: Float, points: Int, next: String?) -> [String: Any] {
+        public func record(step: Int, flops: Double, loss: Float, next: String?) -> [String: Any] {
             var r: [String: Any] = ["event": "plateau_check", "step": step, "flops": flops, "valid_loss": Double(loss),
                                     "points": points, "cost_ratio": costRatio, "decision": grow ? "grow" : "wait"]
             if let referenceSlope, let currentSlope {
@@ -73,6 +75,14 @@ public struct PlateauPolicy: Codable, Equatable, Sendable {
             if let next { r["next"] = next }
             return r
         }
+
+        /// The log text of a check with two windows of points (nil before).
+        public func summary(window: Int, next: GrowthPlan) -> String? {
+            guard let referenceSlope, let currentSlope else { return nil }
+            return String(format: "slope %.4f per ln FLOP over the last %d validations, %.4f over the first; growing to %d/%d/%d costs %.2fx per update, so it pays below %.4f: %@",
+                          currentSlope, window, referenceSlope, next.layers, next.width, next.heads, costRatio,
+                          referenceSlope / costRatio, grow ? "grow" : "wait")
+        }
     }
 
     /// The next size, or nil once the ladder is used up.
@@ -80,7 +90,7 @@ public struct PlateauPolicy: Codable, Equatable, Sendable {
 
     /// The decision over `points` for a growth costing `costRatio` times the FLOPs per update.
     public func decide(costRatio: Double) -> Check {
-        var check = Check(costRatio: costRatio, grow: false)
+        var check = Check(points: points.count, costRatio: costRatio, grow: false)
         guard points.count >= 2 * window else { return check }
         let reference = Self.slope(points.prefix(window)), current = Self.slope(points.suffix(window))
         check.referenceSlope = reference
@@ -104,21 +114,61 @@ public struct PlateauPolicy: Codable, Equatable, Sendable {
 
     /// Throws naming the first bad field.
     func validate(model: ModelConfig, scheduled: Bool) throws {
-        let check = { (ok: Bool, field: String, why: String) in if !ok { throw ConfigError(field: field, message: why) } }
+        let check = ConfigError.check
         try check(!ladder.isEmpty, "grow-on-plateau", "needs at least one size")
         try check(window >= 2, "plateau-window", "must be at least 2 validations (got \(window))")
         try check(!scheduled, "grow-on-plateau", "and --grow-at do not go together: the policy decides when to grow")
         var shape = model
         shape.ramp = nil
-        for (i, plan) in ladder.enumerated() where i >= grown {
+        do {
+            try Self.checkLadder(ladder, from: shape, first: grown)
+        } catch let error as LadderError {
+            throw ConfigError(field: "grow-on-plateau[\(error.index)].\(error.error.field)", message: error.error.message)
+        }
+    }
+
+    /// A size of a ladder that cannot grow the size before it.
+    public struct LadderError: Error {
+        public var index: Int
+        /// The shape it was to grow.
+        public var shape: ModelConfig
+        public var error: GrowthPlanError
+    }
+
+    /// Checks every size from `first` on against the one before it (entry `first` against
+    /// `model`); throws the first that cannot grow it.
+    public static func checkLadder(_ ladder: [GrowthPlan], from model: ModelConfig, first: Int = 0) throws {
+        var shape = model
+        for (i, plan) in ladder.enumerated() where i >= first {
             do {
                 try plan.validate(source: shape)
             } catch let error as GrowthPlanError {
-                throw ConfigError(field: "grow-on-plateau[\(i)].\(error.field)", message: error.message)
+                throw LadderError(index: i, shape: shape, error: error)
             }
             shape = plan.target(source: shape)
         }
     }
+}
+
+/// A FLOP budget counted in updates of a reference model (a policy run's starting model, a lifelong
+/// plan's initial model): how many updates are left at the current size, and where the schedule
+/// stands.
+public struct FLOPBudget {
+    /// FLOPs spent, the whole budget, and the reference model's FLOPs per update.
+    public var spent: Double, total: Double, unit: Double
+
+    public init(spent: Double, total: Double, unit: Double) {
+        self.spent = spent
+        self.total = total
+        self.unit = unit
+    }
+
+    /// The schedule's position: the FLOPs spent in reference updates.
+    public var position: Int { Int((spent / unit).rounded()) }
+
+    /// Updates the rest of the budget pays for at `perUpdate` FLOPs each. The budget is a sum of
+    /// per-update FLOPs: a hair of rounding must not add an update.
+    public func updatesLeft(at perUpdate: Double) -> Int { max(0, Int(((total - spent) / perUpdate - 1e-6).rounded(.up))) }
 }
 
 extension Trainer {
@@ -131,21 +181,19 @@ extension Trainer {
             * FLOPCount.trainingPerToken(config, parameters: config.parameterCount, seq: options.seq)
     }
 
+    /// With a plateau policy, the run's budget: `steps` updates of the starting model.
+    private var budget: FLOPBudget? {
+        guard let policy = options.growthPolicy, policy.flopsPerScheduleStep > 0 else { return nil }
+        return FLOPBudget(spent: flops, total: Double(options.steps) * policy.flopsPerScheduleStep, unit: policy.flopsPerScheduleStep)
+    }
+
     /// The schedule's position: the update count, or with a plateau policy the FLOPs spent in
     /// units of the starting model's updates.
-    var schedulePosition: Int {
-        guard let policy = options.growthPolicy, policy.flopsPerScheduleStep > 0 else { return step }
-        return Int((flops / policy.flopsPerScheduleStep).rounded())
-    }
+    var schedulePosition: Int { budget?.position ?? step }
 
     /// Updates the run has in all: `options.steps`, or with a plateau policy this step plus the
     /// updates the FLOP budget left pays for at the current size.
-    public var plannedUpdates: Int {
-        guard let policy = options.growthPolicy, policy.flopsPerScheduleStep > 0 else { return options.steps }
-        let left = Double(options.steps) * policy.flopsPerScheduleStep - flops
-        // The budget is a sum of per-update FLOPs: a hair of rounding must not add an update.
-        return step + max(0, Int((left / flopsPerUpdate - 1e-6).rounded(.up)))
-    }
+    public var plannedUpdates: Int { budget.map { step + $0.updatesLeft(at: flopsPerUpdate) } ?? options.steps }
 
     /// Starts the policy's FLOP accounting at the starting model (a fresh run; idempotent).
     func startGrowthPolicy() {
@@ -165,7 +213,7 @@ extension Trainer {
         let ratio = FLOPCount.trainingPerToken(target, parameters: target.parameterCount, seq: options.seq)
             / FLOPCount.trainingPerToken(model.config, parameters: model.parameterCount, seq: options.seq)
         // Every rank holds the same points (the validation loss is all-reduced in a fixed order),
-        // but only rank 0's decision counts: it is broadcast with the grown weights' header.
+        // but only rank 0's decision counts: it is broadcast before the growth.
         var check = policy.decide(costRatio: ratio)
         let decision = Buffer<Int64>(count: 1)
         decision[0] = communicator.isRoot && check.grow ? 1 : 0

@@ -87,22 +87,21 @@ extension TrainGrowthOptions {
     func policy(source: ModelConfig, seed: UInt64) throws -> PlateauPolicy? {
         guard let growOnPlateau else { return nil }
         let defaults = GrowthPlan(layers: 0, width: 0, heads: 0, depthMode: .identity, moments: .carry)
-        var ladder: [GrowthPlan] = []
-        var shape = source
-        for (i, size) in growOnPlateau.split(separator: ",").enumerated() {
-            var plan = self.plan(try parseShape(String(size), "--grow-on-plateau"), seed: seed, defaults: defaults)
+        let sizes = growOnPlateau.split(separator: ",").map(String.init)
+        let ladder = try sizes.enumerated().map { i, size in
+            var plan = self.plan(try parseShape(size, "--grow-on-plateau"), seed: seed, defaults: defaults)
             plan.ffn = nil
             plan.seed = (growSeed ?? seed) &+ UInt64(i)
-            do {
-                try plan.validate(source: shape)
-            } catch let error as GrowthPlanError {
-                throw CommandError("--grow-on-plateau \(size) cannot grow \(shape): \(error.field) \(error.message)")
-            }
-            shape = plan.target(source: shape)
-            ladder.append(plan)
+            return plan
+        }
+        do {
+            try PlateauPolicy.checkLadder(ladder, from: source)
+        } catch let error as PlateauPolicy.LadderError {
+            throw CommandError("--grow-on-plateau \(sizes[error.index]) cannot grow \(error.shape): \(error.error.field) \(error.error.message)")
         }
         return PlateauPolicy(ladder: ladder, window: plateauWindow ?? 4)
     }
+
 }
 
 /// A model shape LAYERS/WIDTH/HEADS, as `--grow-to` and `elle bench grow` take it.

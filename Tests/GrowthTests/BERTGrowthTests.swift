@@ -29,29 +29,8 @@ final class BERTGrowthTests: XCTestCase {
 
     static let exact = 1e-5
 
-    /// 2 layers, width 16, 2 heads of 8, FFN 64, vocab 32, sequence 8, pad token 1; weights
-    /// large enough that every path matters, norm gains around 1.
-    func smallModel(normalization: Normalization = .layerNorm, seed: UInt64 = 11) throws -> BERT {
-        var config = ModelConfig(architecture: .bert, layers: 2, width: 16, heads: 2, vocab: 32, context: 8, dropout: 0)
-        config.padToken = 1
-        config.normalization = normalization
-        let model = try BERT(config: config, seed: seed)
-        fillUniform(model.parameters.pointer, model.parameterCount, scale: 0.3, seed: seed + 1)
-        for spec in model.layout.tensors where spec.name.hasSuffix("ln.weight") || spec.name.hasSuffix("ln1.weight") || spec.name.hasSuffix("ln2.weight") {
-            for i in spec.range { model.parameters[i] += 1 }
-        }
-        return model
-    }
-
-    /// Three sequences; the last ends in two pads.
-    let tokens: [Int32] = {
-        var t = randomTokens(3 * 8, vocab: 32, seed: 4).map { $0 == 1 ? 2 : $0 }
-        t[22] = 1; t[23] = 1
-        return t
-    }()
-
     func allLogits(_ model: BERT) -> [Float] {
-        model.forward(tokens: tokens, targets: nil, batch: 3, seq: 8)
+        model.forward(tokens: smallBERTTokens, targets: nil, batch: 3, seq: 8)
         return Array(UnsafeBufferPointer(start: model.logits, count: 3 * 8 * model.config.vocab))
     }
 
@@ -67,7 +46,7 @@ final class BERTGrowthTests: XCTestCase {
     }
 
     func testRolesCoverEveryTensor() throws {
-        let model = try smallModel()
+        let model = try smallBERT()
         let roles = model.config.growthRoles()
         XCTAssertEqual(roles.count, model.tensors.count)
         let byName = Dictionary(uniqueKeysWithValues: zip(model.tensors.map(\.name), roles))
@@ -85,14 +64,14 @@ final class BERTGrowthTests: XCTestCase {
     /// The same growth with real LayerNorm is not (the norms' statistics change).
     func testAffineNormsRandomWidthGrowthIsExact() throws {
         let plan = GrowthPlan(layers: 2, width: 40, heads: 5, ffn: 150, source: .random, noise: 0, seed: 3)
-        let small = try smallModel(normalization: .affine)
+        let small = try smallBERT(normalization: .affine)
         let (big, result) = try grow(small, plan)
         XCTAssertFalse(isUniform(result.width.residual, old: 16))
         let error = relative(allLogits(big), allLogits(small))
         print("BERT, affine norms, random maps 16 -> 40: logits relative error \(error)")
         XCTAssertLessThanOrEqual(error, Self.exact)
 
-        let layerNormSmall = try smallModel()
+        let layerNormSmall = try smallBERT()
         let (layerNormBig, _) = try grow(layerNormSmall, plan)
         let inexact = relative(allLogits(layerNormBig), allLogits(layerNormSmall))
         print("BERT, LayerNorm, random maps 16 -> 40: logits relative change \(inexact) (not exact: LayerNorm statistics change)")
@@ -104,7 +83,7 @@ final class BERTGrowthTests: XCTestCase {
     /// LayerNorm, padding mask included. Without dividing the MLM-head norm (the tied division)
     /// it is not.
     func testKFoldRoundRobinWidthGrowthIsExactWithLayerNorm() throws {
-        let small = try smallModel()
+        let small = try smallBERT()
         let reference = allLogits(small)
         for k in [2, 3] {
             let plan = GrowthPlan(layers: 2, width: 16 * k, heads: 2 * k, source: .roundRobin, noise: 0)
@@ -131,7 +110,7 @@ final class BERTGrowthTests: XCTestCase {
     /// model (relative logits change and mean KL per position): identity blocks (branch outputs
     /// zero) still renormalize twice, LN2(LN1(x)); ELLE's copies apply a block twice.
     func testDepthGrowthChangesThePostLNFunction() throws {
-        let small = try smallModel()
+        let small = try smallBERT()
         let reference = allLogits(small)
         var changes: [GrowthPlan.DepthMode: (Double, Double)] = [:]
         for mode in [GrowthPlan.DepthMode.identity, .copy] {
@@ -152,7 +131,7 @@ final class BERTGrowthTests: XCTestCase {
         }
         // With affine norms whose gains are 1 and biases 0 in the inserted block, the identity
         // block would be exact: the change above comes from the norms alone.
-        let affine = try smallModel(normalization: .affine)
+        let affine = try smallBERT(normalization: .affine)
         let (deep, result) = try grow(affine, GrowthPlan(layers: 3, width: 16, heads: 2, depthMode: .identity, noise: 0, seed: 2))
         let l = try XCTUnwrap(result.depth.inserted.firstIndex(of: true))
         for norm in ["ln1", "ln2"] {
@@ -166,13 +145,13 @@ final class BERTGrowthTests: XCTestCase {
     /// source gradient mapped by the moment rule, per tensor to 1e-5: the roles' gradient factors
     /// (head dense rows divided, MLM-head norm undivided, output bias fixed) are right.
     func testCarriedMomentsFollowTheGradients() throws {
-        let small = try smallModel(normalization: .affine)
+        let small = try smallBERT(normalization: .affine)
         let plan = GrowthPlan(layers: 2, width: 40, heads: 5, ffn: 150, source: .random, noise: 0, moments: .carry, seed: 3)
-        var targets = [Int32](repeating: -1, count: tokens.count)
+        var targets = [Int32](repeating: -1, count: smallBERTTokens.count)
         for (i, t) in [(0, 3), (5, 9), (9, 30), (13, 0), (17, 11), (20, 5)] { targets[i] = Int32(t) }
         func gradient(_ model: BERT) -> FloatBuffer {
             model.zeroGradients()
-            model.forward(tokens: tokens, targets: targets, batch: 3, seq: 8)
+            model.forward(tokens: smallBERTTokens, targets: targets, batch: 3, seq: 8)
             model.backward()
             let g = FloatBuffer(count: model.parameterCount)
             g.copy(from: model.gradients)

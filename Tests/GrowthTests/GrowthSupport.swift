@@ -43,6 +43,27 @@ func grownModel(_ result: GrowthResult) throws -> GPT {
     try GPT(config: result.config, parameters: result.parameters)
 }
 
+/// A post-LN BERT: 2 layers, width 16, 2 heads of 8, FFN 64, vocab 32, sequence 8, pad token 1;
+/// weights large enough that every path matters, norm gains around 1.
+func smallBERT(normalization: Normalization = .layerNorm, seed: UInt64 = 11) throws -> BERT {
+    var config = ModelConfig(architecture: .bert, layers: 2, width: 16, heads: 2, vocab: 32, context: 8, dropout: 0)
+    config.padToken = 1
+    config.normalization = normalization
+    let model = try BERT(config: config, seed: seed)
+    fillUniform(model.parameters.pointer, model.parameterCount, scale: 0.3, seed: seed + 1)
+    for spec in model.layout.tensors where spec.name.hasSuffix("ln.weight") || spec.name.hasSuffix("ln1.weight") || spec.name.hasSuffix("ln2.weight") {
+        for i in spec.range { model.parameters[i] += 1 }
+    }
+    return model
+}
+
+/// Three sequences of 8 tokens for `smallBERT`; the last ends in two pads.
+let smallBERTTokens: [Int32] = {
+    var t = randomTokens(3 * 8, vocab: 32, seed: 4).map { $0 == 1 ? 2 : $0 }
+    t[22] = 1; t[23] = 1
+    return t
+}()
+
 /// A small GPT trained for 300 updates on the bundled literature (about a second), shared by the
 /// tests that need a model whose function is not random.
 enum TrainedTiny {

@@ -26,24 +26,6 @@ final class RampGrowthTests: XCTestCase {
         return try makeModel(config: result.config, parameters: result.parameters)
     }
 
-    /// A post-LN BERT with weights large enough that every path matters (as BERTGrowthTests).
-    func smallBERT(seed: UInt64 = 11) throws -> BERT {
-        var config = ModelConfig(architecture: .bert, layers: 2, width: 16, heads: 2, vocab: 32, context: 8, dropout: 0)
-        config.padToken = 1
-        let model = try BERT(config: config, seed: seed)
-        fillUniform(model.parameters.pointer, model.parameterCount, scale: 0.3, seed: seed + 1)
-        for spec in model.layout.tensors where spec.name.hasSuffix("ln.weight") || spec.name.hasSuffix("ln1.weight") || spec.name.hasSuffix("ln2.weight") {
-            for i in spec.range { model.parameters[i] += 1 }
-        }
-        return model
-    }
-
-    let bertTokens: [Int32] = {
-        var t = randomTokens(3 * 8, vocab: 32, seed: 4).map { $0 == 1 ? 2 : $0 }
-        t[22] = 1; t[23] = 1
-        return t
-    }()
-
     /// Every growth kind with a ramp, random maps and noise 0.05 on the new units: the grown model
     /// computes the old logits (1e-5 relative, TESTING.md) at m = 0. Without the ramp the same
     /// growths change the function (the contrast: BERT's identity depth by ~0.2, random maps by more).
@@ -52,10 +34,10 @@ final class RampGrowthTests: XCTestCase {
         let batch = TrainedTiny.validationBatch(batch: 2, seq: 32)
         let gptBefore = allLogits(gpt, batch.tokens, batch: 2, seq: 32)
         let bert = try smallBERT()
-        let bertBefore = allLogits(bert, bertTokens, batch: 3, seq: 8)
+        let bertBefore = allLogits(bert, smallBERTTokens, batch: 3, seq: 8)
         let shapes: [(String, Int, Int, Int)] = [("depth", 4, -1, -1), ("width", 2, 2, 2), ("both", 5, 3, 3)]
         for (model, before, tokens, b, t) in [(gpt as LanguageModel, gptBefore, batch.tokens, 2, 32),
-                                              (bert as LanguageModel, bertBefore, bertTokens, 3, 8)] {
+                                              (bert as LanguageModel, bertBefore, smallBERTTokens, 3, 8)] {
             let c = model.config
             for (kind, layers, widthFactor, headFactor) in shapes {
                 for mode in GrowthPlan.DepthMode.allCases where kind != "width" || mode == .copy {

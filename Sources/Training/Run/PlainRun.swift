@@ -220,13 +220,9 @@ public final class PlainRun: TrainingPhase {
         guard !last, let policy = trainer.options.growthPolicy, let next = policy.next else { return }
         let before = trainer.model.config, flops = trainer.flops
         guard let (check, grown) = try trainer.checkPlateau(validLoss: validLoss) else { return }
-        let points = trainer.options.growthPolicy.map { grown == nil ? $0.points.count : policy.points.count + 1 } ?? 0
-        output.metric(check.record(step: trainer.step, flops: flops, loss: validLoss, points: points,
-                                   next: "\(next.layers)/\(next.width)/\(next.heads)"))
-        if let reference = check.referenceSlope, let current = check.currentSlope {
-            output.log(String(format: "step %6d | plateau check: slope %.4f per ln FLOP over the last %d validations, %.4f over the first; growing to %d/%d/%d costs %.2fx per update, so it pays below %.4f: %@",
-                              trainer.step, current, policy.window, reference, next.layers, next.width, next.heads, check.costRatio,
-                              reference / check.costRatio, check.grow ? "grow" : "wait"))
+        output.metric(check.record(step: trainer.step, flops: flops, loss: validLoss, next: "\(next.layers)/\(next.width)/\(next.heads)"))
+        if let summary = check.summary(window: policy.window, next: next) {
+            output.log(String(format: "step %6d | plateau check: ", trainer.step) + summary)
         }
         if let grown { try reportGrowth(grown, from: before, plan: next) }
     }
