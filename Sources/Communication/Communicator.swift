@@ -24,6 +24,11 @@ public protocol Communicator: AnyObject {
     /// ranks' values are added in a pairwise tree over rank order, ((r0 + r1) + (r2 + r3)) + ...,
     /// so a sum over a fixed tree of micro-batches gives the same bits on 1, 2, 4... ranks.
     func startTreeSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) throws -> PendingCollective
+    /// The same pairwise tree over rank order as `startTreeSum`, but the sum lands in `root`'s
+    /// `buffer` alone (the other ranks' buffers are only read, and must stay untouched until
+    /// `wait()` returns): the reduce half of ZeRO-1's reduce-scatter, sent point to point to the
+    /// owner of the range.
+    func startTreeReduce(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int, label: String) throws -> PendingCollective
     /// Overwrites `buffer` on every rank with root's.
     func startBroadcast<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, root: Int,
                                               label: String) throws -> PendingCollective
@@ -70,11 +75,15 @@ public final class PendingCollective {
     let label: String
     private var stages: [() throws -> MPIRequest?]
     private var inBackground = false
+    /// Operations already started that a later stage only waits for (handed to the progress
+    /// thread together with the first).
+    private let companions: [MPIRequest]
 
-    init(request: MPIRequest?, label: String, then stages: [() throws -> MPIRequest?] = []) {
+    init(request: MPIRequest?, label: String, then stages: [() throws -> MPIRequest?] = [], companions: [MPIRequest] = []) {
         self.request = request
         self.label = label
         self.stages = stages
+        self.companions = companions
     }
 
     /// Already complete (the single-process case).
@@ -92,6 +101,7 @@ public final class PendingCollective {
     public func progressInBackground() {
         inBackground = true
         request?.progressInBackground()
+        for companion in companions { companion.progressInBackground() }
     }
 
     /// Blocks, under the watchdog, until the collective completes.
@@ -141,6 +151,11 @@ public final class SingleProcess: Communicator {
 
     public func startTreeSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) throws -> PendingCollective {
         .completed(label)
+    }
+
+    public func startTreeReduce(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int, label: String) throws -> PendingCollective {
+        precondition(root == 0, "reduce root \(root) outside a single-process group")
+        return .completed(label)
     }
 
     public func startBroadcast<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, root: Int,

@@ -118,6 +118,49 @@ public final class MPICommunicator: Communicator {
         ])
     }
 
+    /// Message tag of `startTreeReduce`'s point-to-point traffic (the watchdog has its own). Every
+    /// rank starts its reductions in the same order and MPI does not let messages between two
+    /// ranks with one tag overtake each other, so each receive matches the right send.
+    static let reduceTag: Int32 = 0x2E50
+
+    public func startTreeReduce(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int, label: String) throws -> PendingCollective {
+        let sequence = watchdog.begin()
+        func post(_ call: String, _ body: (UnsafeMutablePointer<OpaquePointer?>) -> Int32) throws -> MPIRequest {
+            var handle: OpaquePointer?
+            try MPIError.check(body(&handle), "\(call) (\(label))")
+            return MPIRequest(handle: handle, watchdog: watchdog, sequence: sequence, progress: progress)
+        }
+        if count == 0 { return .completed(label) }
+        if rank != root {
+            let send = try post("MPI_Isend") { cmpi_isend(buffer, Int64(count), CMPI_FLOAT32, Int32(root), Self.reduceTag, $0) }
+            return PendingCollective(request: send, label: label)
+        }
+        // Rank r's values: root's own in `buffer`, the others' in `staging` (rank order, root skipped).
+        let staging = FloatBuffer(count: (size - 1) * count, zeroed: false)
+        var values: [UnsafeMutablePointer<Float>] = []
+        var receives: [MPIRequest] = []
+        for r in 0..<size {
+            if r == root { values.append(buffer); continue }
+            let slot = staging.pointer + (r < root ? r : r - 1) * count
+            values.append(slot)
+            receives.append(try post("MPI_Irecv") { cmpi_irecv(slot, Int64(count), CMPI_FLOAT32, Int32(r), Self.reduceTag, $0) })
+        }
+        let w = size
+        let sum: () throws -> MPIRequest? = {
+            withExtendedLifetime(staging) {
+                var step = 1
+                while step < w {
+                    for r in stride(from: 0, to: w - step, by: 2 * step) { addInPlace(values[r], values[r + step], count: count) }
+                    step *= 2
+                }
+                if values[0] != buffer { buffer.update(from: values[0], count: count) }
+            }
+            return nil
+        }
+        let waits: [() throws -> MPIRequest?] = receives.dropFirst().map { next in { next } }
+        return PendingCollective(request: receives[0], label: label, then: waits + [sum], companions: Array(receives.dropFirst()))
+    }
+
     public func startBroadcast<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, root: Int,
                                                      label: String) throws -> PendingCollective {
         try start(label, "MPI_Ibcast") { cmpi_ibcast(buffer, Int64(count), T.kind.datatype, Int32(root), $0) }

@@ -75,6 +75,7 @@ public final class LifelongRun {
             trainer = try Trainer(model: try saved.model(path: path), options: saved.state.options, train: domains[0].train,
                                   valid: domains[0].valid, communicator: communicator, state: saved.state,
                                   moments: try saved.moments(path: path))
+            try trainer.loadMomentShards(of: saved, path: path)
             state = restored
             if state.planRanks == nil { state.planRanks = saved.state.worldSize }
             output.restarted(atStep: trainer.step)
@@ -268,6 +269,7 @@ public final class LifelongRun {
         let start = DispatchTime.now().uptimeNanoseconds
         var checkpoint = try trainer.checkpoint()
         try communicator.verifySameFields([("lifelong", try state.encoded())], what: "lifelong run state")
+        try trainer.writeMomentShards(in: RunFolder(out), name: name)
         guard communicator.isRoot else { return }
         checkpoint.state.lifelong = try JSONValue(encoding: state)
         let path = try writer.write(checkpoint, to: RunFolder(out), name: name, keepSteps: keep ? nil : plan.keepCheckpoints)
@@ -277,9 +279,9 @@ public final class LifelongRun {
 
     /// The last completed update's checkpoint written by this rank alone (its peers are gone):
     /// `state` is only advanced once an update completes.
-    func saveLocalCheckpoint() throws -> String {
+    func saveLocalCheckpoint() throws -> String? {
         try? writer.finish()
-        var checkpoint = trainer.localCheckpoint()
+        guard var checkpoint = trainer.localCheckpoint() else { return nil }
         checkpoint.state.lifelong = try JSONValue(encoding: state)
         return try RunFolder(out).write(checkpoint, name: RunFolder.stepCheckpointName(trainer.step))
     }

@@ -27,6 +27,9 @@ public struct StagePlan: Decodable, Sendable {
     /// The operands of the model's matrix products in every stage (`elle train --precision`
     /// overrides it): fp32, or bf16 mixed precision.
     public var precision: Precision
+    /// ZeRO stage of every stage's training (`elle train --zero` overrides it): 1 shards Adam's
+    /// moments over the ranks, 0 (the default) does not. Results do not depend on it.
+    public var zero: Int
     public var stages: [Stage]
     /// Growth decided by the validation curve inside every stage's training (`PlateauPolicy`;
     /// docs/GROWTH.md, "When to grow"), or nil: growth only where a stage says `grow`. With it a
@@ -124,7 +127,7 @@ public struct StagePlan: Decodable, Sendable {
         }
     }
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case name, model, initFrom, data, seed, keepCheckpoints, checkpointMinutes, tensorboard, precision, defaults, stages, growOnPlateau }
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, model, initFrom, data, seed, keepCheckpoints, checkpointMinutes, tensorboard, precision, zero, defaults, stages, growOnPlateau }
 
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -138,6 +141,7 @@ public struct StagePlan: Decodable, Sendable {
         checkpointMinutes = try c.decodeIfPresent(Double.self, forKey: .checkpointMinutes) ?? TrainingOptions.defaultCheckpointMinutes
         tensorboard = try c.decodeIfPresent(String.self, forKey: .tensorboard)
         precision = try c.decodeIfPresent(Precision.self, forKey: .precision) ?? .fp32
+        zero = try c.decodeIfPresent(Int.self, forKey: .zero) ?? 0
         growOnPlateau = try c.decodeIfPresent(PlateauPlan.self, forKey: .growOnPlateau)
         var defaults = Settings(context: model.context)
         if c.contains(.defaults) {

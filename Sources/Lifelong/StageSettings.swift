@@ -108,6 +108,7 @@ extension StagePlan {
             options.domain = domain
             options.maskedLM = maskedLM
             options.precision = plan.precision
+            options.zero = plan.zero == 0 ? nil : plan.zero
             return options
         }
     }

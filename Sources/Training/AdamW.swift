@@ -15,28 +15,36 @@ public struct AdamWSettings: Codable, Equatable, Sendable {
     }
 }
 
-/// AdamW over a flat parameter buffer. Moments `m` and `v` share the parameters' layout; weight
-/// decay applies to the tensors whose `TensorSpec.decays` is set (matrices and embeddings).
+/// AdamW over a flat parameter buffer, or over one range of it (`shard`: ZeRO-1, each rank
+/// updates the parameters it owns and keeps only their moments). Moments `m` and `v` hold
+/// `shard.count` values, `m[i - shard.lowerBound]` for parameter i; weight decay applies to the
+/// tensors whose `TensorSpec.decays` is set (matrices and embeddings). The update is elementwise,
+/// so a shard's parameters get the same bits as the whole-buffer update gives them.
 public final class AdamW {
     public var settings: AdamWSettings
     public let m: FloatBuffer
     public let v: FloatBuffer
+    /// The parameters this optimizer updates (all of them without ZeRO).
+    public let shard: Range<Int>
     /// Updates taken so far (bias correction uses step + 1 for the next one).
     public var step: Int
     private let tensors: [TensorSpec]
 
-    public init(tensors: [TensorSpec], count: Int, settings: AdamWSettings) {
+    public init(tensors: [TensorSpec], count: Int, settings: AdamWSettings, shard: Range<Int>? = nil) {
         self.settings = settings
         self.tensors = tensors
-        m = FloatBuffer(count: count)
-        v = FloatBuffer(count: count)
+        self.shard = shard ?? 0..<count
+        m = FloatBuffer(count: self.shard.count)
+        v = FloatBuffer(count: self.shard.count)
         step = 0
     }
 
     /// An optimizer that continues from existing moments (taken over, not copied) after `step`
     /// updates, e.g. moments carried through model growth.
-    public init(tensors: [TensorSpec], settings: AdamWSettings, m: FloatBuffer, v: FloatBuffer, step: Int) {
-        precondition(m.count == v.count && m.count == (tensors.last.map { $0.offset + $0.count } ?? 0),
+    public init(tensors: [TensorSpec], settings: AdamWSettings, m: FloatBuffer, v: FloatBuffer, step: Int, shard: Range<Int>? = nil) {
+        let count = tensors.last.map { $0.offset + $0.count } ?? 0
+        self.shard = shard ?? 0..<count
+        precondition(m.count == v.count && m.count == self.shard.count && self.shard.upperBound <= count,
                      "Adam moments of \(m.count) and \(v.count) values do not fit the layout")
         self.settings = settings
         self.tensors = tensors
@@ -57,7 +65,7 @@ public final class AdamW {
 
     private func apply(parameters: FloatBuffer, gradients: FloatBuffer, learningRate lr: Float, copy: UnsafeMutablePointer<BF16>?) {
         if let copy {
-            precondition(tensors.last.map { $0.offset + $0.count } == parameters.count, "the bf16 copy must cover every parameter")
+            precondition(shard == 0..<parameters.count, "the bf16 copy is written by a whole-buffer update only")
             apply(parameters: parameters, gradients: gradients, learningRate: lr, copy: BF16Sink(copy))
         } else {
             apply(parameters: parameters, gradients: gradients, learningRate: lr, copy: NoSink())
@@ -71,11 +79,14 @@ public final class AdamW {
         let bc1 = Float(1 - pow(Double(s.beta1), t))
         let bc2Sqrt = Float((1 - pow(Double(s.beta2), t)).squareRoot())
         let stepSize = lr / bc1
-        let P = parameters.pointer, G = gradients.pointer, M = m.pointer, V = v.pointer
+        // Moments are indexed from the shard's start.
+        let P = parameters.pointer, G = gradients.pointer, M = m.pointer - shard.lowerBound, V = v.pointer - shard.lowerBound
         for spec in tensors {
+            let lower = max(spec.offset, shard.lowerBound), upper = min(spec.offset + spec.count, shard.upperBound)
+            guard lower < upper else { continue }
             let keep = 1 - lr * (spec.decays ? s.weightDecay : 0)
-            let base = spec.offset
-            Parallel.forRanges(spec.count, grain: 1024, minimum: 1 << 14) { _, r in
+            let base = lower
+            Parallel.forRanges(upper - lower, grain: 1024, minimum: 1 << 14) { _, r in
                 let b1 = Vec(repeating: s.beta1), b1c = Vec(repeating: 1 - s.beta1)
                 let b2 = Vec(repeating: s.beta2), b2c = Vec(repeating: 1 - s.beta2)
                 let keepV = Vec(repeating: keep), stepV = Vec(repeating: stepSize)

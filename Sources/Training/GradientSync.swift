@@ -54,6 +54,7 @@ final class GradientSynchronizer: GradientObserver {
     /// A collective that failed to start inside a report, thrown by `finish`.
     private var deferredError: Error?
     private var pending: [(collective: PendingCollective, range: Range<Int>)] = []
+    private var shards: ShardLayout?
 
     // The tied token embedding's lookup gradient, by row slot (one slot per distinct token).
     private let embeddingRows = TokenRowGradients()
@@ -64,7 +65,9 @@ final class GradientSynchronizer: GradientObserver {
     }
 
     /// Begins an update whose summed gradient ends in `target` (`count` floats).
-    func beginUpdate(target: UnsafeMutablePointer<Float>, count: Int, label: String) {
+    /// With `shards` (ZeRO-1) each range is summed onto the rank owning it only.
+    func beginUpdate(target: UnsafeMutablePointer<Float>, count: Int, shards: ShardLayout? = nil, label: String) {
+        self.shards = shards
         self.target = target
         self.count = count
         self.label = label
@@ -180,6 +183,17 @@ final class GradientSynchronizer: GradientObserver {
 
     private func start(_ range: Range<Int>) throws {
         guard communicator.size > 1, !range.isEmpty, let target else { return }
+        if let shards {
+            for piece in shards.pieces(of: range) {
+                let collective = try communicator.startTreeReduce(
+                    target + piece.range.lowerBound, count: piece.range.count, root: piece.owner,
+                    label: "\(label) (gradient elements \(piece.range.lowerBound)..<\(piece.range.upperBound) to rank \(piece.owner))")
+                collective.progressInBackground()
+                pending.append((collective, piece.range))
+                lastCollectives.append(piece.range.count)
+            }
+            return
+        }
         let collective = try communicator.startTreeSum(
             target + range.lowerBound, count: range.count,
             label: "\(label) (gradient elements \(range.lowerBound)..<\(range.upperBound))")

@@ -116,11 +116,8 @@ public final class Trainer {
         self.model = model
         self.options = options
         self.communicator = communicator
-        optimizer = AdamW(tensors: model.tensors, count: model.parameterCount, settings: options.adam)
-        if let moments {
-            optimizer.m.copy(from: moments.m)
-            optimizer.v.copy(from: moments.v)
-        }
+        optimizer = AdamW(tensors: model.tensors, count: model.parameterCount, settings: options.adam,
+                          shard: options.zero == 1 ? ShardLayout(count: model.parameterCount, ranks: communicator.size).range(of: communicator.rank) : nil)
         if let state {
             guard !state.loaders.isEmpty else { throw JobError("the checkpoint holds no data position (no loaders)") }
             step = state.step
@@ -143,7 +140,8 @@ public final class Trainer {
         gradientSum = options.accumulation > 1 ? FloatBuffer(count: model.parameterCount) : nil
         synchronizer = GradientSynchronizer(communicator: communicator, bucketElements: options.bucketElements)
         if state == nil { startGrowthPolicy() }
-        try synchronizeReplicas(train: train, resuming: moments != nil)
+        try synchronizeReplicas(train: train)
+        if let moments { try installMoments(moments) }
     }
 
     /// Micro-batches per rank that keep the global batch of `global` micro-batches on `ranks`
@@ -158,9 +156,9 @@ public final class Trainer {
     }
 
     /// Makes every rank start from rank 0's run: the configuration, options and data must agree
-    /// (a mismatch names the rank and the field), then rank 0's parameters (and, on resume, Adam
-    /// moments) are broadcast.
-    private func synchronizeReplicas(train: TokenStream, resuming: Bool) throws {
+    /// (a mismatch names the rank and the field), then rank 0's parameters are broadcast (its
+    /// moments follow in `installMoments` or `loadMomentShards`).
+    private func synchronizeReplicas(train: TokenStream) throws {
         guard communicator.size > 1 else { return }
         var fields = try flatFields(model.config, prefix: "model")
         // The data path may differ between nodes; what must agree is the tokens it holds.
@@ -172,10 +170,6 @@ public final class Trainer {
         try communicator.verifySameFields(fields, what: "run configuration")
         try communicator.broadcast(model.parameters, label: "parameter broadcast from rank 0")
         model.parametersChanged()
-        if resuming {
-            try communicator.broadcast(optimizer.m, label: "Adam first-moment broadcast from rank 0")
-            try communicator.broadcast(optimizer.v, label: "Adam second-moment broadcast from rank 0")
-        }
     }
 
     /// Runs one update on the run's own data at the schedule's rate: accumulation micro-batches
@@ -219,7 +213,9 @@ public final class Trainer {
         losses.zero()
         let kdWeight = options.distillation?.weight(atStep: step) ?? 0
         let gradients = gradientSum ?? model.gradients
-        synchronizer.beginUpdate(target: gradients.pointer, count: gradients.count, label: "gradient all-reduce of update \(step + 1)")
+        let layout = shards
+        synchronizer.beginUpdate(target: gradients.pointer, count: gradients.count, shards: layout,
+                                 label: "gradient \(layout == nil ? "all-reduce" : "reduce") of update \(step + 1)")
         microBatchSum.beginUpdate()
         for micro in 0..<accumulation {
             let g = firstMicro + micro
@@ -256,14 +252,26 @@ public final class Trainer {
         // One non-zero term per entry: the vector's sum is exact, and added in g order it has
         // the same bits for any number of ranks.
         if communicator.size > 1 { try communicator.allReduce(losses, .sum, label: "loss all-reduce of update \(step + 1)") }
+        // Under ZeRO only this rank's shard of the gradient is summed and used.
+        let owned = ownedRange
+        if G > 1 { scaleInPlace(gradients.pointer + owned.lowerBound, 1 / Float(G), count: owned.count) }
+        let norm: Float
+        if let layout {
+            // ZeRO-1: each rank updates its shard (no fused bf16 copy: the next forward converts
+            // the gathered parameters), then the shards are gathered.
+            norm = try clipShardedGradients(gradients, layout: layout)
+            optimizer.update(parameters: model.parameters, gradients: gradients, learningRate: lr)
+            try allGatherShards(model.parameters.pointer, layout: layout, what: "parameter all-gather of update \(step + 1)")
+            model.parametersChanged()
+        } else {
+            norm = clipGradients(gradients, maxNorm: options.clip)
+            optimizer.update(parameters: model.parameters, gradients: gradients, learningRate: lr, weightCopy: model.weightCopy)
+        }
         var lossSum = 0.0, crossEntropySum = 0.0
         for g in 0..<G {
             lossSum += losses[2 * g]
             crossEntropySum += losses[2 * g + 1]
         }
-        if G > 1 { scaleInPlace(gradients.pointer, 1 / Float(G), count: gradients.count) }
-        let norm = clipGradients(gradients, maxNorm: options.clip)
-        optimizer.update(parameters: model.parameters, gradients: gradients, learningRate: lr, weightCopy: model.weightCopy)
         model.advanceRamp()
         step += 1
         let tokens = b * t * G
@@ -288,8 +296,8 @@ public final class Trainer {
         targets = Buffer(count: options.batch * options.seq)
         windows = Buffer(count: options.batch)
         gradientSum = options.accumulation > 1 ? FloatBuffer(count: model.parameterCount) : nil
-        if freshOptimizer {
-            optimizer = AdamW(tensors: model.tensors, count: model.parameterCount, settings: options.adam)
+        if freshOptimizer || optimizer.shard != ownedRange {
+            optimizer = self.freshOptimizer()
         } else {
             optimizer.settings = options.adam
         }
@@ -301,15 +309,23 @@ public final class Trainer {
     /// the plan carries the moments. Step, data position and learning-rate schedule continue.
     @discardableResult
     public func grow(_ plan: GrowthPlan) throws -> ReceivedGrowth {
+        // Under ZeRO the moments are gathered whole for the growth (a transient full copy on every
+        // rank) and each rank keeps its shard of the grown ones.
+        let moments = plan.moments == .reset ? nil : try fullMoments()
         let grown = try GrowthBroadcast.grow(parameters: model.parameters, config: model.config,
-                                             moments: (optimizer.m, optimizer.v), plan: plan,
+                                             moments: moments, plan: plan,
                                              communicator: communicator, what: "after update \(step)")
         let grownModel = try makeModel(config: grown.config, parameters: grown.parameters)
         grownModel.precision = options.matrixPrecision
-        let tensors = grownModel.tensors
-        optimizer = grown.moments.map { AdamW(tensors: tensors, settings: options.adam, m: $0.m, v: $0.v, step: optimizer.step) }
-            ?? AdamW(tensors: tensors, count: grownModel.parameterCount, settings: options.adam)
+        let previousStep = optimizer.step
         model = grownModel
+        optimizer = freshOptimizer()
+        if let carried = grown.moments {
+            let owned = ownedRange
+            optimizer.m.pointer.update(from: carried.m.pointer + owned.lowerBound, count: owned.count)
+            optimizer.v.pointer.update(from: carried.v.pointer + owned.lowerBound, count: owned.count)
+            optimizer.step = previousStep
+        }
         gradientSum = options.accumulation > 1 ? FloatBuffer(count: model.parameterCount) : nil
         grownAtStep = step
         return grown

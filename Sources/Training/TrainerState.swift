@@ -77,17 +77,26 @@ extension Trainer {
     /// The state of the last completed update as this rank alone holds it (no collective: for a
     /// rank whose peers are gone). The loaders of all ranks share one cursor, so this rank's
     /// position stands for every rank's.
-    public func localCheckpoint() -> Checkpoint {
+    /// Nil under ZeRO: this rank holds only its shard of the moments, so the run resumes from its
+    /// last regular checkpoint instead.
+    public func localCheckpoint() -> Checkpoint? {
+        guard shards == nil else { return nil }
         let position = loader.position
         return Checkpoint(config: model.config, state: state(loaders: Array(repeating: position, count: communicator.size)),
                           tensors: [("parameters", model.parameters), ("adam.m", optimizer.m), ("adam.v", optimizer.v)])
     }
 
     /// The run as a checkpoint (meaningful on rank 0). Checks first that all ranks hold the same
-    /// parameters, so the file stands for every replica.
+    /// parameters, so the file stands for every replica. Under ZeRO it holds the parameters only
+    /// and names the moment shards every rank writes beside it (`writeMomentShards`).
     public func checkpoint() throws -> Checkpoint {
         try verifyReplicas()
-        return Checkpoint(config: model.config, state: try gatherState(),
+        var state = try gatherState()
+        if let layout = shards {
+            state.momentShards = layout.ranks
+            return Checkpoint(config: model.config, state: state, tensors: [("parameters", model.parameters)])
+        }
+        return Checkpoint(config: model.config, state: state,
                           tensors: [("parameters", model.parameters), ("adam.m", optimizer.m), ("adam.v", optimizer.v)])
     }
 
@@ -97,6 +106,7 @@ extension Trainer {
     @discardableResult
     public func saveCheckpoint(in folder: String, keepSteps: Int? = nil) throws -> String? {
         let checkpoint = try checkpoint()
+        try writeMomentShards(in: RunFolder(folder), name: RunFolder.stepCheckpointName(step))
         guard communicator.isRoot else { return nil }
         return try RunFolder(folder).write(checkpoint, name: RunFolder.stepCheckpointName(step), keepSteps: keepSteps)
     }
@@ -120,8 +130,10 @@ extension Trainer {
     /// `RunFolder.readOnRoot`, whose tensors the trainer then receives from rank 0).
     public static func resume(from checkpoint: Checkpoint, path: String, train: TokenStream, valid: TokenStream,
                               communicator: Communicator, options override: TrainingOptions? = nil) throws -> Trainer {
-        try Trainer(model: try checkpoint.model(path: path), options: override ?? checkpoint.state.options, train: train,
-                    valid: valid, communicator: communicator, state: checkpoint.state,
-                    moments: try checkpoint.moments(path: path))
+        let trainer = try Trainer(model: try checkpoint.model(path: path), options: override ?? checkpoint.state.options, train: train,
+                                  valid: valid, communicator: communicator, state: checkpoint.state,
+                                  moments: try checkpoint.moments(path: path))
+        try trainer.loadMomentShards(of: checkpoint, path: path)
+        return trainer
     }
 }

@@ -46,6 +46,10 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     /// 0: one all-reduce after backward. Results do not depend on it.
     public var bucketMB: Double?
     public static let defaultBucketMB = 25.0
+    /// ZeRO stage (`--zero`): 1 shards Adam's moments and the update over the ranks
+    /// (`ShardLayout`, docs/SCALING.md); nil or 0 keeps a full optimizer on every rank. Results do
+    /// not depend on it.
+    public var zero: Int?
 
     /// The bucket size in floats.
     public var bucketElements: Int { Int(((bucketMB ?? TrainingOptions.defaultBucketMB) * 1_048_576 / 4).rounded()) }
@@ -89,6 +93,7 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
         if let bucketMB {
             try check(bucketMB >= 0 && bucketMB.isFinite, "bucket-mb", "must be 0 or a positive number of MiB (got \(bucketMB))")
         }
+        try check(zero == nil || zero == 0 || zero == 1, "zero", "must be 0 (off) or 1 (optimizer state sharded over the ranks), got \(zero ?? 0)")
         switch model.architecture {
         case .gpt:
             try check(maskedLM == nil, "maskedLM", "is for BERT; a GPT trains on next-token targets")
@@ -148,6 +153,9 @@ public struct TrainingState: Codable, Equatable, Sendable {
     /// Training FLOPs of the model so far, all ranks (`FLOPCount`; nil in older checkpoints).
     public var flops: Double?
     public var worldSize: Int
+    /// Set in a checkpoint whose Adam moments are in that many shard files beside it (ZeRO-1:
+    /// `Trainer.momentShardPath`) instead of in the file itself; nil otherwise.
+    public var momentShards: Int?
     /// A lifelong run's own state (`LifelongState` in the Lifelong module, which this module
     /// cannot name; it decodes it with `LifelongState(_:)`); nil for plain runs. Checkpoints
     /// written before it was a nested object hold it as a JSON string, which is read too.
@@ -161,7 +169,7 @@ public struct TrainingState: Codable, Equatable, Sendable {
     private var lifelongValue: JSONValue?
 
     enum CodingKeys: String, CodingKey {
-        case step, options, loaders, optimizerStep, tokensSeen, flops, worldSize
+        case step, options, loaders, optimizerStep, tokensSeen, flops, worldSize, momentShards
         case lifelongValue = "lifelong"
     }
 

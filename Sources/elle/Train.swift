@@ -67,6 +67,8 @@ struct Train: ParsableCommand {
     var tensorboard: String?
     @Option(help: "MiB per gradient all-reduce bucket on several ranks, started while backward runs (0: one all-reduce after backward; default \(TrainingOptions.defaultBucketMB)). May change on --resume.")
     var bucketMB: Double?
+    @Option(help: "ZeRO stage: 1 shards Adam's moments and the update over the ranks (8/N instead of 8 bytes per parameter; same results as 0); 0: every rank keeps the whole optimizer. Overrides a plan's key zero; may change on --resume.")
+    var zero: Int?
     @Option(help: "Compare a hash of the parameters across ranks every N updates (0: only at checkpoints).")
     var checkReplicasEvery: Int = 100
     @OptionGroup var growth: TrainGrowthOptions
@@ -110,7 +112,7 @@ struct Train: ParsableCommand {
         StopSignal.install()
         if let config {
             try trainLifelong(plan: config, out: out, resume: resume, stopAfter: stopAfter, tensorboard: tensorboard,
-                              precision: compute.precision, communicator: communicator)
+                              precision: compute.precision, zero: zero, communicator: communicator)
             return
         }
         let run: PlainRun
@@ -119,6 +121,7 @@ struct Train: ParsableCommand {
                 if let steps { options.steps = steps }
                 if let data { options.dataPath = data }  // e.g. another node's copy (contents are compared)
                 if let bucketMB { options.bucketMB = bucketMB }
+                if let zero { options.zero = zero }
                 if let tensorboard { options.tensorboard = tensorboard }
                 if let precision = compute.precision { options.precision = precision }
             }
@@ -143,6 +146,7 @@ struct Train: ParsableCommand {
             options.checkpointEvery = checkpointEvery
             options.checkpointMinutes = checkpointMinutes
             options.bucketMB = bucketMB
+            options.zero = zero
             options.distillation = ki.options(steps: total)
             options.tensorboard = tensorboard
             options.precision = compute.precision ?? .fp32

@@ -66,10 +66,12 @@ public final class PlainRun: TrainingPhase {
         let moments = try initial.flatMap { try $0.checkpoint.moments(path: $0.path) }
         let trainer = try Trainer(model: model, options: options, train: data.train, valid: data.valid,
                                   communicator: communicator, state: nil, moments: moments)
-        if let initial, moments != nil { trainer.optimizer.step = initial.checkpoint.state.optimizerStep }
+        if let initial { try trainer.loadMomentShards(of: initial.checkpoint, path: initial.path) }
+        let carried = moments != nil || initial?.checkpoint.state.momentShards != nil
+        if let initial, carried { trainer.optimizer.step = initial.checkpoint.state.optimizerStep }
         let run = try PlainRun(trainer: trainer, data: data, folder: RunFolder(folder), resumed: false, print: print)
         if let initial {
-            run.output.log("initialized from \(initial.path): \(moments != nil ? "Adam moments carried (optimizer step \(trainer.optimizer.step))" : "fresh optimizer")")
+            run.output.log("initialized from \(initial.path): \(carried ? "Adam moments carried (optimizer step \(trainer.optimizer.step))" : "fresh optimizer")")
         }
         run.output.log("data \(options.dataPath): \(data.summary)")
         return run
@@ -240,6 +242,7 @@ public final class PlainRun: TrainingPhase {
     public func checkpoint() throws {
         let start = DispatchTime.now().uptimeNanoseconds
         let checkpoint = try trainer.checkpoint()
+        try trainer.writeMomentShards(in: folder, name: RunFolder.stepCheckpointName(trainer.step))
         guard communicator.isRoot else { return }
         let path = try writer.write(checkpoint, to: folder, name: RunFolder.stepCheckpointName(trainer.step))
         output.log(String(format: "checkpoint %@ (training paused %.0f ms; the file is written in the background)",
@@ -248,7 +251,8 @@ public final class PlainRun: TrainingPhase {
 
     public func emergencyCheckpoint() throws -> String? {
         try? writer.finish()
-        return try folder.write(trainer.localCheckpoint(), name: RunFolder.stepCheckpointName(trainer.step))
+        guard let checkpoint = trainer.localCheckpoint() else { return nil }
+        return try folder.write(checkpoint, name: RunFolder.stepCheckpointName(trainer.step))
     }
 
     public func nonFiniteLoss(_ result: StepResult) -> String {

@@ -45,7 +45,11 @@ public struct RunFolder: Sendable {
         if let keepSteps {
             let steps = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [])
                 .filter { $0.hasPrefix("step-") && $0.hasSuffix(".ckpt") }.sorted()
-            for old in steps.dropLast(keepSteps) { try? FileManager.default.removeItem(atPath: file(old)) }
+            let all = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+            for old in steps.dropLast(keepSteps) {
+                // With the checkpoint go its ZeRO moment shards (`Trainer.momentShardPath`).
+                for name in all where name == old || name.hasPrefix(old + ".adam-") { try? FileManager.default.removeItem(atPath: file(name)) }
+            }
         }
         return target
     }
