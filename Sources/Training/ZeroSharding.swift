@@ -51,7 +51,7 @@ public struct ShardLayout: Equatable, Sendable {
     }
 
     /// The blocks of `sumOfSquares` the shard of `rank` covers.
-    func blocks(of rank: Int) -> Range<Int> {
+    public func blocks(of rank: Int) -> Range<Int> {
         let r = range(of: rank)
         if r.isEmpty { return 0..<0 }
         return (r.lowerBound / reductionBlock)..<((r.upperBound + reductionBlock - 1) / reductionBlock)
