@@ -55,6 +55,13 @@ final class GradientSynchronizer: GradientObserver {
     private var deferredError: Error?
     private var pending: [(collective: PendingCollective, range: Range<Int>)] = []
     private var shards: ShardLayout?
+    /// ZeRO-1: floats of received gradient pieces this rank, as owner, holds until their sums
+    /// are taken (`startTreeReduce`'s staging), and the reductions that hold them, oldest first.
+    /// Past `stagingLimit` the oldest is finished before another starts, so the staging stays
+    /// at one bucket (per sending rank) instead of growing to a whole shard during backward.
+    private var staged: [(collective: PendingCollective, floats: Int)] = []
+    private var stagedFloats = 0
+    private var stagingLimit: Int { max(bucketElements, 1) * max(communicator.size - 1, 1) }
 
     // The tied token embedding's lookup gradient, by row slot (one slot per distinct token).
     private let embeddingRows = TokenRowGradients()
@@ -76,6 +83,8 @@ final class GradientSynchronizer: GradientObserver {
         open = nil
         reported = []
         pending = []
+        staged = []
+        stagedFloats = 0
         deferredError = nil
         lastCollectives = []
         embeddingRows.beginUpdate()
@@ -157,6 +166,9 @@ final class GradientSynchronizer: GradientObserver {
         if rows > 0 && communicator.size > 1 { lastCollectives.append(rows) }
         for (collective, _) in pending { try collective.wait() }
         pending = []
+        for (collective, _) in staged { try collective.wait() }
+        staged = []
+        stagedFloats = 0
         try embeddingRows.finish(into: target)
         lastWaitSeconds = Double(DispatchTime.now().uptimeNanoseconds - waitStart) / 1e9
         self.target = nil
@@ -185,11 +197,22 @@ final class GradientSynchronizer: GradientObserver {
         guard communicator.size > 1, !range.isEmpty, let target else { return }
         if let shards {
             for piece in shards.pieces(of: range) {
+                let owned = piece.owner == communicator.rank ? piece.range.count * (communicator.size - 1) : 0
+                while owned > 0, stagedFloats + owned > stagingLimit, !staged.isEmpty {
+                    let oldest = staged.removeFirst()
+                    try oldest.collective.wait()
+                    stagedFloats -= oldest.floats
+                }
                 let collective = try communicator.startTreeReduce(
                     target + piece.range.lowerBound, count: piece.range.count, root: piece.owner,
                     label: "\(label) (gradient elements \(piece.range.lowerBound)..<\(piece.range.upperBound) to rank \(piece.owner))")
                 collective.progressInBackground()
-                pending.append((collective, piece.range))
+                if owned > 0 {
+                    staged.append((collective, owned))
+                    stagedFloats += owned
+                } else {
+                    pending.append((collective, piece.range))
+                }
                 lastCollectives.append(piece.range.count)
             }
             return

@@ -14,10 +14,10 @@ struct Bench: ParsableCommand {
             into GEMM, attention, optimizer, conversion (mixed precision) and elementwise time, and \
             measures GEMM in the step's precision in the same run at the step's own shapes (each shape \
             timed alone) and at 1024^3. \
-            `elle bench grow` times model growth; `elle bench comm` all-reduces and overlap under mpirun; \
+            `elle bench grow` times model growth; `elle bench comm` all-reduces and overlap under mpirun; `elle bench memory` peak memory per rank (ZeRO-1); \
             `elle bench tokenizer` the BPE tokenizer.
             """,
-        subcommands: [BenchGrow.self, BenchComm.self, TokenizerBench.self])
+        subcommands: [BenchGrow.self, BenchComm.self, BenchMemory.self, TokenizerBench.self])
 
     @Option(name: .customLong("model"), help: "Architecture: gpt (next-token loss at every position) or bert (masked LM, 15% of positions predicted).")
     var architecture: Architecture = .gpt
