@@ -23,12 +23,20 @@ public protocol Communicator: AnyObject {
     /// In-place sum of `count` floats whose bits do not depend on the library's algorithm: the
     /// ranks' values are added in a pairwise tree over rank order, ((r0 + r1) + (r2 + r3)) + ...,
     /// so a sum over a fixed tree of micro-batches gives the same bits on 1, 2, 4... ranks.
-    func startTreeSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) throws -> PendingCollective
+    ///
+    /// `wire` is what crosses the network. `.bf16` halves the bytes (`--allreduce-dtype bf16`):
+    /// every rank's values are rounded to bf16 once, the owner of each share adds them in float32
+    /// in the same tree, rounds the sum to bf16 and every rank receives those rounded sums. The
+    /// result is the same on every rank and for a given rank count, but not across rank counts
+    /// (the shares, hence the roundings, follow the ranks). With one rank nothing is sent and
+    /// nothing rounded.
+    func startTreeSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, wire: Precision, label: String) throws -> PendingCollective
     /// The same pairwise tree over rank order as `startTreeSum`, but the sum lands in `root`'s
     /// `buffer` alone (the other ranks' buffers are only read, and must stay untouched until
     /// `wait()` returns): the reduce half of ZeRO-1's reduce-scatter, sent point to point to the
-    /// owner of the range.
-    func startTreeReduce(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int, label: String) throws -> PendingCollective
+    /// owner of the range. With `wire` `.bf16` every rank's values (root's too) are rounded to
+    /// bf16 once and added in float32; the float32 sum is not rounded.
+    func startTreeReduce(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int, wire: Precision, label: String) throws -> PendingCollective
     /// Overwrites `buffer` on every rank with root's.
     func startBroadcast<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, root: Int,
                                               label: String) throws -> PendingCollective
@@ -149,11 +157,11 @@ public final class SingleProcess: Communicator {
         .completed(label)
     }
 
-    public func startTreeSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) throws -> PendingCollective {
+    public func startTreeSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, wire: Precision, label: String) throws -> PendingCollective {
         .completed(label)
     }
 
-    public func startTreeReduce(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int, label: String) throws -> PendingCollective {
+    public func startTreeReduce(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int, wire: Precision, label: String) throws -> PendingCollective {
         precondition(root == 0, "reduce root \(root) outside a single-process group")
         return .completed(label)
     }
@@ -194,6 +202,16 @@ public func makeCommunicator(watchdogSeconds: Double = Watchdog.defaultTimeout) 
 
 extension Communicator {
     public var isRoot: Bool { rank == 0 }
+
+    /// `startTreeSum` in float32.
+    public func startTreeSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) throws -> PendingCollective {
+        try startTreeSum(buffer, count: count, wire: .fp32, label: label)
+    }
+
+    /// `startTreeReduce` in float32.
+    public func startTreeReduce(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int, label: String) throws -> PendingCollective {
+        try startTreeReduce(buffer, count: count, root: root, wire: .fp32, label: label)
+    }
 
     public func allReduce<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, _ op: ReduceOp,
                                                 label: String) throws {

@@ -88,27 +88,20 @@ public final class MPICommunicator: Communicator {
     /// rank receives every rank's share of the buffer (all-to-all), adds the shares in a
     /// pairwise tree over rank order, and the sums are all-gathered, in stages of one
     /// `PendingCollective`. Each float crosses the network twice, as in a ring all-reduce.
-    public func startTreeSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) throws -> PendingCollective {
+    public func startTreeSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, wire: Precision, label: String) throws -> PendingCollective {
+        if wire == .bf16 { return try startTreeSumBF16(buffer, count: count, label: label) }
         if size <= 2 { return try startAllReduce(buffer, count: count, .sum, label: label) }
         let w = size, share = (count + w - 1) / w
         let outgoing = FloatBuffer(count: w * share), incoming = FloatBuffer(count: w * share)
         outgoing.pointer.update(from: buffer, count: count)
         func request(_ call: String, _ body: (UnsafeMutablePointer<OpaquePointer?>) -> Int32) throws -> MPIRequest {
-            var handle: OpaquePointer?
-            try MPIError.check(body(&handle), "\(call) (\(label))")
-            return MPIRequest(handle: handle, watchdog: watchdog, sequence: watchdog.begin(), progress: progress)
+            try self.request(call, label: label, sequence: watchdog.begin(), body)
         }
         let first = try request("MPI_Ialltoall") { cmpi_ialltoall(outgoing.pointer, incoming.pointer, Int64(share), CMPI_FLOAT32, $0) }
         return PendingCollective(request: first, label: label, then: [
             { [self] in
                 // incoming holds rank r's share at r * share: add them pairwise into share 0.
-                var step = 1
-                while step < w {
-                    for r in stride(from: 0, to: w - step, by: 2 * step) {
-                        addInPlace(incoming.pointer + r * share, incoming.pointer + (r + step) * share, count: share)
-                    }
-                    step *= 2
-                }
+                pairwiseSum((0..<w).map { incoming.pointer + $0 * share }, count: share)
                 return try request("MPI_Iallgather") { cmpi_iallgather(incoming.pointer, outgoing.pointer, Int64(share), CMPI_FLOAT32, $0) }
             },
             {
@@ -118,17 +111,24 @@ public final class MPICommunicator: Communicator {
         ])
     }
 
+    /// Starts one MPI operation numbered `sequence` for the watchdog.
+    func request(_ call: String, label: String, sequence: Int64,
+                 _ body: (UnsafeMutablePointer<OpaquePointer?>) -> Int32) throws -> MPIRequest {
+        var handle: OpaquePointer?
+        try MPIError.check(body(&handle), "\(call) (\(label))")
+        return MPIRequest(handle: handle, watchdog: watchdog, sequence: sequence, progress: progress)
+    }
+
     /// Message tag of `startTreeReduce`'s point-to-point traffic (the watchdog has its own). Every
     /// rank starts its reductions in the same order and MPI does not let messages between two
     /// ranks with one tag overtake each other, so each receive matches the right send.
     static let reduceTag: Int32 = 0x2E50
 
-    public func startTreeReduce(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int, label: String) throws -> PendingCollective {
+    public func startTreeReduce(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int, wire: Precision, label: String) throws -> PendingCollective {
+        if wire == .bf16 { return try startTreeReduceBF16(buffer, count: count, root: root, label: label) }
         let sequence = watchdog.begin()
         func post(_ call: String, _ body: (UnsafeMutablePointer<OpaquePointer?>) -> Int32) throws -> MPIRequest {
-            var handle: OpaquePointer?
-            try MPIError.check(body(&handle), "\(call) (\(label))")
-            return MPIRequest(handle: handle, watchdog: watchdog, sequence: sequence, progress: progress)
+            try request(call, label: label, sequence: sequence, body)
         }
         if count == 0 { return .completed(label) }
         if rank != root {
@@ -145,14 +145,9 @@ public final class MPICommunicator: Communicator {
             values.append(slot)
             receives.append(try post("MPI_Irecv") { cmpi_irecv(slot, Int64(count), CMPI_FLOAT32, Int32(r), Self.reduceTag, $0) })
         }
-        let w = size
         let sum: () throws -> MPIRequest? = {
             withExtendedLifetime(staging) {
-                var step = 1
-                while step < w {
-                    for r in stride(from: 0, to: w - step, by: 2 * step) { addInPlace(values[r], values[r + step], count: count) }
-                    step *= 2
-                }
+                pairwiseSum(values, count: count)
                 if values[0] != buffer { buffer.update(from: values[0], count: count) }
             }
             return nil

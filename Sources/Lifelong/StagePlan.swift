@@ -30,6 +30,9 @@ public struct StagePlan: Decodable, Sendable {
     /// ZeRO stage of every stage's training (`elle train --zero` overrides it): 1 shards Adam's
     /// moments over the ranks, 0 (the default) does not. Results do not depend on it.
     public var zero: Int
+    /// What gradients cross the network as (`elle train --allreduce-dtype` overrides it): fp32
+    /// (the default) or bf16.
+    public var allreduceDType: Precision
     public var stages: [Stage]
     /// Growth decided by the validation curve inside every stage's training (`PlateauPolicy`;
     /// docs/GROWTH.md, "When to grow"), or nil: growth only where a stage says `grow`. With it a
@@ -127,7 +130,7 @@ public struct StagePlan: Decodable, Sendable {
         }
     }
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case name, model, initFrom, data, seed, keepCheckpoints, checkpointMinutes, tensorboard, precision, zero, defaults, stages, growOnPlateau }
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, model, initFrom, data, seed, keepCheckpoints, checkpointMinutes, tensorboard, precision, zero, allreduceDType, defaults, stages, growOnPlateau }
 
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -142,6 +145,7 @@ public struct StagePlan: Decodable, Sendable {
         tensorboard = try c.decodeIfPresent(String.self, forKey: .tensorboard)
         precision = try c.decodeIfPresent(Precision.self, forKey: .precision) ?? .fp32
         zero = try c.decodeIfPresent(Int.self, forKey: .zero) ?? 0
+        allreduceDType = try c.decodeIfPresent(Precision.self, forKey: .allreduceDType) ?? .fp32
         growOnPlateau = try c.decodeIfPresent(PlateauPlan.self, forKey: .growOnPlateau)
         var defaults = Settings(context: model.context)
         if c.contains(.defaults) {

@@ -109,6 +109,7 @@ extension StagePlan {
             options.maskedLM = maskedLM
             options.precision = plan.precision
             options.zero = plan.zero == 0 ? nil : plan.zero
+            options.allreduceDType = plan.allreduceDType == .fp32 ? nil : plan.allreduceDType
             return options
         }
     }

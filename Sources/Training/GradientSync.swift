@@ -55,6 +55,7 @@ final class GradientSynchronizer: GradientObserver {
     private var deferredError: Error?
     private var pending: [(collective: PendingCollective, range: Range<Int>)] = []
     private var shards: ShardLayout?
+    private var wire = Precision.fp32
     /// ZeRO-1: floats of received gradient pieces this rank, as owner, holds until their sums
     /// are taken (`startTreeReduce`'s staging), and the reductions that hold them, oldest first.
     /// Past `stagingLimit` the oldest is finished before another starts, so the staging stays
@@ -73,8 +74,10 @@ final class GradientSynchronizer: GradientObserver {
 
     /// Begins an update whose summed gradient ends in `target` (`count` floats).
     /// With `shards` (ZeRO-1) each range is summed onto the rank owning it only.
-    func beginUpdate(target: UnsafeMutablePointer<Float>, count: Int, shards: ShardLayout? = nil, label: String) {
+    /// `wire` is what the gradient crosses the network as (`Communicator.startTreeSum`).
+    func beginUpdate(target: UnsafeMutablePointer<Float>, count: Int, shards: ShardLayout? = nil, wire: Precision = .fp32, label: String) {
         self.shards = shards
+        self.wire = wire
         self.target = target
         self.count = count
         self.label = label
@@ -204,7 +207,7 @@ final class GradientSynchronizer: GradientObserver {
                     stagedFloats -= oldest.floats
                 }
                 let collective = try communicator.startTreeReduce(
-                    target + piece.range.lowerBound, count: piece.range.count, root: piece.owner,
+                    target + piece.range.lowerBound, count: piece.range.count, root: piece.owner, wire: wire,
                     label: "\(label) (gradient elements \(piece.range.lowerBound)..<\(piece.range.upperBound) to rank \(piece.owner))")
                 collective.progressInBackground()
                 if owned > 0 {
@@ -218,7 +221,7 @@ final class GradientSynchronizer: GradientObserver {
             return
         }
         let collective = try communicator.startTreeSum(
-            target + range.lowerBound, count: range.count,
+            target + range.lowerBound, count: range.count, wire: wire,
             label: "\(label) (gradient elements \(range.lowerBound)..<\(range.upperBound))")
         collective.progressInBackground()
         pending.append((collective, range))

@@ -214,7 +214,7 @@ public final class Trainer {
         let kdWeight = options.distillation?.weight(atStep: step) ?? 0
         let gradients = gradientSum ?? model.gradients
         let layout = shards
-        synchronizer.beginUpdate(target: gradients.pointer, count: gradients.count, shards: layout,
+        synchronizer.beginUpdate(target: gradients.pointer, count: gradients.count, shards: layout, wire: options.exchangePrecision,
                                  label: "gradient \(layout == nil ? "all-reduce" : "reduce") of update \(step + 1)")
         microBatchSum.beginUpdate()
         for micro in 0..<accumulation {

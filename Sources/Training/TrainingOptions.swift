@@ -50,6 +50,12 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     /// (`ShardLayout`, docs/SCALING.md); nil or 0 keeps a full optimizer on every rank. Results do
     /// not depend on it.
     public var zero: Int?
+    /// What gradients cross the network as between ranks (`--allreduce-dtype`): bf16 halves the
+    /// bytes (each rank's values rounded once, sums in float32; `Communicator.startTreeSum`); nil
+    /// is fp32, exact and independent of the rank count. The tied embedding's touched rows stay
+    /// float32.
+    public var allreduceDType: Precision?
+    public var exchangePrecision: Precision { allreduceDType ?? .fp32 }
 
     /// The bucket size in floats.
     public var bucketElements: Int { Int(((bucketMB ?? TrainingOptions.defaultBucketMB) * 1_048_576 / 4).rounded()) }

@@ -83,6 +83,44 @@ struct MPICheck: ParsableCommand {
         let pendingExpected = (0..<n).map { Float($0 % 5) * Float(triangle) }
         expect("non-blocking all-reduce", pending == pendingExpected, "wrong values")
 
+        // The gradient exchanges: tree sum (every rank) and tree reduce (onto each owner), over
+        // float32 and bf16 wires. Every rank computes the expected bits from all ranks' values:
+        // float32, the pairwise tree over rank order; bf16, each value rounded once, the tree in
+        // float32, and (tree sum) the sum rounded to bf16.
+        func contribution(_ rank: Int, _ i: Int) -> Float { Float((rank + 1) * (i % 97)) * 0.013 + 1 / 3 }
+        func rounded(_ x: Float) -> Float {
+            var value = x, bits = BF16(bits: 0), back: Float = 0
+            BF16Convert.serial(&value, &bits, count: 1)
+            BF16Convert.widenSerial(&bits, &back, count: 1)
+            return back
+        }
+        func treeExpected(_ i: Int, wire: Precision, roundSum: Bool) -> Float {
+            var values = (0..<w).map { wire == .bf16 ? rounded(contribution($0, i)) : contribution($0, i) }
+            var step = 1
+            while step < w {
+                for k in stride(from: 0, to: w - step, by: 2 * step) { values[k] += values[k + step] }
+                step *= 2
+            }
+            return wire == .bf16 && roundSum ? rounded(values[0]) : values[0]
+        }
+        for wire in Precision.allCases {
+            var summed = (0..<n).map { contribution(r, $0) }
+            try summed.withUnsafeMutableBufferPointer { p in
+                try c.startTreeSum(p.baseAddress!, count: n, wire: wire, label: "check \(wire) tree sum").wait()
+            }
+            expect("tree sum over \(wire)", summed.map(\.bitPattern) == (0..<n).map { treeExpected($0, wire: wire, roundSum: true).bitPattern },
+                   "wrong values")
+            for root in Set([0, w - 1]).sorted() {
+                var reduced = (0..<n).map { contribution(r, $0) }
+                let before = reduced
+                try reduced.withUnsafeMutableBufferPointer { p in
+                    try c.startTreeReduce(p.baseAddress!, count: n, root: root, wire: wire, label: "check \(wire) tree reduce onto rank \(root)").wait()
+                }
+                let expected = r == root ? (0..<n).map { treeExpected($0, wire: wire, roundSum: true).bitPattern } : before.map(\.bitPattern)
+                expect("tree reduce over \(wire) onto rank \(root)", reduced.map(\.bitPattern) == expected, "wrong values on rank \(r)")
+            }
+        }
+
         // Broadcast from the first and the last rank.
         for root in Set([0, w - 1]).sorted() {
             var values = (0..<n).map { Double(r * n + $0) + 0.5 }
@@ -182,7 +220,7 @@ struct MPICheck: ParsableCommand {
         if c.isRoot {
             for (rank, text) in report.enumerated() where !text.isEmpty { print("rank \(rank) FAILED: \(text)") }
             print("mpi-check: \(failed == 0 ? "all checks passed" : "\(failed) check(s) failed") on \(w) rank(s) "
-                  + "(all-reduce sum/max/min in float32, float64, int64 of \(n) elements in chunks of \(chunkElements), "
+                  + "(all-reduce sum/max/min in float32, float64, int64, tree sum and reduce over float32 and bf16, of \(n) elements in chunks of \(chunkElements), "
                   + "non-blocking all-reduce, broadcast, gather, all-gather, barrier, MPI error reporting, replica hash and field comparison, "
                   + "growth broadcast and its checksum)")
         }

@@ -69,6 +69,8 @@ struct Train: ParsableCommand {
     var bucketMB: Double?
     @Option(help: "ZeRO stage: 1 shards Adam's moments and the update over the ranks (8/N instead of 8 bytes per parameter; same results as 0); 0: every rank keeps the whole optimizer. Overrides a plan's key zero; may change on --resume.")
     var zero: Int?
+    @Option(help: "What gradients cross the network as: fp32 (default; exact, the same for any rank count) or bf16 (half the bytes; each rank's values rounded once, sums in float32). Overrides a plan's key allreduceDType; may change on --resume.")
+    var allreduceDtype: Precision?
     @Option(help: "Compare a hash of the parameters across ranks every N updates (0: only at checkpoints).")
     var checkReplicasEvery: Int = 100
     @OptionGroup var growth: TrainGrowthOptions
@@ -112,7 +114,7 @@ struct Train: ParsableCommand {
         StopSignal.install()
         if let config {
             try trainLifelong(plan: config, out: out, resume: resume, stopAfter: stopAfter, tensorboard: tensorboard,
-                              precision: compute.precision, zero: zero, communicator: communicator)
+                              precision: compute.precision, zero: zero, allreduceDType: allreduceDtype, communicator: communicator)
             return
         }
         let run: PlainRun
@@ -122,6 +124,7 @@ struct Train: ParsableCommand {
                 if let data { options.dataPath = data }  // e.g. another node's copy (contents are compared)
                 if let bucketMB { options.bucketMB = bucketMB }
                 if let zero { options.zero = zero }
+                if let allreduceDtype { options.allreduceDType = allreduceDtype }
                 if let tensorboard { options.tensorboard = tensorboard }
                 if let precision = compute.precision { options.precision = precision }
             }
@@ -147,6 +150,7 @@ struct Train: ParsableCommand {
             options.checkpointMinutes = checkpointMinutes
             options.bucketMB = bucketMB
             options.zero = zero
+            options.allreduceDType = allreduceDtype
             options.distillation = ki.options(steps: total)
             options.tensorboard = tensorboard
             options.precision = compute.precision ?? .fp32

@@ -1,0 +1,81 @@
+import CMPI
+import Foundation
+import Tensors
+
+/// The bf16 wire of `startTreeSum` and `startTreeReduce` (`--allreduce-dtype bf16`): half the
+/// bytes of float32. Each contribution is rounded to bf16 once; sums are float32, added in the
+/// pairwise tree over rank order (`pairwiseSum`). bf16 travels as bytes (two per value).
+extension MPICommunicator {
+    /// All-to-all of bf16 shares, each rank's share summed in float32 and rounded to bf16, then
+    /// an all-gather of the rounded sums: every rank ends with the same values.
+    func startTreeSumBF16(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) throws -> PendingCollective {
+        let w = size, share = (count + w - 1) / w
+        let outgoing = Buffer<BF16>(count: w * share), incoming = Buffer<BF16>(count: w * share)
+        BF16Convert.convert(buffer, outgoing.pointer, count: count)
+        let first = try request("MPI_Ialltoall", label: label, sequence: watchdog.begin()) {
+            cmpi_ialltoall(outgoing.pointer, incoming.pointer, Int64(2 * share), CMPI_BYTE, $0)
+        }
+        return PendingCollective(request: first, label: label, then: [
+            { [self] in
+                // incoming holds rank r's share at r * share: widen, add in the tree, round into share 0.
+                let sums = FloatBuffer(count: w * share, zeroed: false)
+                BF16Convert.widenSerial(incoming.pointer, sums.pointer, count: w * share)
+                pairwiseSum((0..<w).map { sums.pointer + $0 * share }, count: share)
+                BF16Convert.serial(sums.pointer, incoming.pointer, count: share)
+                return try request("MPI_Iallgather", label: label, sequence: watchdog.begin()) {
+                    cmpi_iallgather(incoming.pointer, outgoing.pointer, Int64(2 * share), CMPI_BYTE, $0)
+                }
+            },
+            {
+                BF16Convert.widenSerial(outgoing.pointer, buffer, count: count)
+                return nil
+            },
+        ])
+    }
+
+    /// Non-roots send their values rounded to bf16; root rounds its own the same way, widens all
+    /// and adds them in float32 into `buffer`.
+    func startTreeReduceBF16(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int, label: String) throws -> PendingCollective {
+        let sequence = watchdog.begin()
+        if count == 0 { return .completed(label) }
+        if rank != root {
+            let rounded = Buffer<BF16>(count: count)
+            BF16Convert.convert(buffer, rounded.pointer, count: count)
+            let send = try request("MPI_Isend", label: label, sequence: sequence) {
+                cmpi_isend(rounded.pointer, Int64(2 * count), CMPI_BYTE, Int32(root), Self.reduceTag, $0)
+            }
+            // The rounded copy lives until the send is complete (the stage runs inside wait()).
+            return PendingCollective(request: send, label: label, then: [{ withExtendedLifetime(rounded) {}; return nil }])
+        }
+        // Slot r holds rank r's bf16 values, root's own converted here.
+        let slots = Buffer<BF16>(count: size * count)
+        BF16Convert.convert(buffer, slots.pointer + root * count, count: count)
+        var receives: [MPIRequest] = []
+        for r in 0..<size where r != root {
+            let slot = slots.pointer + r * count
+            receives.append(try request("MPI_Irecv", label: label, sequence: sequence) {
+                cmpi_irecv(slot, Int64(2 * count), CMPI_BYTE, Int32(r), Self.reduceTag, $0)
+            })
+        }
+        let w = size
+        let sum: () throws -> MPIRequest? = {
+            let values = FloatBuffer(count: w * count, zeroed: false)
+            BF16Convert.widenSerial(slots.pointer, values.pointer, count: w * count)
+            pairwiseSum((0..<w).map { values.pointer + $0 * count }, count: count)
+            buffer.update(from: values.pointer, count: count)
+            return nil
+        }
+        let waits: [() throws -> MPIRequest?] = receives.dropFirst().map { next in { next } }
+        return PendingCollective(request: receives[0], label: label, then: waits + [sum], companions: Array(receives.dropFirst()))
+    }
+}
+
+/// values[0] = the pairwise sum ((v0 + v1) + (v2 + v3)) + ... of `values`, element by element
+/// (the others are overwritten with partial sums): the tree of every elle reduction over ranks.
+func pairwiseSum(_ values: [UnsafeMutablePointer<Float>], count: Int) {
+    var step = 1
+    while step < values.count {
+        for r in stride(from: 0, to: values.count - step, by: 2 * step) { addInPlace(values[r], values[r + step], count: count) }
+        step *= 2
+    }
+}
