@@ -31,9 +31,9 @@ final class GradientSynchronizer: GradientObserver {
     let communicator: Communicator
     /// Largest all-reduce started during backward, in floats (0: none during backward).
     let bucketElements: Int
-    /// What one update sent: element counts of its collectives, in start order, and how long
-    /// `finish` waited for them (the communication backward did not hide).
-    private(set) var lastCollectives: [Int] = []
+    /// What one update sent: its collectives in start order, and how long `finish` waited for
+    /// them (the communication backward did not hide).
+    private(set) var lastCollectives: [CollectiveRecord] = []
     private(set) var lastWaitSeconds = 0.0
 
     // One update's state.
@@ -136,7 +136,7 @@ final class GradientSynchronizer: GradientObserver {
         let destination = embeddingRows.take(tokens: tokens, count: count, vocab: rows, width: width, offset: offset)
         if overlapping && communicator.size > 1 {
             // Every token of the update is known now: merge the touched rows across ranks while backward runs.
-            lastCollectives.append(rows)
+            lastCollectives.append(CollectiveRecord(kind: .sum, count: rows))
             do {
                 try embeddingRows.startMerge(communicator, label: "\(label): token rows")
             } catch {
@@ -166,7 +166,7 @@ final class GradientSynchronizer: GradientObserver {
             for gap in gaps { try startBucket(gap) }
         }
         let rows = try embeddingRows.startRowSum(communicator, label: "\(label): token-embedding rows")
-        if rows > 0 && communicator.size > 1 { lastCollectives.append(rows) }
+        if rows > 0 && communicator.size > 1 { lastCollectives.append(CollectiveRecord(kind: .sum, count: rows)) }
         for (collective, _) in pending { try collective.wait() }
         pending = []
         for (collective, _) in staged { try collective.wait() }
@@ -216,7 +216,7 @@ final class GradientSynchronizer: GradientObserver {
                 } else {
                     pending.append((collective, piece.range))
                 }
-                lastCollectives.append(piece.range.count)
+                lastCollectives.append(CollectiveRecord(kind: .reduce, count: piece.range.count, root: piece.owner, wire: wire))
             }
             return
         }
@@ -225,7 +225,7 @@ final class GradientSynchronizer: GradientObserver {
             label: "\(label) (gradient elements \(range.lowerBound)..<\(range.upperBound))")
         collective.progressInBackground()
         pending.append((collective, range))
-        lastCollectives.append(range.count)
+        lastCollectives.append(CollectiveRecord(kind: .sum, count: range.count, wire: wire))
     }
 
     /// Parts of the buffer the model did not report, from the end of the buffer to its start.
@@ -238,6 +238,40 @@ final class GradientSynchronizer: GradientObserver {
         }
         if end > 0 { gaps.append(0..<end) }
         return gaps
+    }
+}
+
+/// One collective an update started, as `elle bench comm` replays it without the computation:
+/// a tree sum (all-reduce), a tree reduce onto `root` (ZeRO-1's gradient pieces) or a broadcast
+/// from `root` (ZeRO-1's parameter all-gather), of `count` floats sent as `wire`.
+public struct CollectiveRecord: Sendable, Equatable {
+    public enum Kind: Sendable { case sum, reduce, broadcast }
+    public var kind: Kind
+    public var count: Int
+    public var root = 0
+    public var wire = Precision.fp32
+
+    /// Bytes one rank's copy of the data takes on the wire.
+    public var bytes: Int { count * (wire == .bf16 ? 2 : 4) }
+
+    /// Starts every one of `records` on consecutive parts of `buffer` (at least their total
+    /// count), then waits for all. Collective.
+    public static func replay(_ records: [CollectiveRecord], on communicator: Communicator, buffer: UnsafeMutablePointer<Float>) throws {
+        var pending: [PendingCollective] = []
+        var offset = 0
+        for record in records {
+            let at = buffer + offset, label = "replayed \(record.kind) of \(record.count) floats"
+            let collective: PendingCollective
+            switch record.kind {
+            case .sum: collective = try communicator.startTreeSum(at, count: record.count, wire: record.wire, label: label)
+            case .reduce: collective = try communicator.startTreeReduce(at, count: record.count, root: record.root, wire: record.wire, label: label)
+            case .broadcast: collective = try communicator.startBroadcast(at, count: record.count, root: record.root, label: label)
+            }
+            collective.progressInBackground()
+            pending.append(collective)
+            offset += record.count
+        }
+        for collective in pending { try collective.wait() }
     }
 }
 

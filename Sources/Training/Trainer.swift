@@ -84,6 +84,8 @@ public final class Trainer {
     var windowsFilled = false
     var cachedIds = Buffer<Int32>(count: 0)
     var cachedLogits = FloatBuffer(count: 0)
+    /// ZeRO-1: the broadcasts of the last update's parameter all-gather (for `elle bench comm`).
+    var lastParameterGather: [CollectiveRecord] = []
     /// Compare a hash of the parameters across ranks every N updates (0: only before
     /// checkpoints). A mismatch means the replicas diverged and ends the job naming the rank.
     public var replicaCheckEvery = 100
@@ -261,7 +263,7 @@ public final class Trainer {
             // the gathered parameters), then the shards are gathered.
             norm = try clipShardedGradients(gradients, layout: layout)
             optimizer.update(parameters: model.parameters, gradients: gradients, learningRate: lr)
-            try allGatherShards(model.parameters.pointer, layout: layout, what: "parameter all-gather of update \(step + 1)")
+            lastParameterGather = try allGatherShards(model.parameters.pointer, layout: layout, what: "parameter all-gather of update \(step + 1)")
             model.parametersChanged()
         } else {
             norm = clipGradients(gradients, maxNorm: options.clip)
@@ -333,7 +335,7 @@ public final class Trainer {
 
     /// Element counts of the collectives the last update's gradient synchronization started, in
     /// order (empty on one rank), for `elle bench comm` to time them alone.
-    public var lastGradientCollectives: [Int] { synchronizer.lastCollectives }
+    public var lastGradientCollectives: [CollectiveRecord] { synchronizer.lastCollectives + lastParameterGather }
 
     /// Applies the run's scheduled growth (`options.growth`) if the run stands at its step
     /// (between update `growth.step` and the next) and it has not been applied; else returns nil.

@@ -94,8 +94,10 @@ extension Trainer {
 
     /// Every rank's shard of `buffer` broadcast from its owner, in pieces of at most a bucket
     /// (all started at once, so the owners send at the same time): ZeRO-1's all-gather. Collective.
-    func allGatherShards(_ buffer: UnsafeMutablePointer<Float>, layout: ShardLayout, what: String) throws {
-        guard communicator.size > 1 else { return }
+    @discardableResult
+    func allGatherShards(_ buffer: UnsafeMutablePointer<Float>, layout: ShardLayout, what: String) throws -> [CollectiveRecord] {
+        guard communicator.size > 1 else { return [] }
+        var records: [CollectiveRecord] = []
         let piece = options.bucketElements > 0 ? options.bucketElements : layout.shardSize
         var pending: [PendingCollective] = []
         for owner in 0..<layout.ranks {
@@ -106,9 +108,11 @@ extension Trainer {
                                                                  label: "\(what) (elements \(lower)..<\(upper) from rank \(owner))")
                 collective.progressInBackground()
                 pending.append(collective)
+                records.append(CollectiveRecord(kind: .broadcast, count: upper - lower, root: owner))
             }
         }
         for collective in pending { try collective.wait() }
+        return records
     }
 
     /// Adam's moments over every parameter on every rank (gathered from the shards under ZeRO;

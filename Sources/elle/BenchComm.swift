@@ -33,10 +33,15 @@ struct BenchComm: ParsableCommand {
     @Option(help: "Timed all-reduces per size.") var repeats: Int = 5
     @Option(help: "Gradient bucket size in MiB for the overlapped mode.") var bucketMb: Double = TrainingOptions.defaultBucketMB
     @Flag(help: "Skip the training steps (all-reduce sizes only).") var noModel = false
+    @Option(help: "ZeRO stage of the overlapped and serial steps: 0, or 1 (gradient pieces reduced onto their owners, parameters all-gathered after the update).")
+    var zero: Int = 0
+    @Option(help: "What gradients cross the network as in the overlapped and serial steps: fp32 or bf16.")
+    var allreduceDtype: Precision = .fp32
 
     func validate() throws {
         if repeats < 1 { throw ValidationError("--repeats must be at least 1") }
         if !(bucketMb > 0) { throw ValidationError("--bucket-mb must be positive (the serial mode is measured anyway)") }
+        if zero != 0 && zero != 1 { throw ValidationError("--zero must be 0 or 1 (got \(zero))") }
         _ = try sizes()
     }
 
@@ -112,6 +117,9 @@ struct BenchComm: ParsableCommand {
             var o = TrainingOptions(batch: bench.batch, seq: bench.seq, steps: 1_000_000,
                                     schedule: LearningRateSchedule(kind: .constant, peak: 1e-5), dataPath: "random tokens")
             o.bucketMB = bucketMB
+            o.precision = bench.compute.precision ?? .fp32
+            o.zero = zero
+            o.allreduceDType = allreduceDtype
             return o
         }
         func trainer(_ communicator: Communicator, bucketMB: Double) throws -> Trainer {
@@ -129,7 +137,7 @@ struct BenchComm: ParsableCommand {
         let modes = c.size > 1 ? 4 : 1
         for t in trainers { for _ in 0..<2 { _ = try t.trainStep() } }  // warm-up
         let collectives = c.size > 1 ? trainers[1].lastGradientCollectives : []
-        let replay = FloatBuffer(count: max(1, collectives.reduce(0, +)))
+        let replay = FloatBuffer(count: max(1, collectives.map(\.count).reduce(0, +)))
 
         var seconds = [[Double]](repeating: [], count: modes)
         var waits = [[Double]](repeating: [], count: 3)
@@ -142,15 +150,7 @@ struct BenchComm: ParsableCommand {
                     let result = try trainers[mode].trainStep()
                     waits[mode].append(try slowest(result.communicationWaitSeconds, c))
                 } else {
-                    var pending: [PendingCollective] = []
-                    var offset = 0
-                    for count in collectives {
-                        let p = try c.startAllReduce(replay.pointer + offset, count: count, .sum, label: "replayed gradient all-reduce")
-                        p.progressInBackground()
-                        pending.append(p)
-                        offset += count
-                    }
-                    for p in pending { try p.wait() }
+                    try CollectiveRecord.replay(collectives, on: c, buffer: replay.pointer)
                 }
                 seconds[mode].append(try slowest(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, c))
             }
@@ -159,7 +159,8 @@ struct BenchComm: ParsableCommand {
         var result: [String: Any] = [
             "layers": bench.layers, "width": bench.width, "heads": bench.heads, "vocab": bench.vocab, "seq": bench.seq,
             "batch": bench.batch, "steps": bench.steps, "parameters": config.parameterCount, "bucket_mb": bucketMb,
-            "collectives": collectives.count, "bytes_per_step": 4 * collectives.reduce(0, +),
+            "zero": zero, "allreduce_dtype": allreduceDtype.rawValue, "precision": (bench.compute.precision ?? .fp32).rawValue,
+            "collectives": collectives.count, "bytes_per_step": collectives.map(\.bytes).reduce(0, +),
         ]
         for mode in 0..<modes {
             let sorted = seconds[mode].sorted()
@@ -193,10 +194,10 @@ struct BenchComm: ParsableCommand {
             }
         }
         guard r["compute_ms_median"] != nil else { return }
-        print(String(format: "model L%d D%d H%d V%d T%d, batch %d per rank, %.2fM parameters; %d collectives, %.1f MB per step (bucket %.1f MiB)",
+        print(String(format: "model L%d D%d H%d V%d T%d, batch %d per rank, %.2fM parameters, %@ step; %d collectives, %.1f MB per step (bucket %.1f MiB, %@ exchange, ZeRO %d)",
                      r["layers"] as! Int, r["width"] as! Int, r["heads"] as! Int, r["vocab"] as! Int, r["seq"] as! Int,
-                     r["batch"] as! Int, Double(r["parameters"] as! Int) / 1e6, r["collectives"] as! Int,
-                     Double(r["bytes_per_step"] as! Int) / 1e6, r["bucket_mb"] as! Double))
+                     r["batch"] as! Int, Double(r["parameters"] as! Int) / 1e6, r["precision"] as! String, r["collectives"] as! Int,
+                     Double(r["bytes_per_step"] as! Int) / 1e6, r["bucket_mb"] as! Double, r["allreduce_dtype"] as! String, r["zero"] as! Int))
         for name in ["compute", "overlapped", "serial", "alone"] {
             guard let all = r["\(name)_ms"] as? [Double] else { continue }
             let wait = (r["\(name)_wait_ms_median"] as? Double).map { String(format: ", waited after backward %.1f ms", $0) } ?? ""
