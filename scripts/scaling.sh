@@ -5,7 +5,8 @@
 #
 #   scripts/scaling.sh [--out DIR] [--rounds N] [--steps N] [--layers L --width D --heads H]
 #                      [--vocab V] [--seq T] [--batch B] [--bucket-mb M[,M2...]] [--rates R[,R2...]]
-#                      [--own-sessions] [--first-round N] [local] [weak] [netns] [calibrate] [grow]
+#                      [--own-sessions] [--first-round N] [--variants V[,V2...]]
+#                      [local] [weak] [netns] [calibrate] [grow]
 #
 # local:     on this machine: 1 rank x 1 thread (batch B and 2B), 1 rank x 2 threads (batch 2B),
 #            2 ranks x 1 thread (batch B each; shared memory). Weak scaling compares 2 ranks x B
@@ -20,7 +21,10 @@
 #            link limited with tc tbf to 1 and 10 Gbit/s, and unlimited (--rates, default
 #            1gbit,10gbit,none): all-reduce by size and
 #            the model's steps in bench comm's four modes (compute, overlapped, serial, alone), once
-#            per bucket size given (local runs use the first).
+#            per bucket size given (local runs use the first) and per variant (--variants, default
+#            fp32): what a step computes in and sends, '+'-joined words: fp32 (float32 step and
+#            exchange), step-bf16 (--precision bf16), x-bf16 (--allreduce-dtype bf16), zero1
+#            (--zero 1); e.g. --variants fp32,x-bf16,zero1,step-bf16+x-bf16.
 # calibrate: all-reduce by size only, on 2, 3 and 4 namespaces at 1 and 10 Gbit/s. More ranks
 #            than the 2 cores make computation CPU-bound, so these runs calibrate communication
 #            (bandwidth and per-step latency of the ring) only.
@@ -34,7 +38,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$here")"
 elle="$repo/.build/release/elle"
 out="$repo/runs/scaling"
-rounds=3 steps=4 layers=6 width=384 heads=6 vocab=16384 seq=128 batch=8 bucket=25 rates=1gbit,10gbit,none
+rounds=3 steps=4 layers=6 width=384 heads=6 vocab=16384 seq=128 batch=8 bucket=25 rates=1gbit,10gbit,none variants=fp32
 own_sessions=0 first=1
 parts=()
 while [[ $# -gt 0 ]]; do
@@ -50,6 +54,7 @@ while [[ $# -gt 0 ]]; do
         --batch) batch="$2"; shift 2 ;;
         --bucket-mb) bucket="$2"; shift 2 ;;
         --rates) rates="$2"; shift 2 ;;
+        --variants) variants="$2"; shift 2 ;;
         --own-sessions) own_sessions=1; shift ;;
         --first-round) first="$2"; shift 2 ;;  # round numbers of a continued series
         local|weak|netns|calibrate|grow) parts+=("$1"); shift ;;
@@ -185,15 +190,33 @@ run_weak() {
     done
 }
 
+# The bench comm flags of a variant name (see --variants).
+variant_flags() {
+    local word
+    for word in ${1//+/ }; do
+        case "$word" in
+            fp32) ;;
+            step-bf16) echo --precision bf16 ;;
+            x-bf16) echo --allreduce-dtype bf16 ;;
+            zero1) echo --zero 1 ;;
+            *) echo "scaling.sh: unknown variant word $word in $1" >&2; exit 2 ;;
+        esac
+    done
+}
+
 run_netns() {
-    local r="$1" k b
-    local -a list=(${rates//,/ })
+    local r="$1" k b v
+    local -a list=(${rates//,/ }) vlist=(${variants//,/ })
     for ((k = 0; k < ${#list[@]}; k++)); do
         local rate=${list[$(( (k + r) % ${#list[@]} ))]}
         set_rate "$rate"
         for b in ${bucket//,/ }; do
-            record netns "2x1-$rate-bucket$b" "$r" netns_mpirun "$elle" bench comm "${model[@]}" --batch "$batch" --threads 1 \
-                --bucket-mb "$b" --json
+            for ((v = 0; v < ${#vlist[@]}; v++)); do
+                local variant=${vlist[$(( (v + r) % ${#vlist[@]} ))]} suffix=""
+                [[ "$variant" != fp32 ]] && suffix="-$variant"
+                record netns "2x1-$rate-bucket$b$suffix" "$r" netns_mpirun "$elle" bench comm "${model[@]}" --batch "$batch" \
+                    --threads 1 --bucket-mb "$b" $(variant_flags "$variant") --json
+            done
         done
     done
 }

@@ -30,6 +30,7 @@ static MPI_Datatype datatype(cmpi_datatype type) {
     case CMPI_INT64: return MPI_INT64_T;
     case CMPI_UINT64: return MPI_UINT64_T;
     case CMPI_BYTE: return MPI_BYTE;
+    case CMPI_BF16: return MPI_UINT16_T;
     }
     return MPI_DATATYPE_NULL;
 }
@@ -39,15 +40,41 @@ static size_t element_size(cmpi_datatype type) {
     case CMPI_FLOAT32: return 4;
     case CMPI_FLOAT64: case CMPI_INT64: case CMPI_UINT64: return 8;
     case CMPI_BYTE: return 1;
+    case CMPI_BF16: return 2;
     }
     return 0;
 }
+
+// bf16 as elle rounds it (Sources/Tensors/BFloat16.swift, bf16Bits): nearest even, NaN quiet.
+static uint16_t bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if (x != x) return (uint16_t)((u | 0x00400000u) >> 16);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+static float bf16_widen(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static void bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type) {
+    (void)type;
+    const uint16_t *a = in;
+    uint16_t *b = inout;
+    for (int i = 0; i < *len; i++) b[i] = bf16_round(bf16_widen(a[i]) + bf16_widen(b[i]));
+}
+
+static MPI_Op sum_bf16 = MPI_OP_NULL;
 
 static MPI_Op operation(cmpi_op op) {
     switch (op) {
     case CMPI_SUM: return MPI_SUM;
     case CMPI_MAX: return MPI_MAX;
     case CMPI_MIN: return MPI_MIN;
+    case CMPI_SUM_BF16: return sum_bf16;
     }
     return MPI_OP_NULL;
 }
@@ -101,6 +128,8 @@ static int unlocked_init(cmpi_thread_level required, cmpi_thread_level *provided
     *provided = from_thread_level(granted);
     rc = MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     if (rc != MPI_SUCCESS) return rc;
+    rc = MPI_Op_create(bf16_sum, 1, &sum_bf16);
+    if (rc != MPI_SUCCESS) return rc;
     MPI_Comm node;
     rc = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
     if (rc != MPI_SUCCESS) return rc;
@@ -109,7 +138,10 @@ static int unlocked_init(cmpi_thread_level required, cmpi_thread_level *provided
     return MPI_Comm_free(&node);
 }
 
-static int unlocked_finalize(void) { return MPI_Finalize(); }
+static int unlocked_finalize(void) {
+    if (sum_bf16 != MPI_OP_NULL) MPI_Op_free(&sum_bf16);
+    return MPI_Finalize();
+}
 
 static int unlocked_is_initialized(void) {
     int initialized = 0, finalized = 0;

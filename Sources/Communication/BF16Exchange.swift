@@ -8,7 +8,24 @@ import Tensors
 extension MPICommunicator {
     /// All-to-all of bf16 shares, each rank's share summed in float32 and rounded to bf16, then
     /// an all-gather of the rounded sums: every rank ends with the same values.
+    ///
+    /// Two ranks: one MPI all-reduce of the bf16 values with the shim's bf16 sum (a user
+    /// operation that widens, adds in float32 and rounds: the same bits), which MPI advances in
+    /// the background like the float32 all-reduce. More ranks need the float32 tree, so the
+    /// all-gather starts only once the all-to-all is waited for (after backward).
     func startTreeSumBF16(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) throws -> PendingCollective {
+        if size == 2 {
+            let values = Buffer<BF16>(count: count)
+            BF16Convert.convert(buffer, values.pointer, count: count)
+            let sequence = watchdog.begin()
+            let sum = try request("MPI_Iallreduce", label: label, sequence: sequence) {
+                cmpi_iallreduce(values.pointer, Int64(count), CMPI_BF16, CMPI_SUM_BF16, $0)
+            }
+            return PendingCollective(request: sum, label: label, then: [{
+                BF16Convert.widenSerial(values.pointer, buffer, count: count)
+                return nil
+            }])
+        }
         let w = size, share = (count + w - 1) / w
         let outgoing = Buffer<BF16>(count: w * share), incoming = Buffer<BF16>(count: w * share)
         BF16Convert.convert(buffer, outgoing.pointer, count: count)

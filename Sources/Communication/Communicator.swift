@@ -37,6 +37,10 @@ public protocol Communicator: AnyObject {
     /// owner of the range. With `wire` `.bf16` every rank's values (root's too) are rounded to
     /// bf16 once and added in float32; the float32 sum is not rounded.
     func startTreeReduce(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int, wire: Precision, label: String) throws -> PendingCollective
+    /// Overwrites `buffer` on every rank with root's, sent point to point (one message from root to
+    /// each rank): for large buffers whose broadcast must progress in the background (MPI's
+    /// non-blocking broadcast moves one segment per test).
+    func startDirectBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int, label: String) throws -> PendingCollective
     /// Overwrites `buffer` on every rank with root's.
     func startBroadcast<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, root: Int,
                                               label: String) throws -> PendingCollective
@@ -112,6 +116,16 @@ public final class PendingCollective {
         for companion in companions { companion.progressInBackground() }
     }
 
+    /// Completes the collective if every operation it waits for is done (its remaining stages
+    /// then only compute); returns whether it did. Never blocks. For collectives whose stages start
+    /// no MPI operation (`startTreeReduce`), so finishing them early on one rank is safe.
+    public func finishIfReady() throws -> Bool {
+        if let current = request, try !current.test() { return false }
+        for companion in companions where try !companion.test() { return false }
+        try wait()
+        return true
+    }
+
     /// Blocks, under the watchdog, until the collective completes.
     public func wait() throws {
         while let current = request {
@@ -163,6 +177,11 @@ public final class SingleProcess: Communicator {
 
     public func startTreeReduce(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int, wire: Precision, label: String) throws -> PendingCollective {
         precondition(root == 0, "reduce root \(root) outside a single-process group")
+        return .completed(label)
+    }
+
+    public func startDirectBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int, label: String) throws -> PendingCollective {
+        precondition(root == 0, "broadcast root \(root) outside a single-process group")
         return .completed(label)
     }
 

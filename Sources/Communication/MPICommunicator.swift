@@ -119,6 +119,28 @@ public final class MPICommunicator: Communicator {
         return MPIRequest(handle: handle, watchdog: watchdog, sequence: sequence, progress: progress)
     }
 
+    /// Message tag of `startDirectBroadcast`.
+    static let broadcastTag: Int32 = 0x2E51
+
+    public func startDirectBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int, label: String) throws -> PendingCollective {
+        let sequence = watchdog.begin()
+        if count == 0 || size == 1 { return .completed(label) }
+        var requests: [MPIRequest] = []
+        if rank == root {
+            for r in 0..<size where r != root {
+                requests.append(try request("MPI_Isend", label: label, sequence: sequence) {
+                    cmpi_isend(buffer, Int64(count), CMPI_FLOAT32, Int32(r), Self.broadcastTag, $0)
+                })
+            }
+        } else {
+            requests.append(try request("MPI_Irecv", label: label, sequence: sequence) {
+                cmpi_irecv(buffer, Int64(count), CMPI_FLOAT32, Int32(root), Self.broadcastTag, $0)
+            })
+        }
+        let waits: [() throws -> MPIRequest?] = requests.dropFirst().map { next in { next } }
+        return PendingCollective(request: requests[0], label: label, then: waits, companions: Array(requests.dropFirst()))
+    }
+
     /// Message tag of `startTreeReduce`'s point-to-point traffic (the watchdog has its own). Every
     /// rank starts its reductions in the same order and MPI does not let messages between two
     /// ranks with one tag overtake each other, so each receive matches the right send.

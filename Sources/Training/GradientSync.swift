@@ -58,11 +58,12 @@ final class GradientSynchronizer: GradientObserver {
     private var wire = Precision.fp32
     /// ZeRO-1: floats of received gradient pieces this rank, as owner, holds until their sums
     /// are taken (`startTreeReduce`'s staging), and the reductions that hold them, oldest first.
-    /// Past `stagingLimit` the oldest is finished before another starts, so the staging stays
-    /// at one bucket (per sending rank) instead of growing to a whole shard during backward.
+    /// Before another starts, the ones already received are summed and their staging freed; past
+    /// `stagingLimit` (4 buckets per sending rank: only when the network falls that far behind)
+    /// the oldest is waited for, so the staging never grows to a whole shard during backward.
     private var staged: [(collective: PendingCollective, floats: Int)] = []
     private var stagedFloats = 0
-    private var stagingLimit: Int { max(bucketElements, 1) * max(communicator.size - 1, 1) }
+    private var stagingLimit: Int { 4 * max(bucketElements, 1) * max(communicator.size - 1, 1) }
 
     // The tied token embedding's lookup gradient, by row slot (one slot per distinct token).
     private let embeddingRows = TokenRowGradients()
@@ -201,6 +202,10 @@ final class GradientSynchronizer: GradientObserver {
         if let shards {
             for piece in shards.pieces(of: range) {
                 let owned = piece.owner == communicator.rank ? piece.range.count * (communicator.size - 1) : 0
+                while let oldest = staged.first, try oldest.collective.finishIfReady() {
+                    staged.removeFirst()
+                    stagedFloats -= oldest.floats
+                }
                 while owned > 0, stagedFloats + owned > stagingLimit, !staged.isEmpty {
                     let oldest = staged.removeFirst()
                     try oldest.collective.wait()
@@ -265,7 +270,7 @@ public struct CollectiveRecord: Sendable, Equatable {
             switch record.kind {
             case .sum: collective = try communicator.startTreeSum(at, count: record.count, wire: record.wire, label: label)
             case .reduce: collective = try communicator.startTreeReduce(at, count: record.count, root: record.root, wire: record.wire, label: label)
-            case .broadcast: collective = try communicator.startBroadcast(at, count: record.count, root: record.root, label: label)
+            case .broadcast: collective = try communicator.startDirectBroadcast(at, count: record.count, root: record.root, label: label)
             }
             collective.progressInBackground()
             pending.append(collective)

@@ -92,8 +92,9 @@ extension Trainer {
         return norm
     }
 
-    /// Every rank's shard of `buffer` broadcast from its owner, in pieces of at most a bucket
-    /// (all started at once, so the owners send at the same time): ZeRO-1's all-gather. Collective.
+    /// Every rank's shard of `buffer` sent by its owner to every rank, in pieces of at most a
+    /// bucket (all started at once, so the owners send at the same time): ZeRO-1's all-gather.
+    /// Collective.
     @discardableResult
     func allGatherShards(_ buffer: UnsafeMutablePointer<Float>, layout: ShardLayout, what: String) throws -> [CollectiveRecord] {
         guard communicator.size > 1 else { return [] }
@@ -104,7 +105,7 @@ extension Trainer {
             let range = layout.range(of: owner)
             for lower in stride(from: range.lowerBound, to: range.upperBound, by: piece) {
                 let upper = min(range.upperBound, lower + piece)
-                let collective = try communicator.startBroadcast(buffer + lower, count: upper - lower, root: owner,
+                let collective = try communicator.startDirectBroadcast(buffer + lower, count: upper - lower, root: owner,
                                                                  label: "\(what) (elements \(lower)..<\(upper) from rank \(owner))")
                 collective.progressInBackground()
                 pending.append(collective)

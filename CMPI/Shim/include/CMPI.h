@@ -29,20 +29,25 @@ typedef enum {
     CMPI_THREAD_MULTIPLE = 3,
 } cmpi_thread_level;
 
-/// Element types: MPI_FLOAT, MPI_DOUBLE, MPI_INT64_T, MPI_UINT64_T, MPI_BYTE.
+/// Element types: MPI_FLOAT, MPI_DOUBLE, MPI_INT64_T, MPI_UINT64_T, MPI_BYTE, and bf16 (its bits
+/// as MPI_UINT16_T).
 typedef enum {
     CMPI_FLOAT32 = 0,
     CMPI_FLOAT64 = 1,
     CMPI_INT64 = 2,
     CMPI_UINT64 = 3,
     CMPI_BYTE = 4,
+    CMPI_BF16 = 5,
 } cmpi_datatype;
 
-/// Reductions: MPI_SUM, MPI_MAX, MPI_MIN.
+/// Reductions: MPI_SUM, MPI_MAX, MPI_MIN, and CMPI_SUM_BF16 over CMPI_BF16 values (a user
+/// operation: both operands widened to float, added, the sum rounded to nearest even bf16, a NaN
+/// kept quiet: elle's own rounding, so two ranks' sum has the bits elle computes itself).
 typedef enum {
     CMPI_SUM = 0,
     CMPI_MAX = 1,
     CMPI_MIN = 2,
+    CMPI_SUM_BF16 = 3,
 } cmpi_op;
 
 /// An operation in flight: one MPI_Request per chunk. Freed by cmpi_test/cmpi_wait once complete
