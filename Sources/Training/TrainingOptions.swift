@@ -45,7 +45,7 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     /// ranks, buckets of about this size are all-reduced while backward still runs (docs/SCALING.md).
     /// 0: one all-reduce after backward. Results do not depend on it.
     public var bucketMB: Double?
-    public static let defaultBucketMB = 25.0
+    public static let defaultBucketMB = 2.0
     /// ZeRO stage (`--zero`): 1 shards Adam's moments and the update over the ranks
     /// (`ShardLayout`, docs/SCALING.md); nil or 0 keeps a full optimizer on every rank. Results do
     /// not depend on it.

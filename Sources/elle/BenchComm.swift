@@ -135,6 +135,27 @@ struct BenchComm: ParsableCommand {
             trainers.append(try trainer(c, bucketMB: 0))
         }
         let modes = c.size > 1 ? 4 : 1
+        // The bf16 exchange's error: the first update's summed gradient (after clipping) against a
+        // float32 exchange of the same gradients (same parameters, same batch).
+        var gradientError: [String: Double]?
+        if c.size > 1 && allreduceDtype == .bf16 && zero == 0 {
+            var exact = options(bucketMB: bucketMb)
+            exact.allreduceDType = nil
+            let reference = try Trainer(model: try GPT(config: config, seed: 1), options: exact, train: train, valid: valid, communicator: c)
+            reference.replicaCheckEvery = 0
+            _ = try reference.trainStep()
+            _ = try trainers[1].trainStep()
+            let a = reference.model.gradients, b = trainers[1].model.gradients
+            var difference = 0.0, norm = 0.0, largest = 0.0, scale = 0.0
+            for i in 0..<a.count {
+                let d = Double(b[i]) - Double(a[i])
+                difference += d * d
+                norm += Double(a[i]) * Double(a[i])
+                largest = max(largest, abs(d))
+                scale = max(scale, abs(Double(a[i])))
+            }
+            gradientError = ["relative_l2": (difference / norm).squareRoot(), "max_abs_over_max": largest / scale]
+        }
         for t in trainers { for _ in 0..<2 { _ = try t.trainStep() } }  // warm-up
         let collectives = c.size > 1 ? trainers[1].lastGradientCollectives : []
         let replay = FloatBuffer(count: max(1, collectives.map(\.count).reduce(0, +)))
@@ -162,6 +183,7 @@ struct BenchComm: ParsableCommand {
             "zero": zero, "allreduce_dtype": allreduceDtype.rawValue, "precision": (bench.compute.precision ?? .fp32).rawValue,
             "collectives": collectives.count, "bytes_per_step": collectives.map(\.bytes).reduce(0, +),
         ]
+        if let gradientError { result["bf16_exchange_gradient_error"] = gradientError }
         for mode in 0..<modes {
             let sorted = seconds[mode].sorted()
             result["\(names[mode])_ms"] = seconds[mode].map { $0 * 1000 }
@@ -203,6 +225,10 @@ struct BenchComm: ParsableCommand {
             let wait = (r["\(name)_wait_ms_median"] as? Double).map { String(format: ", waited after backward %.1f ms", $0) } ?? ""
             print(String(format: "  %-10@ median %8.1f ms (range %.1f-%.1f)", name, r["\(name)_ms_median"] as! Double,
                          all.min()!, all.max()!) + wait)
+        }
+        if let error = r["bf16_exchange_gradient_error"] as? [String: Double] {
+            print(String(format: "  bf16 exchange against float32, first update's gradient: relative L2 error %.2e, largest error / largest value %.2e",
+                         error["relative_l2"]!, error["max_abs_over_max"]!))
         }
         if let hidden = r["hidden_fraction"] as? [Double] {
             print(String(format: "  exposed communication %.1f ms; hidden fraction %.0f%% (range %.0f-%.0f%%)",
