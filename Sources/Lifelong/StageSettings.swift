@@ -94,7 +94,7 @@ extension StagePlan {
         }
 
         /// The trainer's options for a phase of `steps` updates with these settings.
-        func trainingOptions(plan: StagePlan, tokenizer: String, steps: Int, domain: String, maskedLM: MaskedLM?) -> TrainingOptions {
+        public func trainingOptions(plan: StagePlan, tokenizer: String, steps: Int, domain: String, maskedLM: MaskedLM?) -> TrainingOptions {
             let schedule = LearningRateSchedule(kind: self.schedule, peak: lr, warmup: Int((warmup * Double(steps)).rounded()),
                                                 total: steps, minimum: minLr, initial: self.schedule == .inverseSqrt ? 1e-7 : 0)
             var options = TrainingOptions(batch: batch, seq: seq, steps: steps, schedule: schedule, dataPath: plan.data)

@@ -19,6 +19,7 @@ extension Checkpoint {
         }
         let growth = try Growth.grow(parameters: parameters, config: config, plan: plan, moments: moments)
         var state = self.state
+        state.momentShards = nil  // the grown checkpoint holds its moments itself, if any
         var tensors: [(name: String, buffer: FloatBuffer)] = [("parameters", growth.parameters)]
         if let grownMoments = growth.moments {
             tensors += [("adam.m", grownMoments.m), ("adam.v", grownMoments.v)]

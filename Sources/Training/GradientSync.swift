@@ -200,7 +200,7 @@ final class GradientSynchronizer: GradientObserver {
     private func start(_ range: Range<Int>) throws {
         guard communicator.size > 1, !range.isEmpty, let target else { return }
         if let shards {
-            for piece in shards.pieces(of: range) {
+            for piece in shards.interleavedMessages(of: shards.pieces(of: range)) {
                 let owned = piece.owner == communicator.rank ? piece.range.count * (communicator.size - 1) : 0
                 while let oldest = staged.first, try oldest.collective.finishIfReady() {
                     staged.removeFirst()

@@ -51,7 +51,8 @@ struct Grow: ParsableCommand {
 
     func run() throws {
         _ = Runtime.configureThreads(compute.threads)
-        let (saved, path) = try RunFolder.read(from)
+        let (read, path) = try RunFolder.read(from)
+        let saved = try read.assemblingMomentShards(path: path)  // a ZeRO-1 checkpoint's moments, put together
         let c = saved.config
         let newWidth = width ?? c.width
         let plan = GrowthPlan(layers: layers ?? c.layers, width: newWidth, heads: heads ?? newWidth / c.headDim, ffn: ffn,

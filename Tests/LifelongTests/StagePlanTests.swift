@@ -1,5 +1,6 @@
 import Lifelong
 import Model
+import Training
 import XCTest
 
 final class StagePlanTests: XCTestCase {
@@ -80,6 +81,23 @@ final class StagePlanTests: XCTestCase {
         XCTAssertEqual(bf16.precision, .bf16)
         XCTAssertThrowsError(try StagePlan.parse(good.replacingOccurrences(of: "seed: 3", with: "seed: 3\nprecision: fp16"), path: "plan.yaml")) { error in
             XCTAssertTrue("\(error)".hasPrefix("plan.yaml: precision"), "\(error)")
+        }
+    }
+
+    /// The plan-level data-parallel keys reach every stage's training options: zero (ZeRO stage)
+    /// and allreduceDType (the gradient exchange), off and fp32 when absent, bad values named.
+    func testZeroAndExchangeKeys() throws {
+        func options(_ plan: StagePlan) -> TrainingOptions {
+            plan.settings(ofStage: 0).trainingOptions(plan: plan, tokenizer: "bytes", steps: 10, domain: "a", maskedLM: nil)
+        }
+        let absent = try StagePlan.parse(good)
+        XCTAssertNil(options(absent).zero)
+        XCTAssertEqual(options(absent).exchangePrecision, .fp32)
+        let set = try StagePlan.parse(good.replacingOccurrences(of: "seed: 3", with: "seed: 3\nzero: 1\nallreduceDType: bf16"))
+        XCTAssertEqual(options(set).zero, 1)
+        XCTAssertEqual(options(set).exchangePrecision, .bf16)
+        XCTAssertThrowsError(try StagePlan.parse(good.replacingOccurrences(of: "seed: 3", with: "seed: 3\nallreduceDType: fp16"), path: "plan.yaml")) { error in
+            XCTAssertTrue("\(error)".hasPrefix("plan.yaml: allreduceDType"), "\(error)")
         }
     }
 
