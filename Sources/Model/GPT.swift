@@ -129,8 +129,10 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
         }
         Linear.backward(dx: dNorm, dweight: G + layout.tokenEmbedding, dbias: nil, dout: A + acts.logits,
                         x: acts.lnf.operand(A), weight: W[layout.tokenEmbedding], rows: n, inFeatures: d, outFeatures: v,
-                        doutCopy: logitsCopy)
-        if tokenGradient != nil { observer?.gradientsFinal(layout.tokenEmbedding..<layout.positionEmbedding) }  // [gradient observer]
+                        doutCopy: logitsCopy) { [layout] in
+            // [gradient observer] wte's range is final before the head's input gradient is computed.
+            if tokenGradient != nil { observer?.gradientsFinal(layout.tokenEmbedding..<layout.positionEmbedding) }
+        }
         dResidual.update(repeating: 0, count: n * d)
         LayerNorm.backward(dx: dResidual, dweight: G + layout.finalNormWeight, dbias: G + layout.finalNormBias,
                            dout: dNorm, x: A + acts.residual[c.layers], weight: P + layout.finalNormWeight,

@@ -37,7 +37,7 @@ public enum Linear {
         dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>,
         dbias: UnsafeMutablePointer<Float>?, dout: UnsafeMutablePointer<Float>, x: Operand,
         weight: Operand, rows n: Int, inFeatures i: Int, outFeatures o: Int,
-        accumulateInput: Bool = false, doutCopy: GradientCopy = .none
+        accumulateInput: Bool = false, doutCopy: GradientCopy = .none, weightGradientDone: (() -> Void)? = nil
     ) {
         var gradient = Operand.fp32(dout), ld = o
         switch doutCopy {
@@ -60,12 +60,15 @@ public enum Linear {
             gradient = .bf16(bf16(dout))
             ld = 2 * o
         }
+        // The weight's gradient first: it is then final (`weightGradientDone`, e.g. to start its
+        // all-reduce) while the input's is computed. The two products are independent.
+        gemm(transA: true, transB: false, m: o, n: i, k: n, gradient, lda: ld, x, ldb: i,
+             beta: 1, dweight, ldc: i)
+        weightGradientDone?()
         if let dx {
             gemm(transA: false, transB: false, m: n, n: i, k: o, gradient, lda: ld, weight, ldb: i,
                  beta: accumulateInput ? 1 : 0, dx, ldc: i)
         }
-        gemm(transA: true, transB: false, m: o, n: i, k: n, gradient, lda: ld, x, ldb: i,
-             beta: 1, dweight, ldc: i)
     }
 
     /// Float32 operands.
