@@ -51,8 +51,8 @@ finals = []
 for seed in seeds:
     a, b = valid(f"{out}/seed{seed}-fp32"), valid(f"{out}/seed{seed}-bf16")
     for step in sorted(a):
-        if step in b and (step % (steps // 4) == 0 or step == steps):
-            print(f"| {seed} | {step} | {a[step]:.4f} | {b[step]:.4f} | {100 * (b[step] / a[step] - 1):+.2f}% |")
+        if step in b and (step % (steps // 5) == 0 or step == steps):
+            print(f"| {seed} | {step} | {a[step]:.5f} | {b[step]:.5f} | {100 * (b[step] / a[step] - 1):+.4f}% |")
     finals.append(b[steps] / a[steps] - 1)
-print(f"\nfinal validation loss, bf16 against fp32 exchange: " + ", ".join(f"{100 * f:+.2f}%" for f in finals))
+print(f"\nfinal validation loss, bf16 against fp32 exchange: " + ", ".join(f"{100 * f:+.4f}%" for f in finals))
 PY
