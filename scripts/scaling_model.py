@@ -133,7 +133,7 @@ def distinct_random_rows(tokens, vocab):
     return vocab * (1 - math.exp(-tokens / vocab))
 
 
-def collectives(shape, bucket_bytes, p, tokens_per_rank, rows_of=distinct_rows):
+def collectives(shape, bucket_bytes, p, tokens_per_rank, rows_of=distinct_rows, wire=4):
     """(ready fraction of backward, bytes) of every collective of one update, in start order,
     as GradientSynchronizer starts them; ready -1 means at backward's start."""
     if p <= 1:
@@ -154,7 +154,7 @@ def collectives(shape, bucket_bytes, p, tokens_per_rank, rows_of=distinct_rows):
         pieces = max(1, math.ceil(count / cap)) if cap > 0 else 1
         for k in range(pieces):
             size = count * (k + 1) // pieces - count * k // pieces
-            out.append((ready, 4 * size))
+            out.append((ready, wire * size))
 
     for name, count, ready in reports:
         contiguous = name != "lnf" and open_count > 0  # every report but the first two extends downward
@@ -176,14 +176,29 @@ def collectives(shape, bucket_bytes, p, tokens_per_rank, rows_of=distinct_rows):
     return out
 
 
-def simulate(shape, compute, bucket_bytes, p, link, tokens_per_rank, kappa, rows_of=distinct_rows):
-    """(step, exposed, alone, overlapped bytes) for one update."""
+def exchange_of(r):
+    """(zero, bytes per gradient float on the wire) of a run; runs from before issue 24 have
+    neither field (no ZeRO, float32)."""
+    return r.get("zero", 0), 2 if r.get("allreduce_dtype", "fp32") == "bf16" else 4
+
+
+def simulate(shape, compute, bucket_bytes, p, link, tokens_per_rank, kappa, rows_of=distinct_rows, exchange=(0, 4)):
+    """(step, exposed, alone, overlapped bytes) for one update.
+
+    `exchange` = (zero, wire): wire is the bytes per gradient float (4, or 2 with the bf16
+    exchange; the token rows and the presence merge stay float32). On 2 ranks a bf16 bucket is one
+    ring all-reduce of half the bytes, and ZeRO-1's reduce of a piece onto its owner moves what
+    the ring's reduce-scatter and all-gather move (n / B), so both use the ring's time; ZeRO-1 then
+    adds the parameter all-gather after the update, (p - 1) / p * 4 N / B + (p - 1) alpha, which
+    nothing hides. With more ranks ZeRO-1's reduce onto one owner at a time and bf16's all-gather
+    after backward cost more than this: the model is checked on 2 ranks only for those modes."""
+    zero, wire = exchange
     forward = compute * 0.95 / 3
     backward = compute * 0.95 * 2 / 3
     end = forward + backward
     free, sent_during = forward, 0.0
     alone = 0.0
-    for ready, nbytes in collectives(shape, bucket_bytes, p, tokens_per_rank, rows_of):
+    for ready, nbytes in collectives(shape, bucket_bytes, p, tokens_per_rank, rows_of, wire):
         when = forward if ready < 0 else forward + ready * backward
         duration = ring_time(nbytes, p, link["B"], link["alpha"])
         alone += duration
@@ -192,6 +207,13 @@ def simulate(shape, compute, bucket_bytes, p, link, tokens_per_rank, kappa, rows
         if when < end:
             sent_during += nbytes
     exposed = max(0.0, free - end)
+    if zero and p > 1:
+        gather = (p - 1) / p * 4 * shape.params / link["B"] + (p - 1) * link["alpha"]
+        exposed += gather
+        # The alone replay starts the reduces and the all-gather together: per direction each
+        # rank's link carries (p - 1) / p of both, (p - 1) / p (wire + 4) N bytes, where the reduces
+        # alone were counted at the ring's 2 (p - 1) / p wire N.
+        alone += (p - 1) / p * (4 - wire) * shape.params / link["B"]
     return compute + kappa * sent_during + exposed, exposed, alone, sent_during
 
 
@@ -216,7 +238,7 @@ def fit_kappa(runs, links):
         shape = Shape(r["layers"], r["width"], r["vocab"], r["seq"])
         compute = min(r["compute_ms"]) / 1000
         _, _, _, sent = simulate(shape, compute, int(r["bucket_mb"] * MIB), r["ranks"], link, r["batch"] * r["seq"], 0,
-                                 distinct_random_rows)
+                                 distinct_random_rows, exchange_of(r))
         slowdown = (min(r["overlapped_ms"]) - min(r["compute_ms"]) - r["overlapped_wait_ms_median"]) / 1000
         if sent > 0:
             samples["shm" if net == "shm" else "tcp"].append(slowdown / sent)
@@ -246,7 +268,7 @@ def check(runs, links, kappa):
         for statistic, f in (("median", median), ("best", best)):
             compute = f(measured["compute"])
             args = (shape, compute)
-            tail = (r["ranks"], links[net], r["batch"] * r["seq"], k, distinct_random_rows)
+            tail = (r["ranks"], links[net], r["batch"] * r["seq"], k, distinct_random_rows, exchange_of(r))
             overlapped, exposed, alone, _ = simulate(*args, int(r["bucket_mb"] * MIB), *tail)
             serial, _, _, _ = simulate(*args, 0, *tail)
             row[statistic] = {"compute": compute, "exposed": exposed,
@@ -403,7 +425,7 @@ def main():
     parser.add_argument("results", nargs="+")
     parser.add_argument("--plot", help="write the efficiency plot here (PNG)")
     parser.add_argument("--tokens-per-node", type=int, default=8 * 512, help="tokens per node per update (8 x 512)")
-    parser.add_argument("--bucket-mb", type=float, default=25)
+    parser.add_argument("--bucket-mb", type=float, default=2)
     parser.add_argument("--vocab", type=int, default=50257)
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--fast-node", type=float, default=20, help="second node type: this many times this machine's rate")
