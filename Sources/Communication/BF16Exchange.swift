@@ -61,8 +61,8 @@ extension MPICommunicator {
             let send = try request("MPI_Isend", label: label, sequence: sequence) {
                 cmpi_isend(rounded.pointer, Int64(2 * count), CMPI_BYTE, Int32(root), Self.reduceTag, $0)
             }
-            // The rounded copy lives until the send is complete (the stage runs inside wait()).
-            return PendingCollective(request: send, label: label, then: [{ withExtendedLifetime(rounded) {}; return nil }])
+            // The rounded copy lives until the send is complete (the final work runs inside wait()).
+            return PendingCollective(requests: [send], label: label) { withExtendedLifetime(rounded) {} }
         }
         // Slot r holds rank r's bf16 values, root's own converted here.
         let slots = Buffer<BF16>(count: size * count)
@@ -75,15 +75,12 @@ extension MPICommunicator {
             })
         }
         let w = size
-        let sum: () throws -> MPIRequest? = {
+        return PendingCollective(requests: receives, label: label) {
             let values = FloatBuffer(count: w * count, zeroed: false)
             BF16Convert.widenSerial(slots.pointer, values.pointer, count: w * count)
             pairwiseSum((0..<w).map { values.pointer + $0 * count }, count: count)
             buffer.update(from: values.pointer, count: count)
-            return nil
         }
-        let waits: [() throws -> MPIRequest?] = receives.dropFirst().map { next in { next } }
-        return PendingCollective(request: receives[0], label: label, then: waits + [sum], companions: Array(receives.dropFirst()))
     }
 }
 

@@ -98,6 +98,14 @@ public final class PendingCollective {
         self.companions = companions
     }
 
+    /// Operations all started already (point-to-point messages), complete once every one is,
+    /// then `finally`'s local work (which starts nothing).
+    convenience init(requests: [MPIRequest], label: String, finally: (() -> Void)? = nil) {
+        let waits: [() throws -> MPIRequest?] = requests.dropFirst().map { next in { next } }
+        let last: [() throws -> MPIRequest?] = finally.map { work in [{ work(); return nil }] } ?? []
+        self.init(request: requests.first, label: label, then: waits + last, companions: Array(requests.dropFirst()))
+    }
+
     /// Already complete (the single-process case).
     static func completed(_ label: String) -> PendingCollective { PendingCollective(request: nil, label: label) }
 

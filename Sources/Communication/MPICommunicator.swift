@@ -137,8 +137,7 @@ public final class MPICommunicator: Communicator {
                 cmpi_irecv(buffer, Int64(count), CMPI_FLOAT32, Int32(root), Self.broadcastTag, $0)
             })
         }
-        let waits: [() throws -> MPIRequest?] = requests.dropFirst().map { next in { next } }
-        return PendingCollective(request: requests[0], label: label, then: waits, companions: Array(requests.dropFirst()))
+        return PendingCollective(requests: requests, label: label)
     }
 
     /// Message tag of `startTreeReduce`'s point-to-point traffic (the watchdog has its own). Every
@@ -155,7 +154,7 @@ public final class MPICommunicator: Communicator {
         if count == 0 { return .completed(label) }
         if rank != root {
             let send = try post("MPI_Isend") { cmpi_isend(buffer, Int64(count), CMPI_FLOAT32, Int32(root), Self.reduceTag, $0) }
-            return PendingCollective(request: send, label: label)
+            return PendingCollective(requests: [send], label: label)
         }
         // Rank r's values: root's own in `buffer`, the others' in `staging` (rank order, root skipped).
         let staging = FloatBuffer(count: (size - 1) * count, zeroed: false)
@@ -167,15 +166,12 @@ public final class MPICommunicator: Communicator {
             values.append(slot)
             receives.append(try post("MPI_Irecv") { cmpi_irecv(slot, Int64(count), CMPI_FLOAT32, Int32(r), Self.reduceTag, $0) })
         }
-        let sum: () throws -> MPIRequest? = {
+        return PendingCollective(requests: receives, label: label) {
             withExtendedLifetime(staging) {
                 pairwiseSum(values, count: count)
                 if values[0] != buffer { buffer.update(from: values[0], count: count) }
             }
-            return nil
         }
-        let waits: [() throws -> MPIRequest?] = receives.dropFirst().map { next in { next } }
-        return PendingCollective(request: receives[0], label: label, then: waits + [sum], companions: Array(receives.dropFirst()))
     }
 
     public func startBroadcast<T: CollectiveElement>(_ buffer: UnsafeMutablePointer<T>, count: Int, root: Int,

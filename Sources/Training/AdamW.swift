@@ -53,6 +53,15 @@ public final class AdamW {
         self.step = step
     }
 
+    /// Copies into `m` and `v` what `source` (moments of the parameters `covering`) holds for this
+    /// optimizer's shard: all of it, a part, or nothing.
+    public func copyMoments(from source: (m: FloatBuffer, v: FloatBuffer), covering: Range<Int>) {
+        let lower = max(covering.lowerBound, shard.lowerBound), upper = min(covering.upperBound, shard.upperBound)
+        guard lower < upper else { return }
+        m.pointer.advanced(by: lower - shard.lowerBound).update(from: source.m.pointer + (lower - covering.lowerBound), count: upper - lower)
+        v.pointer.advanced(by: lower - shard.lowerBound).update(from: source.v.pointer + (lower - covering.lowerBound), count: upper - lower)
+    }
+
     /// One update: p = p (1 - lr wd) - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
     /// With `weightCopy` (mixed precision), the same pass writes the new parameters' bf16 values
     /// there: the one conversion of the weights per update.

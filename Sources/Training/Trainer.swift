@@ -323,9 +323,7 @@ public final class Trainer {
         model = grownModel
         optimizer = freshOptimizer()
         if let carried = grown.moments {
-            let owned = ownedRange
-            optimizer.m.pointer.update(from: carried.m.pointer + owned.lowerBound, count: owned.count)
-            optimizer.v.pointer.update(from: carried.v.pointer + owned.lowerBound, count: owned.count)
+            optimizer.copyMoments(from: carried, covering: 0..<model.parameterCount)
             optimizer.step = previousStep
         }
         gradientSum = options.accumulation > 1 ? FloatBuffer(count: model.parameterCount) : nil

@@ -67,7 +67,7 @@ extension Trainer {
         return state(loaders: loaders)
     }
 
-    private func state(loaders: [LoaderPosition]) -> TrainingState {
+    func state(loaders: [LoaderPosition]) -> TrainingState {
         var state = TrainingState(step: step, options: options, loaders: loaders, optimizerStep: optimizer.step,
                                   tokensSeen: tokensSeen, worldSize: communicator.size)
         state.flops = flops

@@ -154,9 +154,7 @@ extension Trainer {
             try communicator.broadcast(full.m, label: "Adam first-moment broadcast from rank 0")
             try communicator.broadcast(full.v, label: "Adam second-moment broadcast from rank 0")
         }
-        let owned = ownedRange
-        optimizer.m.pointer.update(from: full.m.pointer + owned.lowerBound, count: owned.count)
-        optimizer.v.pointer.update(from: full.v.pointer + owned.lowerBound, count: owned.count)
+        optimizer.copyMoments(from: full, covering: 0..<model.parameterCount)
     }
 
     // MARK: sharded checkpoints
@@ -176,8 +174,7 @@ extension Trainer {
         do {
             try FileManager.default.createDirectory(atPath: folder.path, withIntermediateDirectories: true)
             let path = Trainer.momentShardPath(folder.file(name), rank: communicator.rank, of: layout.ranks)
-            var state = TrainingState(step: step, options: options, loaders: [], optimizerStep: optimizer.step,
-                                      tokensSeen: tokensSeen, worldSize: communicator.size)
+            var state = state(loaders: [])
             state.momentShards = layout.ranks
             try Checkpoint(config: model.config, state: state, tensors: [("adam.m", optimizer.m), ("adam.v", optimizer.v)]).write(to: path)
         } catch {
@@ -198,27 +195,13 @@ extension Trainer {
     /// that holds its moments itself. Collective.
     public func loadMomentShards(of checkpoint: Checkpoint, path: String) throws {
         guard let writers = checkpoint.state.momentShards else { return }
-        let savedStep = checkpoint.state.step
         let saved = ShardLayout(count: model.parameterCount, ranks: writers)
-        let owned = ownedRange
         for source in 0..<writers {
-            let file = Trainer.momentShardPath(path, rank: source, of: writers)
             let count = saved.range(of: source).count
             var shard: (m: FloatBuffer, v: FloatBuffer)?
             var failure = ""
             if communicator.isRoot {
-                do {
-                    let read = try Checkpoint.read(from: file)
-                    guard let m = read.tensor("adam.m"), let v = read.tensor("adam.v"), m.count == count, v.count == count else {
-                        throw CheckpointError(path: file, "does not hold Adam shard \(source) of \(writers) (\(count) values of adam.m and adam.v)")
-                    }
-                    guard read.state.step == savedStep, read.state.momentShards == writers else {
-                        throw CheckpointError(path: file, "belongs to update \(read.state.step) of a \(read.state.momentShards ?? 0)-shard run, not to update \(savedStep) of \(writers)")
-                    }
-                    shard = (m, v)
-                } catch {
-                    failure = "\(error)"
-                }
+                do { shard = try checkpoint.momentShard(source, path: path) } catch { failure = "\(error)" }
             }
             failure = try communicator.broadcast(failure, label: "Adam shard \(source) check from rank 0")
             if !failure.isEmpty { throw JobError(communicator.size > 1 ? "rank 0: \(failure)" : failure) }
@@ -227,16 +210,28 @@ extension Trainer {
                 try communicator.broadcast(received.m, label: "Adam first-moment shard \(source) from rank 0")
                 try communicator.broadcast(received.v, label: "Adam second-moment shard \(source) from rank 0")
             }
-            let range = saved.range(of: source)
-            let lower = max(range.lowerBound, owned.lowerBound), upper = min(range.upperBound, owned.upperBound)
-            guard lower < upper else { continue }
-            optimizer.m.pointer.advanced(by: lower - owned.lowerBound).update(from: received.m.pointer + (lower - range.lowerBound), count: upper - lower)
-            optimizer.v.pointer.advanced(by: lower - owned.lowerBound).update(from: received.v.pointer + (lower - range.lowerBound), count: upper - lower)
+            optimizer.copyMoments(from: received, covering: saved.range(of: source))
         }
     }
 }
 
 extension Checkpoint {
+    /// Moment shard `rank` of this sharded checkpoint (read from `path`'s shard file, verified as
+    /// any checkpoint, and checked to hold that shard of this very update).
+    func momentShard(_ rank: Int, path: String) throws -> (m: FloatBuffer, v: FloatBuffer) {
+        let writers = state.momentShards ?? 0
+        let file = Trainer.momentShardPath(path, rank: rank, of: writers)
+        let count = ShardLayout(count: config.parameterCount, ranks: writers).range(of: rank).count
+        let read = try Checkpoint.read(from: file)
+        guard let m = read.tensor("adam.m"), let v = read.tensor("adam.v"), m.count == count, v.count == count else {
+            throw CheckpointError(path: file, "does not hold Adam shard \(rank) of \(writers) (\(count) values of adam.m and adam.v)")
+        }
+        guard read.state.step == state.step, read.state.momentShards == writers else {
+            throw CheckpointError(path: file, "belongs to update \(read.state.step) of a \(read.state.momentShards ?? 0)-shard run, not to update \(state.step) of \(writers)")
+        }
+        return (m, v)
+    }
+
     /// This checkpoint with its moments in the file itself: a sharded one's shard files
     /// (`Trainer.momentShardPath`, beside `path`) read, verified and put together; any other
     /// returned as it is. For single-process tools that rewrite a checkpoint (`elle grow`).
@@ -245,15 +240,10 @@ extension Checkpoint {
         let layout = ShardLayout(count: parameters.count, ranks: writers)
         let m = FloatBuffer(count: parameters.count), v = FloatBuffer(count: parameters.count)
         for rank in 0..<writers {
-            let file = Trainer.momentShardPath(path, rank: rank, of: writers)
-            let shard = try Checkpoint.read(from: file)
+            let shard = try momentShard(rank, path: path)
             let range = layout.range(of: rank)
-            guard let a = shard.tensor("adam.m"), let b = shard.tensor("adam.v"), a.count == range.count, b.count == range.count,
-                  shard.state.step == state.step else {
-                throw CheckpointError(path: file, "is not Adam shard \(rank) of \(writers) of update \(state.step)")
-            }
-            m.pointer.advanced(by: range.lowerBound).update(from: a.pointer, count: range.count)
-            v.pointer.advanced(by: range.lowerBound).update(from: b.pointer, count: range.count)
+            m.pointer.advanced(by: range.lowerBound).update(from: shard.m.pointer, count: range.count)
+            v.pointer.advanced(by: range.lowerBound).update(from: shard.v.pointer, count: range.count)
         }
         var whole = self
         whole.state.momentShards = nil
