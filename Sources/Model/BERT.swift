@@ -242,6 +242,9 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         for l in stride(from: c.layers - 1, through: 0, by: -1) {
             let w = layout.blocks[l], s = acts.layers[l]
             let r = rows(ofBlock: l), k = r.count
+            // [gradient observer] Block l's parameters end where block l + 1's (or the head's)
+            // begin; each tensor is reported as soon as it is final (as GPT does).
+            let blockEnd = l + 1 < c.layers ? layout.blocks[l + 1].qkvWeight : layout.headDenseWeight
             // A block a ramp inserted: output = x + m (f(x) - x); the skip path's (1 - m) share
             // waits in rampSkip, the block's own gradient is m times the output's.
             let blend = ramp?.branchScale(layer: l)
@@ -255,28 +258,36 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
             LayerNorm.backward(dx: dResidual, dweight: G + w.ln2Weight, dbias: G + w.ln2Bias, dout: dOutput,
                                x: A + s.residual2, weight: P + w.ln2Weight, mean: A + s.ln2Mean, rstd: A + s.ln2Rstd,
                                rows: k, width: d, affine: affine, mask: norm)
+            observer?.gradientsFinal(w.ln2Weight..<blockEnd)
             var dBranch = dropouts.branchGradient(dResidual, count: k * d, site: 3 + 3 * l)
             Linear.backward(dx: A + acts.block.dFC, dweight: G + w.fcProjWeight, dbias: G + w.fcProjBias, dout: dBranch,
                             x: s.fcPost.operand(A), weight: W[w.fcProjWeight], rows: k, inFeatures: f, outFeatures: d,
-                            doutCopy: copy)
+                            doutCopy: copy) {
+                observer?.gradientsFinal(w.fcProjWeight..<w.ln2Weight)
+            }
             ramp?.scaleNewUnits(A + acts.block.dFC, rows: k, ffn: f)
             ErfGELU.backward(dx: A + acts.block.dFC, dout: A + acts.block.dFC, x: A + s.fcPre, count: k * f)
             // dResidual becomes d(hidden): the skip path plus the MLP's input gradient.
             Linear.backward(dx: dResidual, dweight: G + w.fcWeight, dbias: G + w.fcBias, dout: A + acts.block.dFC,
                             x: s.hidden.operand(A), weight: W[w.fcWeight], rows: k, inFeatures: d, outFeatures: f,
-                            accumulateInput: true, doutCopy: copy)
+                            accumulateInput: true, doutCopy: copy) {
+                observer?.gradientsFinal(w.fcWeight..<w.fcProjWeight)
+            }
             // hidden = ln1(residual1), residual1 = x + dropout(proj(attention(qkv(x))))
             dOutput.update(repeating: 0, count: k * d)
             LayerNorm.backward(dx: dOutput, dweight: G + w.ln1Weight, dbias: G + w.ln1Bias, dout: dResidual,
                                x: A + s.residual1, weight: P + w.ln1Weight, mean: A + s.ln1Mean, rstd: A + s.ln1Rstd,
                                rows: k, width: d, affine: affine, mask: norm)
+            observer?.gradientsFinal(w.ln1Weight..<w.fcWeight)
             dBranch = dropouts.branchGradient(dOutput, count: k * d, site: 2 + 3 * l)
             // A pruned block's row gradients go back to every position: d(atty) through the
             // (free) dQKV scratch, d(x) through dResidual; both are zero at the other rows.
             let dAttyRows = k < n ? A + acts.block.dQKV : A + acts.block.dAtty
             Linear.backward(dx: dAttyRows, dweight: G + w.attnProjWeight, dbias: G + w.attnProjBias, dout: dBranch,
                             x: r.atty.operand(A), weight: W[w.attnProjWeight], rows: k, inFeatures: a, outFeatures: d,
-                            doutCopy: copy)
+                            doutCopy: copy) {
+                observer?.gradientsFinal(w.attnProjWeight..<w.ln1Weight)
+            }
             if blend != nil { addInPlace(dOutput, A + acts.rampSkip, count: k * d) }
             if k < n {
                 (A + acts.block.dAtty).update(repeating: 0, count: n * a)
@@ -291,9 +302,9 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
             // dOutput becomes d(x), the gradient of the previous block's output.
             Linear.backward(dx: dOutput, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.block.dQKV,
                             x: acts.output[l].operand(A), weight: W[w.qkvWeight], rows: n, inFeatures: d, outFeatures: 3 * a,
-                            accumulateInput: true, doutCopy: copy)
-            // [gradient observer] block l's parameters end where block l + 1's (or the head's) begin.
-            observer?.gradientsFinal(w.qkvWeight..<(l + 1 < c.layers ? layout.blocks[l + 1].qkvWeight : layout.headDenseWeight))
+                            accumulateInput: true, doutCopy: copy) {
+                observer?.gradientsFinal(w.qkvWeight..<w.attnProjWeight)
+            }
         }
         let dNormOut = dropouts.branchGradient(dOutput, count: n * d, site: 0)
         dResidual.update(repeating: 0, count: n * d)

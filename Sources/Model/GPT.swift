@@ -98,8 +98,9 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
     /// Adds d(loss)/d(parameters) into `gradients`: the last forward's mean loss, or the loss
     /// whose logit gradient `headGradient` writes (`LanguageModel.backward(headGradient:)`).
     /// Tells `observer` which parameters' gradients are final as it goes: the token embedding
-    /// after the head (when the observer takes the lookup's gradient), the final norm, each block
-    /// from the last to the first, then the embeddings.
+    /// after the head (when the observer takes the lookup's gradient), the final norm, the blocks
+    /// from the last to the first (each tensor of a block as soon as it is final), then the
+    /// embeddings.
     public func backward(headGradient: ((UnsafeMutablePointer<Float>) -> Void)?, observer: GradientObserver?) {
         guard let acts, lastHadTargets else { preconditionFailure("backward without a forward pass with targets") }
         let c = config, b = lastBatch, t = lastSeq, n = b * t
@@ -141,37 +142,49 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
 
         for l in stride(from: c.layers - 1, through: 0, by: -1) {
             let w = layout.blocks[l], s = acts.layers[l]
+            // [gradient observer] Block l's parameters end where block l + 1's (or the final norm's)
+            // begin; each tensor is reported as soon as it is final (a product's weight and bias
+            // before its input gradient), so the exchange of a block starts inside it.
+            let blockEnd = l + 1 < c.layers ? layout.blocks[l + 1].ln1Weight : layout.finalNormWeight
             // MLP branch: residual[l+1] = residual2 + dropout(fcProj(gelu(fc(ln2(residual2)))))
             var dBranch = rampedBranchGradient(dropouts.branchGradient(dResidual, count: n * d, site: 3 + 3 * l),
                                                count: n * d, layer: l)
             Linear.backward(dx: A + acts.block.dFC, dweight: G + w.fcProjWeight, dbias: G + w.fcProjBias,
                             dout: dBranch, x: s.fcPost.operand(A), weight: W[w.fcProjWeight],
-                            rows: n, inFeatures: f, outFeatures: d, doutCopy: copy)
+                            rows: n, inFeatures: f, outFeatures: d, doutCopy: copy) {
+                observer?.gradientsFinal(w.fcProjWeight..<blockEnd)
+            }
             ramp?.scaleNewUnits(A + acts.block.dFC, rows: n, ffn: f)
             GELU.backward(dx: A + acts.block.dFC, dout: A + acts.block.dFC, x: A + s.fcPre, count: n * f)
             Linear.backward(dx: dNorm, dweight: G + w.fcWeight, dbias: G + w.fcBias, dout: A + acts.block.dFC,
                             x: s.ln2.operand(A), weight: W[w.fcWeight], rows: n, inFeatures: d, outFeatures: f,
-                            doutCopy: copy)
+                            doutCopy: copy) {
+                observer?.gradientsFinal(w.fcWeight..<w.fcProjWeight)
+            }
             LayerNorm.backward(dx: dResidual, dweight: G + w.ln2Weight, dbias: G + w.ln2Bias, dout: dNorm,
                                x: A + s.residual2, weight: P + w.ln2Weight, mean: A + s.ln2Mean,
                                rstd: A + s.ln2Rstd, rows: n, width: d, affine: affine, mask: norm)
+            observer?.gradientsFinal(w.ln2Weight..<w.fcWeight)
             // Attention branch: residual2 = residual[l] + dropout(proj(attention(qkv(ln1(residual[l])))))
             dBranch = rampedBranchGradient(dropouts.branchGradient(dResidual, count: n * d, site: 2 + 3 * l),
                                            count: n * d, layer: l)
             Linear.backward(dx: A + acts.block.dAtty, dweight: G + w.attnProjWeight, dbias: G + w.attnProjBias,
                             dout: dBranch, x: s.atty.operand(A), weight: W[w.attnProjWeight],
-                            rows: n, inFeatures: a, outFeatures: d, doutCopy: copy)
+                            rows: n, inFeatures: a, outFeatures: d, doutCopy: copy) {
+                observer?.gradientsFinal(w.attnProjWeight..<w.ln2Weight)
+            }
             Attention.backward(dqkv: A + acts.block.dQKV, dout: A + acts.block.dAtty, qkv: s.qkv.operand(A), att: A + s.att,
                                shape: shape, mask: .causal, dropout: dropouts.at(site: 1 + 3 * l), scratch: scratch)
             ramp?.scaleNewValues(A + acts.block.dQKV, rows: n, attentionWidth: a)
             Linear.backward(dx: dNorm, dweight: G + w.qkvWeight, dbias: G + w.qkvBias, dout: A + acts.block.dQKV,
                             x: s.ln1.operand(A), weight: W[w.qkvWeight], rows: n, inFeatures: d, outFeatures: 3 * a,
-                            doutCopy: copy)
+                            doutCopy: copy) {
+                observer?.gradientsFinal(w.qkvWeight..<w.attnProjWeight)
+            }
             LayerNorm.backward(dx: dResidual, dweight: G + w.ln1Weight, dbias: G + w.ln1Bias, dout: dNorm,
                                x: A + acts.residual[l], weight: P + w.ln1Weight, mean: A + s.ln1Mean,
                                rstd: A + s.ln1Rstd, rows: n, width: d, affine: affine, mask: norm)
-            // [gradient observer] block l's parameters end where block l + 1's (or the final norm's) begin.
-            observer?.gradientsFinal(w.ln1Weight..<(l + 1 < c.layers ? layout.blocks[l + 1].ln1Weight : layout.finalNormWeight))
+            observer?.gradientsFinal(w.ln1Weight..<w.qkvWeight)
         }
         let dEmbedding = dropouts.branchGradient(dResidual, count: n * d, site: 0)
         ramp?.scaleNewDimensions(dEmbedding, rows: n)

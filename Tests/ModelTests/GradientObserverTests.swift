@@ -68,8 +68,8 @@ final class GradientObserverTests: XCTestCase {
     }
 
     /// With the lookup gradient taken: the token embedding is reported first (right after the
-    /// head), then the final norm and blocks L-1..0 in order towards the buffer's start, then the
-    /// position embedding; the ranges tile the buffer; each is final when reported. Every
+    /// head), then the final norm and blocks L-1..0 (tensor by tensor) in order towards the
+    /// buffer's start, then the position embedding; the ranges tile the buffer; each is final when reported. Every
     /// gradient but the token embedding's is bit-identical to plain backward, and the head part
     /// plus the taken rows scattered by token equals plain backward's token-embedding gradient.
     func testReportsEveryRangeOnceAndTakesTheLookupGradient() throws {
@@ -95,8 +95,10 @@ final class GradientObserverTests: XCTestCase {
             let wte = layout.tokenEmbedding..<layout.positionEmbedding
             var expectedRanges = [wte, layout.finalNormWeight..<model.parameterCount]
             for l in stride(from: model.config.layers - 1, through: 0, by: -1) {
-                let end = l + 1 < model.config.layers ? layout.blocks[l + 1].ln1Weight : layout.finalNormWeight
-                expectedRanges.append(layout.blocks[l].ln1Weight..<end)
+                // Each tensor as soon as it is final, in backward's order.
+                let w = layout.blocks[l], end = l + 1 < model.config.layers ? layout.blocks[l + 1].ln1Weight : layout.finalNormWeight
+                expectedRanges += [w.fcProjWeight..<end, w.fcWeight..<w.fcProjWeight, w.ln2Weight..<w.fcWeight,
+                                   w.attnProjWeight..<w.ln2Weight, w.qkvWeight..<w.attnProjWeight, w.ln1Weight..<w.qkvWeight]
             }
             expectedRanges.append(layout.positionEmbedding..<layout.blocks[0].ln1Weight)
             XCTAssertEqual(recorder.ranges, expectedRanges)
@@ -147,8 +149,8 @@ final class GradientObserverTests: XCTestCase {
         XCTAssertEqual(recorder.ranges.map(\.count).reduce(0, +), model.parameterCount)
     }
 
-    /// BERT reports the MLM head (without the tied projection) and then blocks L-1..0, each
-    /// final when reported (the last block pruned to the masked rows, dropout on); it takes
+    /// BERT reports the MLM head (without the tied projection) and then blocks L-1..0 tensor by
+    /// tensor, each final when reported (the last block pruned to the masked rows, dropout on); it takes
     /// nothing, so its gradients are bit-identical to plain backward and the embeddings, left
     /// unreported, are final when backward returns.
     func testBERTReportsHeadAndBlocksFinal() throws {
@@ -174,7 +176,10 @@ final class GradientObserverTests: XCTestCase {
         let layout = model.layout
         var expected = [layout.headDenseWeight..<model.parameterCount]
         for l in stride(from: config.layers - 1, through: 0, by: -1) {
-            expected.append(layout.blocks[l].qkvWeight..<(l + 1 < config.layers ? layout.blocks[l + 1].qkvWeight : layout.headDenseWeight))
+            // Each tensor as soon as it is final, in backward's order.
+            let w = layout.blocks[l], end = l + 1 < config.layers ? layout.blocks[l + 1].qkvWeight : layout.headDenseWeight
+            expected += [w.ln2Weight..<end, w.fcProjWeight..<w.ln2Weight, w.fcWeight..<w.fcProjWeight,
+                         w.ln1Weight..<w.fcWeight, w.attnProjWeight..<w.ln1Weight, w.qkvWeight..<w.attnProjWeight]
         }
         XCTAssertEqual(recorder.ranges, expected)
         XCTAssertEqual(recorder.ranges.map(\.count).reduce(0, +), model.parameterCount - layout.blocks[0].qkvWeight)
