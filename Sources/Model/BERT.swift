@@ -64,10 +64,11 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         lastPruned = m < n
         lastEncodedOnly = false
         runEncoder(inputTokens, batch: b, seq: t)
+        settleArrivals()
 
         // MLM head on the predicted rows (the first m rows of the last output, in order):
         // logits = LN(GELU(dense(x))) wte^T + bias.
-        let P = parameters.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
+        let P = storage.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
         let W = weights(refreshing: false)
         let eps = c.layerNormEpsilon, norm = ramp?.norm
         Linear.forward(out: A + acts.headPre, x: acts.output[c.layers].operand(A), weight: W[layout.headDenseWeight],
@@ -96,6 +97,7 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         lastPruned = b < b * t
         lastEncodedOnly = true
         runEncoder(inputTokens, batch: b, seq: t)
+        settleArrivals()
         return UnsafePointer(acts.output[config.layers].floats(actBuffer.pointer))
     }
 
@@ -117,7 +119,7 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         for i in 0..<n where inputTokens[i] < 0 || Int(inputTokens[i]) >= c.vocab {
             preconditionFailure("token id \(inputTokens[i]) at position \(i) outside vocabulary 0..<\(c.vocab)")
         }
-        let P = parameters.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
+        let P = storage.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
         let W = weights(refreshing: true)
         let eps = c.layerNormEpsilon
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
@@ -133,6 +135,8 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
             }
         }
 
+        // Parameters still arriving are waited for part by part: embeddings, each block, the head.
+        arrive(through: layout.blocks.first?.qkvWeight ?? layout.headDenseWeight)
         Embedding.forward(out: A + acts.embeddingSum, tokens: tokens.pointer, wte: P + layout.tokenEmbedding,
                           wpe: P + layout.positionEmbedding, batch: b, seq: t, width: d)
         ramp?.scaleNewDimensions(A + acts.embeddingSum, rows: n)
@@ -145,6 +149,7 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
 
         for (l, w) in layout.blocks.enumerated() {
             let s = acts.layers[l], x = acts.output[l]
+            arrive(through: l + 1 < c.layers ? layout.blocks[l + 1].qkvWeight : layout.headDenseWeight)
             // Attention over every position (under bf16 it keeps the bf16 copy of qkv's product).
             let qkv = A + (s.qkv.float ?? acts.block.qkvFloat!)
             Linear.forward(out: qkv, x: x.operand(A), weight: W[w.qkvWeight], bias: P + w.qkvBias,
@@ -196,7 +201,7 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
     public func backward(headGradient: ((UnsafeMutablePointer<Float>) -> Void)?, observer: GradientObserver?) {
         guard let acts, lastHadTargets else { preconditionFailure("backward without a forward pass with targets") }
         let c = config, m = predictedCount, d = c.width, v = c.vocab
-        let P = parameters.pointer, G = gradients.pointer, A = actBuffer.pointer
+        let P = storage.pointer, G = gradients.pointer, A = actBuffer.pointer
         let W = weights(refreshing: false)
         let affine = c.normalization == .affine
         let dOutput = A + acts.dOutput, dResidual = A + acts.dResidual, branch = A + acts.branch
@@ -232,7 +237,7 @@ public final class BERT: TransformerModel<BERTLayout, BERTActivations>, Architec
         guard let acts else { return }
         let c = config, b = lastBatch, t = lastSeq, n = b * t
         let d = c.width, a = c.attentionWidth, f = c.ffn
-        let P = parameters.pointer, G = gradients.pointer, A = actBuffer.pointer
+        let P = storage.pointer, G = gradients.pointer, A = actBuffer.pointer
         let W = weights(refreshing: false), copy = Linear.GradientCopy.scratch(acts.block.doutCopy, in: A)
         let affine = c.normalization == .affine
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)

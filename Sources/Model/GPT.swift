@@ -34,11 +34,13 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
             preconditionFailure("token id \(inputTokens[i]) at position \(i) outside vocabulary 0..<\(v)")
         }
 
-        let P = parameters.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
+        let P = storage.pointer, A = actBuffer.pointer, affine = c.normalization == .affine
         let W = weights(refreshing: true)
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)
         let scratch = A + acts.block.attentionScratch
 
+        // Parameters still arriving are waited for part by part: embeddings, each block, the rest.
+        arrive(through: layout.blocks.first?.ln1Weight ?? layout.finalNormWeight)
         Embedding.forward(out: A + acts.residual[0], tokens: tokens.pointer, wte: P + layout.tokenEmbedding,
                           wpe: P + layout.positionEmbedding, batch: b, seq: t, width: d)
         let ramp = self.ramp, norm = ramp?.norm
@@ -48,6 +50,7 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
         for (l, w) in layout.blocks.enumerated() {
             let s = acts.layers[l]
             let x = A + acts.residual[l], branch = A + acts.branch
+            arrive(through: l + 1 < c.layers ? layout.blocks[l + 1].ln1Weight : layout.finalNormWeight)
             LayerNorm.forward(out: s.ln1.output(A), mean: A + s.ln1Mean, rstd: A + s.ln1Rstd, x: x,
                               weight: P + w.ln1Weight, bias: P + w.ln1Bias, rows: n, width: d,
                               epsilon: c.layerNormEpsilon, affine: affine, mask: norm)
@@ -75,6 +78,7 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
                         count: n * d, site: 3 + 3 * l)
         }
 
+        settleArrivals()
         LayerNorm.forward(out: acts.lnf.output(A), mean: A + acts.lnfMean, rstd: A + acts.lnfRstd,
                           x: A + acts.residual[c.layers], weight: P + layout.finalNormWeight,
                           bias: P + layout.finalNormBias, rows: n, width: d, epsilon: c.layerNormEpsilon, affine: affine,
@@ -105,7 +109,7 @@ public final class GPT: TransformerModel<GPTLayout, GPTActivations>, Architectur
         guard let acts, lastHadTargets else { preconditionFailure("backward without a forward pass with targets") }
         let c = config, b = lastBatch, t = lastSeq, n = b * t
         let d = c.width, a = c.attentionWidth, f = c.ffn, v = c.vocab
-        let P = parameters.pointer, G = gradients.pointer, A = actBuffer.pointer
+        let P = storage.pointer, G = gradients.pointer, A = actBuffer.pointer
         let W = weights(refreshing: false)
         let affine = c.normalization == .affine, ramp = self.ramp, norm = ramp?.norm
         let shape = Attention.Shape(batch: b, seq: t, heads: c.heads, headDim: c.headDim)

@@ -11,6 +11,11 @@ import Tensors
 public protocol LanguageModel: AnyObject {
     var config: ModelConfig { get }
     var parameters: FloatBuffer { get }
+    var parameterCount: Int { get }
+    /// Parameters still on their way when the next forward pass starts (ZeRO-1's all-gather):
+    /// the pass waits for each part just before it reads it; any other read of `parameters`
+    /// waits for all of them first.
+    var arrivals: ParameterArrivals? { get set }
     var gradients: FloatBuffer { get }
     /// Every parameter tensor: name, shape, offset in `parameters`, whether AdamW decays it.
     var tensors: [TensorSpec] { get }
@@ -49,8 +54,6 @@ public protocol LanguageModel: AnyObject {
 }
 
 extension LanguageModel {
-    public var parameterCount: Int { parameters.count }
-
     /// Tells the model that `parameters` were changed by something other than `AdamW.update`
     /// (a broadcast, a load, a test), so the bf16 weight copy is converted again before use.
     public func parametersChanged() { weightCopy?.isCurrent = false }
@@ -68,6 +71,13 @@ extension LanguageModel {
     public func forward(tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>?, batch: Int, seq: Int) -> Float {
         forward(tokens: tokens, targets: targets, batch: batch, seq: seq, dropoutSeed: nil)
     }
+}
+
+/// Parameters that arrive while a forward pass runs (`LanguageModel.arrivals`).
+public protocol ParameterArrivals: AnyObject {
+    /// Returns once every parameter below offset `end` is in place. A failure (a peer gone) is
+    /// kept for the owner to report; the wait then returns.
+    func waitFor(through end: Int)
 }
 
 /// A model of `config.architecture` over existing parameters (zeros when nil).

@@ -49,8 +49,23 @@ public class TransformerModel<Layout: ModelLayout, Activations: ActivationCarvin
     /// Changes only as a masked ramp advances (`advanceRamp`); the layout does not depend on it.
     public final private(set) var config: ModelConfig
     public final let layout: Layout
-    public final let parameters: FloatBuffer
+    /// The parameters. While some are still arriving (`arrivals`), reading them waits for all.
+    public final var parameters: FloatBuffer {
+        settleArrivals()
+        return storage
+    }
+    public final var parameterCount: Int { storage.count }
     public final let gradients: FloatBuffer
+    /// The parameter buffer itself: the passes read it part by part (`arrive(through:)`).
+    final let storage: FloatBuffer
+
+    /// Parameters still on their way (ZeRO-1's all-gather of the updated shards), consumed by
+    /// the next forward pass as it goes; nil once all are in place.
+    public final var arrivals: ParameterArrivals? {
+        didSet { arrivedThrough = 0 }
+    }
+    /// Parameters below this offset have arrived (and are converted for bf16 products).
+    private var arrivedThrough = 0
 
     /// The masks of a masked ramp for the current pass (nil without a ramp): set by `beginPass`.
     final var ramp: RampMasks?
@@ -69,16 +84,34 @@ public class TransformerModel<Layout: ModelLayout, Activations: ActivationCarvin
     /// The operands of matrix products: float32, or bf16 with the weights read from `weightCopy`
     /// (mixed precision; docs/ARCHITECTURE.md, "bf16").
     public final var precision: Precision = .fp32 {
-        didSet { weightCopy = BF16Copy.matching(precision, weightCopy, count: parameters.count) }
+        didSet { weightCopy = BF16Copy.matching(precision, weightCopy, count: storage.count) }
     }
     /// Under bf16, the weights as the products read them.
     public final private(set) var weightCopy: BF16Copy?
 
-    /// The weights as this pass's products read them; a forward pass first converts a stale copy.
+    /// The weights as this pass's products read them; a forward pass first converts a stale copy
+    /// (part by part in `arrive(through:)` while parameters are arriving).
     final func weights(refreshing: Bool) -> WeightOperands {
-        if refreshing { weightCopy?.refresh(from: parameters) }
-        return WeightOperands(parameters: parameters.pointer, copy: weightCopy?.pointer)
+        if refreshing && arrivals == nil { weightCopy?.refresh(from: storage) }
+        return WeightOperands(parameters: storage.pointer, copy: weightCopy?.pointer)
     }
+
+    /// Before a forward pass reads the parameters below `end` (it goes through the buffer in
+    /// order): waits for them to arrive and converts them for bf16 products when the copy is
+    /// stale. Nothing to do when no parameters are arriving.
+    final func arrive(through end: Int) {
+        guard let arrivals, end > arrivedThrough else { return }
+        arrivals.waitFor(through: end)
+        if let copy = weightCopy, !copy.isCurrent { copy.convert(from: storage, arrivedThrough..<end) }
+        arrivedThrough = end
+        if end >= storage.count {
+            weightCopy?.isCurrent = true
+            self.arrivals = nil
+        }
+    }
+
+    /// Waits for every parameter still arriving.
+    final func settleArrivals() { arrive(through: storage.count) }
 
     public static func layout(for config: ModelConfig) -> any ModelLayout { Layout(config: config) }
 
@@ -96,9 +129,9 @@ public class TransformerModel<Layout: ModelLayout, Activations: ActivationCarvin
                 throw ConfigError(field: "parameters",
                     message: "has \(parameters.count) values but \(config) needs \(layout.parameterCount)")
             }
-            self.parameters = parameters
+            storage = parameters
         } else {
-            self.parameters = FloatBuffer(count: layout.parameterCount)
+            storage = FloatBuffer(count: layout.parameterCount)
         }
         gradients = FloatBuffer(count: layout.parameterCount)
     }
@@ -111,7 +144,7 @@ public class TransformerModel<Layout: ModelLayout, Activations: ActivationCarvin
 
     /// Sets every parameter as a fresh model starts (`ModelLayout.initialize`): GPT-2's scheme
     /// for GPT (residual output projections at 0.02 / sqrt(2 L)), BERT's for BERT.
-    public final func initializeParameters(seed: UInt64) { layout.initialize(parameters.pointer, seed: seed) }
+    public final func initializeParameters(seed: UInt64) { layout.initialize(storage.pointer, seed: seed) }
 
     public final var tensors: [TensorSpec] { layout.tensors }
 

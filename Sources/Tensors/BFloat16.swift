@@ -138,4 +138,13 @@ public final class BF16Copy {
         Profiler.measure(.conversion) { BF16Convert.convert(source.pointer, buffer.pointer, count: source.count) }
         isCurrent = true
     }
+
+    /// Converts `range` of `source` alone (the same bits as converting it whole); the caller
+    /// sets `isCurrent` once every part is done.
+    public func convert(from source: FloatBuffer, _ range: Range<Int>) {
+        precondition(source.count == buffer.count && range.upperBound <= source.count, "bf16 copy range out of bounds")
+        Profiler.measure(.conversion) {
+            BF16Convert.convert(source.pointer + range.lowerBound, buffer.pointer + range.lowerBound, count: range.count)
+        }
+    }
 }

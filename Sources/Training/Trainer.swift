@@ -86,6 +86,8 @@ public final class Trainer {
     var cachedLogits = FloatBuffer(count: 0)
     /// ZeRO-1: the broadcasts of the last update's parameter all-gather (for `elle bench comm`).
     var lastParameterGather: [CollectiveRecord] = []
+    /// The last update's parameter all-gather under ZeRO-1 (`ShardArrivals`), until checked.
+    private var parameterArrivals: ShardArrivals?
     /// Compare a hash of the parameters across ranks every N updates (0: only before
     /// checkpoints). A mismatch means the replicas diverged and ends the job naming the rank.
     public var replicaCheckEvery = 100
@@ -251,6 +253,7 @@ public final class Trainer {
             if let gradientSum, !last { microBatchSum.add(model.gradients, into: gradientSum) }
         }
         try synchronizer.finish()
+        try checkParameterArrivals()
         // One non-zero term per entry: the vector's sum is exact, and added in g order it has
         // the same bits for any number of ranks.
         if communicator.size > 1 { try communicator.allReduce(losses, .sum, label: "loss all-reduce of update \(step + 1)") }
@@ -263,8 +266,17 @@ public final class Trainer {
             // the gathered parameters), then the shards are gathered.
             norm = try clipShardedGradients(gradients, layout: layout)
             optimizer.update(parameters: model.parameters, gradients: gradients, learningRate: lr)
-            lastParameterGather = try allGatherShards(model.parameters.pointer, layout: layout, what: "parameter all-gather of update \(step + 1)")
+            // The shards arrive while the next forward pass runs: it waits for each part just
+            // before it reads it; anything else that reads the parameters waits for all.
+            let (messages, records) = try startAllGather(model.parameters.pointer, layout: layout,
+                                                         what: "parameter all-gather of update \(step + 1)")
+            lastParameterGather = records
             model.parametersChanged()
+            if !messages.isEmpty {
+                let arrivals = ShardArrivals(messages)
+                model.arrivals = arrivals
+                parameterArrivals = arrivals
+            }
         } else {
             norm = clipGradients(gradients, maxNorm: options.clip)
             optimizer.update(parameters: model.parameters, gradients: gradients, learningRate: lr, weightCopy: model.weightCopy)
@@ -285,6 +297,14 @@ public final class Trainer {
                           gradientNorm: norm, tokens: tokens, seconds: seconds,
                           communicationWaitSeconds: synchronizer.lastWaitSeconds, distillationWeight: kdWeight,
                           crossEntropy: Float(crossEntropySum / Double(G)))
+    }
+
+    /// Throws what went wrong in the last update's parameter all-gather (ZeRO-1), once every
+    /// part of it was waited for (by this update's forward passes or another read).
+    private func checkParameterArrivals() throws {
+        guard let arrivals = parameterArrivals, model.arrivals == nil else { return }
+        parameterArrivals = nil
+        if let failure = arrivals.failure { throw failure }
     }
 
     /// Switches to new options between updates (a lifelong run's next stage or warmup): batch

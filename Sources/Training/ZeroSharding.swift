@@ -119,18 +119,25 @@ extension Trainer {
     /// rounds in flight, 340-500 ms. Collective.
     @discardableResult
     func allGatherShards(_ buffer: UnsafeMutablePointer<Float>, layout: ShardLayout, what: String) throws -> [CollectiveRecord] {
-        guard communicator.size > 1 else { return [] }
+        let (messages, records) = try startAllGather(buffer, layout: layout, what: what)
+        for message in messages { try message.collective.wait() }
+        return records
+    }
+
+    /// Starts `allGatherShards`'s messages and returns them in start order.
+    func startAllGather(_ buffer: UnsafeMutablePointer<Float>, layout: ShardLayout, what: String) throws
+        -> (messages: [ShardArrivals.Message], records: [CollectiveRecord]) {
+        guard communicator.size > 1 else { return ([], []) }
+        var messages: [ShardArrivals.Message] = []
         var records: [CollectiveRecord] = []
-        var pending: [PendingCollective] = []
         for (owner, range) in layout.interleavedMessages(of: (0..<layout.ranks).map { (owner: $0, range: layout.range(of: $0)) }) {
             let collective = try communicator.startDirectBroadcast(buffer + range.lowerBound, count: range.count, root: owner,
                                                                    label: "\(what) (elements \(range.lowerBound)..<\(range.upperBound) from rank \(owner))")
             collective.progressInBackground()
-            pending.append(collective)
+            messages.append((range, collective))
             records.append(CollectiveRecord(kind: .broadcast, count: range.count, root: owner))
         }
-        for collective in pending { try collective.wait() }
-        return records
+        return (messages, records)
     }
 
     /// Adam's moments over every parameter on every rank (gathered from the shards under ZeRO;
@@ -249,5 +256,30 @@ extension Checkpoint {
         whole.state.momentShards = nil
         whole.tensors = tensors.filter { $0.name != "adam.m" && $0.name != "adam.v" } + [("adam.m", m), ("adam.v", v)]
         return whole
+    }
+}
+
+/// ZeRO-1's parameter all-gather as the next forward pass consumes it (`LanguageModel.arrivals`):
+/// a part of the buffer is in place once every message that starts below its end is complete,
+/// sent or received (a rank's own shard goes out from the buffer the next update writes). The
+/// messages are waited for in buffer order, under the watchdog; the first failure is kept
+/// (`failure`) and ends the waiting, for the trainer to throw.
+final class ShardArrivals: ParameterArrivals {
+    typealias Message = (range: Range<Int>, collective: PendingCollective)
+    private let messages: [Message]
+    private var next = 0
+    private(set) var failure: Error?
+
+    init(_ messages: [Message]) {
+        self.messages = messages.sorted { $0.range.lowerBound < $1.range.lowerBound }
+    }
+
+    func waitFor(through end: Int) {
+        while next < messages.count && messages[next].range.lowerBound < end {
+            if failure == nil {
+                do { try messages[next].collective.wait() } catch { failure = error }
+            }
+            next += 1
+        }
     }
 }

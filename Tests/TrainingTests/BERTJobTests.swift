@@ -5,7 +5,7 @@ import XCTest
 
 /// BERT under `mpirun` (a subprocess on the built `elle`): masks are keyed by (seed, update,
 /// global micro-batch), so 2 ranks x 1 micro-batch (gradients all-reduced in small buckets during
-/// backward) mask, drop and update exactly like 1 rank x 2.
+/// backward) mask, drop and update exactly like 1 rank x 2, with ZeRO-1 too.
 final class BERTJobTests: XCTestCase {
     func testTwoRanksMatchOneRankWithTwoMicroBatchesBitForBit() throws {
         let folder = temporaryFolder("elle-bert-mpi")
@@ -46,5 +46,15 @@ final class BERTJobTests: XCTestCase {
         }
         XCTAssertEqual(y.state.options.maskedLM, x.state.options.maskedLM)
         XCTAssertNotNil(x.state.options.maskedLM)
+
+        // ZeRO-1: the parameter all-gather overlaps the next forward pass, which waits for the
+        // embeddings, each block and the head as it reaches them; the same records and parameters.
+        let zero = folder + "/zero"
+        let c = try MPIJob.run(ranks: 2, elleExecutable, run(zero, accumulation: 1) + ["--zero", "1"])
+        XCTAssertEqual(c.status, 0, c.stdout + c.stderr)
+        XCTAssertEqual(try records(zero), expected)
+        let z = try XCTUnwrap(try Checkpoint.read(from: zero + "/step-00000012.ckpt").tensor("parameters"))
+        let p = try XCTUnwrap(x.tensor("parameters"))
+        XCTAssertTrue(bitIdentical(p.pointer, z.pointer, p.count), "ZeRO-1 parameters differ")
     }
 }

@@ -71,6 +71,24 @@ final class ZeroJobTests: XCTestCase {
         print("ZeRO-1 vs plain data parallelism, 2 ranks, growth at 8, stop/resume at 12: \(expected.count) records equal, parameters \(hash), moments equal")
     }
 
+    /// Under the bf16 step, ZeRO-1's next forward pass converts the parameters for its products
+    /// part by part as they arrive (plain data parallelism: AdamW writes the copy whole): every
+    /// record and the final parameters are the same bits, with dropout and 2 micro-batches.
+    func testZeroMatchesDataParallelUnderTheBF16Step() throws {
+        let plain = temporaryFolder(), zero = temporaryFolder()
+        defer { for f in [plain, zero] { try? FileManager.default.removeItem(atPath: f) } }
+        let extra = ["--precision", "bf16", "--dropout", "0.1", "--accumulation", "2", "--eval-every", "5"]
+        let a = try runMPI(2, JobRecords.tinyRun(out: plain, steps: 10) + extra)
+        XCTAssertEqual(a.status, 0, a.stdout + a.stderr)
+        let b = try runMPI(2, JobRecords.tinyRun(out: zero, steps: 10) + extra + ["--zero", "1"])
+        XCTAssertEqual(b.status, 0, b.stdout + b.stderr)
+        let expected = try JobRecords.metrics(plain)
+        XCTAssertEqual(expected.filter { $0.contains("\"loss\"") }.count, 10)
+        XCTAssertEqual(try JobRecords.metrics(zero), expected)
+        let hash = try XCTUnwrap(JobRecords.finalHash(a.stdout))
+        XCTAssertEqual(JobRecords.finalHash(b.stdout), hash)
+    }
+
     /// Must show 1: a sharded checkpoint of 2 ranks x 2 micro-batches resumes on 4 ranks (ZeRO,
     /// 4 shards then) and on 1 rank (plain: the shards put together) exactly like the
     /// uninterrupted plain run; a missing shard ends the resume with an error naming the file.
