@@ -5,12 +5,16 @@
 #   small-1x64      the starting size 1/64, never grown
 #   policy          1/64 growing on plateau to 2/64 then 2/128 (identity depth, moments carried)
 #   policy-ramp     the same with a 100-update masked ramp on every growth
-# each for SEEDS (default "1 2"); then scripts/growth_policy_report.py tabulates the FLOPs each
+#   oracle-2x128-atN  1/64 grown once, straight to 2/128, after update N (ORACLE_AT, default 3064:
+#                   where the policy's first growth came in every run) with the policy's growth
+#                   options; --steps puts its total FLOPs at C, its schedule runs on updates
+# each for SEEDS (default "1 2") and ARMS (default all five); then scripts/growth_policy_report.py tabulates the FLOPs each
 # run needs to reach the scratch run's final validation loss and plots the curves with the growth
 # points marked.
 #
 #   scripts/growth_policy_experiment.sh            # C = 3.06e13 (payoff-tiny's x64 stage)
 #   BUDGET=7.66e12 OUT=runs/growth-policy-x16 scripts/growth_policy_experiment.sh
+#   ARMS=oracle scripts/growth_policy_experiment.sh   # only the oracle-timing arm
 #
 # Resumable: a finished run (its final checkpoint's "parameters xxh64" line in train.log) is
 # skipped, a stopped one continues from its newest checkpoint. JOBS (default 2) runs at a time,
@@ -25,6 +29,8 @@ budget=${BUDGET:-3.06e13}
 jobs=${JOBS:-2}
 threads=${THREADS:-1}
 seeds=${SEEDS:-1 2}
+arms=${ARMS:-scratch-2x128 small-1x64 policy policy-ramp oracle}
+oracle_at=${ORACLE_AT:-3064}
 [ -x "$elle" ] || swift build -c release
 [ -f runs/experiment-data/manifest.json ] || { echo "growth_policy_experiment: runs/experiment-data is missing (scripts/elle_experiment.sh prepares it)" >&2; exit 1; }
 mkdir -p "$out"
@@ -48,6 +54,12 @@ steps_for() { python3 -c "print(round($budget / $1))"; }
 small=$(per_update 1 64 1); large=$(per_update 2 128 2)
 small_steps=$(steps_for "$small"); large_steps=$(steps_for "$large")
 echo "budget $budget FLOPs: $small_steps updates of 1/64 ($small each), $large_steps of 2/128 ($large each)"
+# The oracle: ORACLE_AT updates of 1/64, then as many of 2/128 as the rest of the budget pays for.
+oracle_steps=$(python3 -c "print($oracle_at + round(($budget - $oracle_at * $small) / $large))")
+python3 -c "
+f = $oracle_at * $small + ($oracle_steps - $oracle_at) * $large
+assert abs(f / $budget - 1) < 0.005, f
+print('oracle: %d updates (%d of 1/64, then 2/128), %.4e FLOPs (%+.2f%% of the budget)' % ($oracle_steps, $oracle_at, f, 100 * (f / $budget - 1)))"
 
 run_one() {   # name seed args...
     local name=$1 seed=$2; shift 2
@@ -66,14 +78,19 @@ run_one() {   # name seed args...
     echo "done $name-s$seed"
 }
 
+wanted() { [[ " $arms " == *" $1 "* ]]; }
 commands=()
 for seed in $seeds; do
-    commands+=("scratch-2x128 $seed --layers 2 --width 128 --heads 2 --steps $large_steps --warmup $(( large_steps / 50 )) --eval-every $(( large_steps / 40 ))")
-    commands+=("small-1x64 $seed --layers 1 --width 64 --heads 1 --steps $small_steps --warmup $(( small_steps / 50 )) --eval-every $(( small_steps / 40 ))")
+    wanted scratch-2x128 && commands+=("scratch-2x128 $seed --layers 2 --width 128 --heads 2 --steps $large_steps --warmup $(( large_steps / 50 )) --eval-every $(( large_steps / 40 ))")
+    wanted small-1x64 && commands+=("small-1x64 $seed --layers 1 --width 64 --heads 1 --steps $small_steps --warmup $(( small_steps / 50 )) --eval-every $(( small_steps / 40 ))")
     for arm in policy policy-ramp; do
+        wanted $arm || continue
         ramp=(); [ "$arm" = policy-ramp ] && ramp=(--grow-ramp 100)
         commands+=("$arm $seed --layers 1 --width 64 --heads 1 --steps $small_steps --warmup $(( small_steps / 50 )) --eval-every $(( small_steps / 40 )) --grow-on-plateau 2/64/1,2/128/2 ${ramp[*]}")
     done
+    # The policy's growth options (docs/GROWTH.md "When to grow"), one growth at a fixed update:
+    # --grow-at keeps the schedule on updates (cosine over oracle_steps updates, not over FLOPs).
+    wanted oracle && commands+=("oracle-2x128-at$oracle_at $seed --layers 1 --width 64 --heads 1 --steps $oracle_steps --warmup $(( oracle_steps / 50 )) --eval-every $(( oracle_steps / 40 )) --grow-at $oracle_at --grow-to 2/128/2 --grow-depth-mode identity --grow-moments carry --grow-noise 0.01")
 done
 [ -f "$out/runs.tsv" ] || printf 'run\tseed\tseconds\tload_before\tload_after\tcommit\n' > "$out/runs.tsv"
 export -f run_one; export elle out threads
