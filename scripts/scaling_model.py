@@ -18,8 +18,10 @@ Model, per update on p ranks (one per node), all times in seconds, B and alpha p
   compute: forward 0.95/3, backward 0.95 * 2/3, the optimizer 0.05 of the step (ZeRO-1: 1/p of
     the optimizer); inside backward each part in proportion to its FLOPs (head 2VD, block
     24D^2 + 4TD per token).
-  The bucket plan (GradientSynchronizer): reports tied embedding after the head, final norm,
-    blocks L-1..0, position embedding; a report extends the open bucket when it lies just below
+  The bucket plan (GradientSynchronizer): reports the tied embedding after the head's weight
+    product (half the head), the final norm after the head, blocks L-1..0 tensor by tensor (each
+    product's weight and bias after its weight product, each norm after itself), the position
+    embedding last; a report extends the open bucket when it lies just below
     it; a bucket is started at bucket_mb (split in equal pieces) or when a report is not
     adjacent; what is left starts after backward. Every rank starts the same collectives.
   Always: the token-row presence merge (MPI all-reduce of V floats, at backward's start) and,
@@ -45,7 +47,11 @@ Model, per update on p ranks (one per node), all times in seconds, B and alpha p
       oldest reduction before starting the next piece: backward stalls (the stall delays every
       rank: an approximation). After backward: the token rows, the owners' sums (3+ ranks), the
       clipping norm's all-reduce of per-block partial sums, then the parameter all-gather, every
-      owner sending its shard to every rank, (p-1) 4 shard / B + (p-1) alpha, exposed.
+      owner sending its shard to every rank, (p-1) 4 shard / B + (p-1) alpha in all, consumed by
+      the next forward pass (`LanguageModel.arrivals`): the owners' messages go out interleaved,
+      so a fraction f of every shard has arrived after f of that time; the forward pass reads the
+      embeddings, block 0..L-1, then the final norm and head, waiting at each part for what other
+      ranks own of it; the slowest rank's waits are exposed (`forward_wait`).
   kappa: CPU time each byte a rank sends during backward costs the computing cores (TCP copies,
     polling), fitted on the measured overlapped steps (not ZeRO-1's, whose wait leaves out the
     all-gather). A rank sends 2 (p-1)/p n per ring all-reduce of n bytes, (p-1)/p n per
@@ -211,6 +217,25 @@ def shard_floats(params, p):
     return max(1, -(-blocks // p)) * 16384
 
 
+def block_reports(shape, lower, start, span):
+    """Block reports (range, when final) in backward's order: each tensor as soon as it is final
+    (GPT.backward). A block's backward is `span` of backward from `start`; its parts in FLOPs per
+    token (the units of backward_parts): each product's weight product then its input product
+    (fc.proj 4D^2 + 4D^2, fc 4D^2 + 4D^2, attention projection D^2 + D^2, then attention 4DT,
+    qkv 3D^2 + 3D^2). Layout: ln1, qkv, proj, ln2, fc, fc.proj (weights and biases)."""
+    d, t = shape.D, shape.T
+    total = 24 * d * d + 4 * d * t
+    ln1, qkv, proj, ln2, fc, fcproj = [2 * d, 3 * d * d + 3 * d, d * d + d, 2 * d, 4 * d * d + 4 * d, 4 * d * d + d]
+    offsets = [lower]
+    for size in [ln1, qkv, proj, ln2, fc]:
+        offsets.append(offsets[-1] + size)
+    o_ln1, o_qkv, o_proj, o_ln2, o_fc, o_fcproj = offsets
+    end = lower + shape.block
+    at = lambda flops: start + span * flops / total
+    return [(o_fcproj, end, at(4 * d * d)), (o_fc, o_fcproj, at(12 * d * d)), (o_ln2, o_fc, at(16 * d * d)),
+            (o_proj, o_ln2, at(17 * d * d)), (o_qkv, o_proj, at(21 * d * d + 4 * d * t)), (o_ln1, o_qkv, start + span)]
+
+
 def buckets(shape, bucket_bytes):
     """(ready fraction of backward, first float, floats) of every gradient collective of one
     update, in start order, as GradientSynchronizer starts them (bucket_bytes 0: the whole buffer
@@ -223,12 +248,11 @@ def buckets(shape, bucket_bytes):
     wpe = shape.V * shape.D
     first_block = wpe + shape.context * shape.D
     # Reports (range, when final as a fraction of backward).
-    reports = [(0, wpe, head), (shape.params - 2 * shape.D, shape.params, head)]
+    reports = [(0, wpe, head / 2), (shape.params - 2 * shape.D, shape.params, head)]
     t = head
     for layer in reversed(range(shape.L)):
+        reports += block_reports(shape, first_block + layer * shape.block, t, blocks[layer])
         t += blocks[layer]
-        lower = first_block + layer * shape.block
-        reports.append((lower, lower + shape.block, t))
     reports.append((wpe, first_block, 1.0))
     out = []
 
@@ -252,6 +276,32 @@ def buckets(shape, bucket_bytes):
     if open_range:
         start(*open_range, 1.0)
     return out
+
+
+def forward_wait(shape, forward, shard, p, gather):
+    """ZeRO-1: how long the slowest rank's forward pass waits for the parameter all-gather that
+    started when the update ended (`gather` seconds in all). Owners send interleaved, so f of each
+    shard has arrived after f * gather; the pass reads the embeddings (no time), blocks 0..L-1,
+    then the final norm and the head (times as backward_parts' shares of `forward`), waiting
+    at each for the parts other ranks own."""
+    head, blocks = shape.backward_parts()
+    first_block = shape.V * shape.D + shape.context * shape.D
+    parts = [(0, first_block, 0.0)]
+    parts += [(first_block + l * shape.block, first_block + (l + 1) * shape.block, blocks[l] * forward) for l in range(shape.L)]
+    parts.append((shape.params - 2 * shape.D, shape.params, head * forward))
+    worst = 0.0
+    for rank in range(p):
+        t = 0.0
+        for lower, upper, seconds in parts:
+            ready = 0.0
+            for owner in range(p):
+                o_lower, o_upper = owner * shard, min((owner + 1) * shard, shape.params)
+                if owner == rank or o_upper <= lower or o_lower >= upper:
+                    continue
+                ready = max(ready, gather * (min(upper, o_upper) - o_lower) / (o_upper - o_lower))
+            t = max(t, ready) + seconds
+        worst = max(worst, t - forward)
+    return worst
 
 
 def message_cuts(pieces):
@@ -367,12 +417,12 @@ def simulate(shape, compute, bucket_bytes, p, link, tokens_per_rank, kappa, rows
         # The token rows (a float32 tree sum over every link) once backward has ended, the
         # owners' sums (p pieces per shard float: 3+ ranks), the clipping norm's all-reduce of
         # per-block partial sums (doubles), then the all-gather: every owner sends its shard to
-        # every rank point to point, all at once; nothing overlaps it.
+        # every rank point to point, all at once, consumed by the next forward pass.
         rows = ring(row_bytes) if p == 2 else 2 * a2a(row_bytes) + 16 * row_bytes / 4 / memory_rate
         sums = (local_per_float - 8) * shard * p / memory_rate if p > 2 else 0.0
         norm = ring(8 * math.ceil(shape.params / 16384))
         reduced = max(max(inbound), outbound, end, post)
-        gather = (p - 1) * 4 * min(shard, shape.params) / b + (p - 1) * alpha
+        gather = forward_wait(shape, forward, shard, p, (p - 1) * 4 * min(shard, shape.params) / b + (p - 1) * alpha)
         last = reduced + rows + sums + norm + gather
         # The replay: the reduces and the all-gather's broadcasts started together; an owner's
         # incoming link carries its shard from every other rank twice (w + 4 bytes per float).
@@ -833,7 +883,7 @@ def main():
     rows = check(runs, links, kappa)
     print("\n## Model vs measurement, per configuration (input: its measured compute step)")
     print("(ZeRO-1: the measured wait covers the reduces and token rows; the predicted exposed time also holds backward's "
-          "stalls on the owner's staging; the all-gather after the update is given beside)")
+          "stalls on the owner's staging; the next forward pass's wait for the parameter all-gather is given beside)")
     print("| config | statistic | repeats | compute | overlapped measured / predicted (error) | "
           "serial measured / predicted (error) | alone measured / predicted (error) | exposed: waited / predicted |")
     print("|---|---|---|---|---|---|---|---|")
@@ -849,7 +899,7 @@ def main():
                     worst = max(worst, abs(error))
                 cells.append(f"{m:.3f} / {pr:.3f} ({100 * error:+.0f}%)")
             waited = f"{row['wait']:.3f}" if statistic == "median" else "-"
-            exposed = f"{waited} / {x['exposed'] - x['gather']:.3f}" + (f" (+ all-gather {x['gather']:.3f})" if x["gather"] else "")
+            exposed = f"{waited} / {x['exposed'] - x['gather']:.3f}" + (f" (+ the next forward's wait for the all-gather {x['gather']:.3f})" if x["gather"] else "")
             print(f"| {row['config']} | {statistic} | {row['repeats']} | {x['compute']:.3f} | " + " | ".join(cells) + f" | {exposed} |")
     print(f"\nlargest step-time error (overlapped and serial, medians and best-of): {100 * worst:.1f}%")
 
