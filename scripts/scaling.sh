@@ -6,8 +6,13 @@
 #   scripts/scaling.sh [--out DIR] [--rounds N] [--steps N] [--layers L --width D --heads H]
 #                      [--vocab V] [--seq T] [--batch B] [--bucket-mb M[,M2...]] [--rates R[,R2...]]
 #                      [--own-sessions] [--first-round N] [--variants V[,V2...]]
+#                      [--hosts N] [--elle PATH] [--label TEXT]
 #                      [local] [weak] [netns] [calibrate] [grow]
 #
+# --hosts N: the netns experiment's namespaces (one rank each, default 2); more than the 2 cores
+# slow the computation, so such runs show what communication leaves exposed, not speed.
+# --elle PATH runs another build (e.g. of an earlier commit, for before/after); --label TEXT is
+# appended to the netns configurations' names to tell the builds apart.
 # local:     on this machine: 1 rank x 1 thread (batch B and 2B), 1 rank x 2 threads (batch 2B),
 #            2 ranks x 1 thread (batch B each; shared memory). Weak scaling compares 2 ranks x B
 #            with 1 rank x B; strong scaling compares them with the same 2B sequences on 1 rank.
@@ -39,7 +44,7 @@ repo="$(dirname "$here")"
 elle="$repo/.build/release/elle"
 out="$repo/runs/scaling"
 rounds=3 steps=4 layers=6 width=384 heads=6 vocab=16384 seq=128 batch=8 bucket=25 rates=1gbit,10gbit,none variants=fp32
-own_sessions=0 first=1
+own_sessions=0 first=1 netns_hosts=2 label="" 
 parts=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -56,6 +61,9 @@ while [[ $# -gt 0 ]]; do
         --rates) rates="$2"; shift 2 ;;
         --variants) variants="$2"; shift 2 ;;
         --own-sessions) own_sessions=1; shift ;;
+        --hosts) netns_hosts="$2"; shift 2 ;;
+        --elle) elle="$2"; shift 2 ;;
+        --label) label="$2"; shift 2 ;;
         --first-round) first="$2"; shift 2 ;;  # round numbers of a continued series
         local|weak|netns|calibrate|grow) parts+=("$1"); shift ;;
         *) echo "scaling.sh: unknown argument $1" >&2; exit 2 ;;
@@ -207,6 +215,7 @@ variant_flags() {
 run_netns() {
     local r="$1" k b v
     local -a list=(${rates//,/ }) vlist=(${variants//,/ })
+    [[ ${#hosts[@]} == "$netns_hosts" ]] || make_hosts "$netns_hosts"
     for ((k = 0; k < ${#list[@]}; k++)); do
         local rate=${list[$(( (k + r) % ${#list[@]} ))]}
         set_rate "$rate"
@@ -214,7 +223,7 @@ run_netns() {
             for ((v = 0; v < ${#vlist[@]}; v++)); do
                 local variant=${vlist[$(( (v + r) % ${#vlist[@]} ))]} suffix=""
                 [[ "$variant" != fp32 ]] && suffix="-$variant"
-                record netns "2x1-$rate-bucket$b$suffix" "$r" netns_mpirun "$elle" bench comm "${model[@]}" --batch "$batch" \
+                record netns "${netns_hosts}x1-$rate-bucket$b$suffix$label" "$r" netns_mpirun "$elle" bench comm "${model[@]}" --batch "$batch" \
                     --threads 1 --bucket-mb "$b" $(variant_flags "$variant") --json
             done
         done

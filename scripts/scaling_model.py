@@ -33,11 +33,13 @@ Model, per update on p ranks (one per node), all times in seconds, B and alpha p
     plain, 3+ ranks (MPICommunicator.startTreeSum, BF16Exchange.startTreeSumBF16, fp32 and bf16
       alike): an MPI all-to-all of each rank's shares when the bucket is ready, (p-1)/p w n / B +
       (p-1) alpha (libnbc's linear all-to-all: p-1 messages), queued on the link; each owner adds
-      its p shares in the pairwise tree over rank order; the all-gather of the sums, the same
-      cost, starts only when the collective is waited for (stages run inside wait()), so after
-      backward, one bucket after another, each after its local work (sums, bf16 conversions,
-      copies: 16 or 20 bytes of memory traffic per float at MEMORY_RATE). All of that is exposed.
+      its p shares in the pairwise tree over rank order and sends its share of the sums point to
+      point to every rank (ShareExchange) as soon as its all-to-all is done (the next report during
+      backward), the same cost again on the same link queue; the sums and copies (16 or 20 bytes
+      of memory traffic per float at MEMORY_RATE) run on the computing thread and delay it.
       "Tree" is the order of the additions, not the messages: nothing travels level by level.
+      (Before stop 32 the second half was an MPI all-gather started inside wait(), after
+      backward, one bucket after another: all of it exposed.)
     ZeRO-1 (Communicator.startTreeReduce, ZeroSharding.swift): shards of whole blocks of 16384
       floats; every bucket cut at shard boundaries and into messages of at most 2 MiB of floats,
       owners interleaved; each message is sent point to point by the p-1 others to its owner,
@@ -364,18 +366,21 @@ def simulate(shape, compute, bucket_bytes, p, link, tokens_per_rank, kappa, rows
                 alone += duration
                 if when < end:
                     sent += nbytes
-            else:  # startTreeSum: all-to-all now; all-gather when waited for, after backward, one by one
-                duration = a2a(nbytes)
-                tail += a2a(nbytes) + local_per_float * count / memory_rate
-                alone += 2 * duration + local_per_float * count / memory_rate
+            else:  # startTreeSum: all-to-all now; the owners' sums go point to point as soon as it is done
+                # (ShareExchange, at the next report); the owner's sum is local work on the
+                # computing thread (during backward: it delays backward; after: exposed).
+                duration = 2 * a2a(nbytes)
+                work = local_per_float * count / memory_rate
+                local += work
+                alone += duration + work
                 if when < end:
-                    sent += (p - 1) / p * nbytes
+                    sent += 2 * (p - 1) / p * nbytes
             free = max(when, free) + duration
         if p == 2:
             rows = ring(row_bytes)
         else:  # the token rows: a float32 startTreeSum, its all-gather last of all
             rows = 2 * a2a(row_bytes) + 16 * row_bytes / 4 / memory_rate
-        last = max(end, free) + tail + rows
+        last = max(end + local, free) + tail + rows
         alone += rows
         gather = 0.0
     else:
@@ -714,8 +719,9 @@ def memory(shape, p, zero, step, wire, bucket_bytes):
     what the exchange holds at the end of backward (GradientSync.swift, MPICommunicator.swift,
     BF16Exchange.swift; every buffer below lives until `finish` waits its collective):
       plain, 2 ranks: fp32 nothing (in place); bf16 the bf16 copy of every bucket, 2N.
-      plain, 3+ ranks: every bucket's all-to-all in and all-gather out buffers, w x share each:
-        2 x 4N (fp32), 2 x 2N (bf16).
+      plain, 3+ ranks: every bucket's all-to-all out and in buffers, w x share each, 2 x 4N
+        (fp32), and for bf16 also the gathered bf16 sums, 3 x 2N: an upper bound, since a
+        bucket whose shares are all sent and received during backward frees them then.
       ZeRO-1: the owner's received pieces, (p-1) x count floats per piece, bounded by 4 buckets
         per sending rank plus the message being started (and by the shard); bf16: as bf16
         (p/(p-1) slots per piece), plus every piece this rank sends rounded to bf16, 2N (p-1)/p.
@@ -727,7 +733,7 @@ def memory(shape, p, zero, step, wire, bucket_bytes):
     if p == 1:
         staging = 0
     elif not zero:
-        staging = (2 * n if wire == "bf16" else 0) if p == 2 else 2 * w * n
+        staging = (2 * n if wire == "bf16" else 0) if p == 2 else (2 if wire == "fp32" else 3) * w * n
     else:
         bucket = max(bucket_bytes // 4, 1)
         owned = min(4 * bucket * (p - 1) + MESSAGE_FLOATS * (p - 1), (p - 1) * shard)

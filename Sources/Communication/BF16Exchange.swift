@@ -26,28 +26,32 @@ extension MPICommunicator {
                 return nil
             }])
         }
-        let w = size, share = (count + w - 1) / w
+        let w = size, share = (count + w - 1) / w, sequence = watchdog.begin()
         let outgoing = Buffer<BF16>(count: w * share), incoming = Buffer<BF16>(count: w * share)
         BF16Convert.convert(buffer, outgoing.pointer, count: count)
-        let first = try request("MPI_Ialltoall", label: label, sequence: watchdog.begin()) {
+        let first = try request("MPI_Ialltoall", label: label, sequence: sequence) {
             cmpi_ialltoall(outgoing.pointer, incoming.pointer, Int64(2 * share), CMPI_BYTE, $0)
         }
-        return PendingCollective(request: first, label: label, then: [
-            { [self] in
+        // The rounded sums of every owner, as bf16, widened into `buffer` at the end.
+        let gathered = Buffer<BF16>(count: max(count, 1))
+        let exchange = try ShareExchange(self, into: UnsafeMutableRawPointer(gathered.pointer), count: count, share: share,
+                                         datatype: CMPI_BYTE, unitsPerElement: 2, sequence: sequence, label: label)
+        return PendingCollective(request: first, label: label, stagesMayRunEarly: true, then: [
+            {
                 // incoming holds rank r's share at r * share: widen, add in the tree, round into share 0.
                 let sums = FloatBuffer(count: w * share, zeroed: false)
                 BF16Convert.widenSerial(incoming.pointer, sums.pointer, count: w * share)
                 pairwiseSum((0..<w).map { sums.pointer + $0 * share }, count: share)
                 BF16Convert.serial(sums.pointer, incoming.pointer, count: share)
-                return try request("MPI_Iallgather", label: label, sequence: watchdog.begin()) {
-                    cmpi_iallgather(incoming.pointer, outgoing.pointer, Int64(2 * share), CMPI_BYTE, $0)
-                }
-            },
-            {
-                BF16Convert.widenSerial(outgoing.pointer, buffer, count: count)
+                let mine = exchange.mine
+                (gathered.pointer + mine.lowerBound).update(from: incoming.pointer, count: mine.count)
+                try exchange.send(incoming.pointer)
                 return nil
             },
-        ])
+        ] + exchange.waits {
+            withExtendedLifetime((outgoing, incoming)) {}  // sent from until here
+            BF16Convert.widenSerial(gathered.pointer, buffer, count: count)
+        }, companions: exchange.receives)
     }
 
     /// Non-roots send their values rounded to bf16; root rounds its own the same way, widens all

@@ -90,10 +90,15 @@ public final class PendingCollective {
     /// Operations already started that a later stage only waits for (handed to the progress
     /// thread together with the first).
     private let companions: [MPIRequest]
+    /// Whether the stages start only point-to-point messages (or nothing), so one rank may run
+    /// them before its peers do (`advanceIfReady`).
+    private let stagesMayRunEarly: Bool
 
-    init(request: MPIRequest?, label: String, then stages: [() throws -> MPIRequest?] = [], companions: [MPIRequest] = []) {
+    init(request: MPIRequest?, label: String, stagesMayRunEarly: Bool = false, then stages: [() throws -> MPIRequest?] = [],
+         companions: [MPIRequest] = []) {
         self.request = request
         self.label = label
+        self.stagesMayRunEarly = stagesMayRunEarly
         self.stages = stages
         self.companions = companions
     }
@@ -132,6 +137,15 @@ public final class PendingCollective {
         for companion in companions where try !companion.test() { return false }
         try wait()
         return true
+    }
+
+    /// Runs the next stages if the operation they follow is complete, for collectives whose
+    /// stages start only point-to-point messages (the tree sum's second half on 3+ ranks): a
+    /// rank can then start sending its share while it still computes. Never blocks; a no-op
+    /// for others (their stages start collectives, which every rank must start in the same order).
+    public func advanceIfReady() throws {
+        guard stagesMayRunEarly else { return }
+        while !stages.isEmpty, let current = request, try current.test() { try advance() }
     }
 
     /// Blocks, under the watchdog, until the collective completes.

@@ -86,30 +86,36 @@ public final class MPICommunicator: Communicator {
 
     /// Two ranks: MPI's sum (a + b on both, the same bits whatever its algorithm). More: each
     /// rank receives every rank's share of the buffer (all-to-all), adds the shares in a
-    /// pairwise tree over rank order, and the sums are all-gathered, in stages of one
-    /// `PendingCollective`. Each float crosses the network twice, as in a ring all-reduce.
+    /// pairwise tree over rank order, and sends its share of the sums to every rank point to
+    /// point (`ShareExchange`: the receives are posted at once, the sends start as soon as this
+    /// rank's all-to-all is complete, inside backward when the owner calls `advanceIfReady`).
+    /// Each float crosses the network twice, as in a ring all-reduce.
     public func startTreeSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, wire: Precision, label: String) throws -> PendingCollective {
         if wire == .bf16 { return try startTreeSumBF16(buffer, count: count, label: label) }
         if size <= 2 { return try startAllReduce(buffer, count: count, .sum, label: label) }
-        let w = size, share = (count + w - 1) / w
+        let w = size, share = (count + w - 1) / w, sequence = watchdog.begin()
         let outgoing = FloatBuffer(count: w * share), incoming = FloatBuffer(count: w * share)
         outgoing.pointer.update(from: buffer, count: count)
-        func request(_ call: String, _ body: (UnsafeMutablePointer<OpaquePointer?>) -> Int32) throws -> MPIRequest {
-            try self.request(call, label: label, sequence: watchdog.begin(), body)
+        let first = try request("MPI_Ialltoall", label: label, sequence: sequence) {
+            cmpi_ialltoall(outgoing.pointer, incoming.pointer, Int64(share), CMPI_FLOAT32, $0)
         }
-        let first = try request("MPI_Ialltoall") { cmpi_ialltoall(outgoing.pointer, incoming.pointer, Int64(share), CMPI_FLOAT32, $0) }
-        return PendingCollective(request: first, label: label, then: [
-            { [self] in
+        // Every other owner's share of the sums lands in `buffer` itself.
+        let exchange = try ShareExchange(self, into: UnsafeMutableRawPointer(buffer), count: count, share: share,
+                                         datatype: CMPI_FLOAT32, unitsPerElement: 1, sequence: sequence, label: label)
+        return PendingCollective(request: first, label: label, stagesMayRunEarly: true, then: [
+            {
                 // incoming holds rank r's share at r * share: add them pairwise into share 0.
                 pairwiseSum((0..<w).map { incoming.pointer + $0 * share }, count: share)
-                return try request("MPI_Iallgather") { cmpi_iallgather(incoming.pointer, outgoing.pointer, Int64(share), CMPI_FLOAT32, $0) }
-            },
-            {
-                buffer.update(from: outgoing.pointer, count: count)
+                let mine = exchange.mine
+                (buffer + mine.lowerBound).update(from: incoming.pointer, count: mine.count)
+                try exchange.send(incoming.pointer)
                 return nil
             },
-        ])
+        ] + exchange.waits { withExtendedLifetime((outgoing, incoming)) {} }, companions: exchange.receives)
     }
+
+    /// Message tags of `ShareExchange`: one per tree sum, from its watchdog sequence number.
+    static func shareTag(_ sequence: Int64) -> Int32 { 0x4000 + Int32(sequence % 0x4000) }
 
     /// Starts one MPI operation numbered `sequence` for the watchdog.
     func request(_ call: String, label: String, sequence: Int64,
@@ -257,5 +263,65 @@ extension ReduceOp {
         case .max: CMPI_MAX
         case .min: CMPI_MIN
         }
+    }
+}
+
+/// The second half of a tree sum on 3+ ranks, point to point: owner o's share of the sums
+/// (elements o * share ..< (o + 1) * share, clipped to `count`) goes from o to every other rank.
+/// The receives into `destination` are posted when the sum starts; this rank's sends start once
+/// its own share is summed. Each tree sum has its own tag (`MPICommunicator.shareTag`), so the
+/// shares of different sums never match each other's receives whatever order the ranks send
+/// them in: unlike a second collective, the sends need no agreement on when they start, and a
+/// rank may start them during backward, as soon as its first half is complete.
+final class ShareExchange {
+    private let communicator: MPICommunicator
+    private let sequence: Int64
+    private let label: String
+    private let datatype: cmpi_datatype
+    private let unitsPerElement: Int
+    /// This rank's share of the elements.
+    let mine: Range<Int>
+    let receives: [MPIRequest]
+    private var sends: [MPIRequest] = []
+
+    /// `unitsPerElement`: `datatype` units per element (2 bytes for bf16 sent as bytes).
+    init(_ communicator: MPICommunicator, into destination: UnsafeMutableRawPointer, count: Int, share: Int,
+         datatype: cmpi_datatype, unitsPerElement: Int, sequence: Int64, label: String) throws {
+        let w = communicator.size, rank = communicator.rank
+        let shares = (0..<w).map { min($0 * share, count)..<min(($0 + 1) * share, count) }
+        let bytesPerElement = datatype == CMPI_BYTE ? unitsPerElement : 4
+        var receives: [MPIRequest] = []
+        for owner in 0..<w where owner != rank && !shares[owner].isEmpty {
+            let range = shares[owner]
+            receives.append(try communicator.request("MPI_Irecv", label: label, sequence: sequence) {
+                cmpi_irecv(destination + range.lowerBound * bytesPerElement, Int64(range.count * unitsPerElement), datatype,
+                           Int32(owner), MPICommunicator.shareTag(sequence), $0)
+            })
+        }
+        self.communicator = communicator
+        self.sequence = sequence
+        self.label = label
+        self.datatype = datatype
+        self.unitsPerElement = unitsPerElement
+        self.receives = receives
+        mine = shares[rank]
+    }
+
+    /// Sends this rank's summed share (`mine.count` elements at `values`) to every other rank;
+    /// `values` must stay valid until the collective completes.
+    func send(_ values: UnsafeRawPointer) throws {
+        guard !mine.isEmpty else { return }
+        for r in 0..<communicator.size where r != communicator.rank {
+            sends.append(try communicator.request("MPI_Isend", label: label, sequence: sequence) { [self] in
+                cmpi_isend(values, Int64(mine.count * unitsPerElement), datatype, Int32(r), MPICommunicator.shareTag(sequence), $0)
+            })
+        }
+    }
+
+    /// Stages that wait for every send and receive, then run `finally` (local work).
+    func waits(finally: @escaping () -> Void) -> [() throws -> MPIRequest?] {
+        let sendWaits: [() throws -> MPIRequest?] = (0..<max(communicator.size - 1, 0)).map { i in { [self] in i < sends.count ? sends[i] : nil } }
+        let receiveWaits: [() throws -> MPIRequest?] = receives.map { receive in { receive } }
+        return sendWaits + receiveWaits + [{ finally(); return nil }]
     }
 }

@@ -117,6 +117,8 @@ final class GradientSynchronizer: GradientObserver {
         reported.append(range)
         guard bucketElements > 0 else { return }  // everything is sent after backward
         do {
+            // 3+ ranks: buckets whose all-to-all is complete send their sums now (`advanceIfReady`).
+            if communicator.size > 2 { for (collective, _) in pending { try collective.advanceIfReady() } }
             if let current = open, current.lowerBound == range.upperBound {
                 open = range.lowerBound..<current.upperBound
             } else {

@@ -48,6 +48,26 @@ final class DataParallelJobTests: XCTestCase {
         print("1 rank x 2 micro-batches vs 2 ranks x 1: 20 losses and \(expected.count - 20) validation losses equal, final parameters xxh64 \(hash) on both")
     }
 
+    /// 4 ranks (more than 2: each bucket is an all-to-all of shares, summed by their owners, and
+    /// the sums sent point to point, started during backward as soon as the all-to-all is done)
+    /// with tiny buckets, so many are in flight at once: every record and the final parameters
+    /// equal 1 rank with 4 micro-batches.
+    func testFourRanksMatchOneRankWithFourMicroBatchesBitForBit() throws {
+        let single = temporaryFolder(), multi = temporaryFolder()
+        defer { for f in [single, multi] { try? FileManager.default.removeItem(atPath: f) } }
+        let common = ["--eval-every", "5", "--check-replicas-every", "5"]
+        let a = try runProcess(elleExecutable, tinyRun(out: single, steps: 10) + common + ["--accumulation", "4"])
+        XCTAssertEqual(a.status, 0, a.stderr)
+        let b = try runMPI(4, tinyRun(out: multi, steps: 10) + common + ["--accumulation", "1", "--bucket-mb", "0.002"])
+        XCTAssertEqual(b.status, 0, b.stdout + b.stderr)
+        let expected = try metrics(single)
+        XCTAssertEqual(expected.filter { $0.contains("\"loss\"") }.count, 10)
+        XCTAssertEqual(try metrics(multi), expected)
+        let hash = try XCTUnwrap(finalHash(a.stdout))
+        XCTAssertEqual(finalHash(b.stdout), hash)
+        XCTAssertTrue(b.stdout.contains("identical on 4 rank(s)"), b.stdout)
+    }
+
     // MARK: resume
 
     /// Must show: a 2-rank run stopped after 4 of 8 updates and resumed on 2 ranks logs the same
