@@ -241,12 +241,16 @@ public final class Trainer {
                                          partials: last ? microBatchSum.partials : [])
             if kdWeight > 0 {
                 let value = try distill(weight: kdWeight, batch: b, seq: t, dropoutSeed: dropoutSeed)
+                try checkParameterArrivals()
                 losses[2 * g] = value.loss
                 losses[2 * g + 1] = value.crossEntropy
             } else {
                 losses[2 * g] = Double(model.forward(tokens: inputs.pointer, targets: targets.pointer,
                                                      batch: b, seq: t, dropoutSeed: dropoutSeed))
                 losses[2 * g + 1] = losses[2 * g]
+                // ZeRO-1: a part of the parameter all-gather that never arrived ends the update
+                // here, not after a backward pass on it.
+                try checkParameterArrivals()
                 model.backward(observer: synchronizer)
             }
             synchronizer.endMicroBatch()

@@ -52,11 +52,13 @@ final class MPIJobTests: XCTestCase {
         print(String(format: "kill -9 of rank 1: mpirun exited with status %d after %.1f s", job.status, seconds))
     }
 
-    /// Must show: SIGSTOP of one rank with a 20 s watchdog ends the job within 60 s, naming it.
-    func testStoppedRankIsNamedByTheWatchdog() throws {
+    /// SIGSTOP of rank 1 in a long run with a 20 s watchdog (and `extra`): the job must end
+    /// within 60 s, not before the watchdog could fire, non-zero, rank 0's watchdog naming rank 1.
+    /// Returns the job's status, the seconds it took and rank 0's watchdog line.
+    func stopRankOneAndExpectTheWatchdog(extra: [String] = []) throws -> (status: Int32, seconds: Double, line: String) {
         let out = temporaryFolder()
         defer { try? FileManager.default.removeItem(atPath: out) }
-        let (job, rank1) = try startLongRun(out, extra: ["--watchdog", "20"])
+        let (job, rank1) = try startLongRun(out, extra: ["--watchdog", "20"] + extra)
         defer {
             kill(rank1, SIGKILL)
             job.stop()
@@ -73,7 +75,21 @@ final class MPIJobTests: XCTestCase {
         XCTAssertTrue(after.contains("watchdog on rank 0"), after)
         XCTAssertTrue(after.contains("rank 1 has not reached it") || after.contains("rank 1 reached it but has been silent"), after)
         let line = after.split(separator: "\n").first { $0.contains("watchdog on rank") } ?? ""
-        print(String(format: "SIGSTOP of rank 1, --watchdog 20: job ended with status %d after %.1f s: ", job.status, seconds) + line)
+        return (job.status, seconds, String(line))
+    }
+
+    /// Must show: SIGSTOP of one rank with a 20 s watchdog ends the job within 60 s, naming it.
+    func testStoppedRankIsNamedByTheWatchdog() throws {
+        let (status, seconds, line) = try stopRankOneAndExpectTheWatchdog()
+        print(String(format: "SIGSTOP of rank 1, --watchdog 20: job ended with status %d after %.1f s: ", status, seconds) + line)
+    }
+
+    /// The same under ZeRO-1, where rank 0 may be waiting for rank 1's shard of the parameters
+    /// inside a forward pass (`ShardArrivals`) when rank 1 stops: the failure ends the update
+    /// right after that forward pass, so the job still ends within 60 s, naming rank 1.
+    func testStoppedRankIsNamedByTheWatchdogUnderZero() throws {
+        let (status, seconds, line) = try stopRankOneAndExpectTheWatchdog(extra: ["--zero", "1"])
+        print(String(format: "ZeRO-1, SIGSTOP of rank 1, --watchdog 20: job ended with status %d after %.1f s: ", status, seconds) + line)
     }
 
     /// When rank 0 is the one that stops, rank 1's watchdog names it (here after 5 s).
