@@ -257,7 +257,6 @@ public final class Trainer {
             if let gradientSum, !last { microBatchSum.add(model.gradients, into: gradientSum) }
         }
         try synchronizer.finish()
-        try checkParameterArrivals()
         // One non-zero term per entry: the vector's sum is exact, and added in g order it has
         // the same bits for any number of ranks.
         if communicator.size > 1 { try communicator.allReduce(losses, .sum, label: "loss all-reduce of update \(step + 1)") }
@@ -304,7 +303,7 @@ public final class Trainer {
     }
 
     /// Throws what went wrong in the last update's parameter all-gather (ZeRO-1), once every
-    /// part of it was waited for (by this update's forward passes or another read).
+    /// part of it was waited for (by the update's first forward pass or an earlier read).
     private func checkParameterArrivals() throws {
         guard let arrivals = parameterArrivals, model.arrivals == nil else { return }
         parameterArrivals = nil

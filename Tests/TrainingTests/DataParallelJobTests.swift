@@ -17,34 +17,48 @@ final class DataParallelJobTests: XCTestCase {
 
     // MARK: exactness
 
+    /// Runs `steps` updates on 1 rank with `ranks` micro-batches and on `ranks` ranks with 1
+    /// (plus `multiExtra`) and asserts: both succeed, every metrics record and the final
+    /// parameter hash are equal, and every rank holds those parameters. `more(single, multi)`
+    /// checks the run folders further before they are removed.
+    @discardableResult
+    func assertRanksMatchOneRank(_ ranks: Int, steps: Int, common: [String], multiExtra: [String] = [],
+                                 more: (_ single: String, _ multi: String) throws -> Void = { _, _ in }) throws
+        -> (records: [String], hash: String) {
+        let single = temporaryFolder(), multi = temporaryFolder()
+        defer { for f in [single, multi] { try? FileManager.default.removeItem(atPath: f) } }
+        let a = try runProcess(elleExecutable, tinyRun(out: single, steps: steps) + common + ["--accumulation", "\(ranks)"])
+        XCTAssertEqual(a.status, 0, a.stderr)
+        let b = try runMPI(ranks, tinyRun(out: multi, steps: steps) + common + ["--accumulation", "1"] + multiExtra)
+        XCTAssertEqual(b.status, 0, b.stdout + b.stderr)
+        XCTAssertTrue(b.stdout.contains("x \(ranks) rank(s)"), b.stdout)
+
+        let expected = try metrics(single)
+        XCTAssertEqual(expected.filter { $0.contains("\"loss\"") }.count, steps)
+        XCTAssertEqual(try metrics(multi), expected)
+        let hash = try XCTUnwrap(finalHash(a.stdout))
+        XCTAssertEqual(finalHash(b.stdout), hash)
+        XCTAssertTrue(b.stdout.contains("identical on \(ranks) rank(s)"), b.stdout)
+        try more(single, multi)
+        return (expected, hash)
+    }
+
     /// Must show: 1 rank x 2 micro-batches and 2 ranks x 1 micro-batch, same data, 1 BLAS thread,
     /// dropout on: every loss, gradient norm and validation loss over 20 updates, the final
     /// parameters and both Adam moments are bit-identical, and both ranks hold the same parameters.
     func testTwoRanksMatchOneRankWithTwoMicroBatchesBitForBit() throws {
-        let single = temporaryFolder(), multi = temporaryFolder()
-        defer { for f in [single, multi] { try? FileManager.default.removeItem(atPath: f) } }
-        let common = ["--eval-every", "10", "--check-replicas-every", "5"]
-        let a = try runProcess(elleExecutable, tinyRun(out: single, steps: 20) + common + ["--accumulation", "2"])
-        XCTAssertEqual(a.status, 0, a.stderr)
-        let b = try runMPI(2, tinyRun(out: multi, steps: 20) + common + ["--accumulation", "1"])
-        XCTAssertEqual(b.status, 0, b.stdout + b.stderr)
-        XCTAssertTrue(b.stdout.contains("x 2 rank(s)"), b.stdout)
-
-        let expected = try metrics(single)
-        XCTAssertEqual(expected.filter { $0.contains("\"loss\"") }.count, 20)
-        XCTAssertEqual(expected.filter { $0.contains("\"valid_loss\"") }.count, 2)
-        XCTAssertEqual(try metrics(multi), expected)
-        let hash = try XCTUnwrap(finalHash(a.stdout))
-        XCTAssertEqual(finalHash(b.stdout), hash)
-        XCTAssertTrue(b.stdout.contains("identical on 2 rank(s)"), b.stdout)
-        let x = try Checkpoint.read(from: single + "/step-00000020.ckpt")
-        let y = try Checkpoint.read(from: multi + "/step-00000020.ckpt")
-        for name in ["parameters", "adam.m", "adam.v"] {
-            let p = try XCTUnwrap(x.tensor(name)), q = try XCTUnwrap(y.tensor(name))
-            XCTAssertEqual(p.count, q.count)
-            XCTAssertTrue(bitIdentical(p.pointer, q.pointer, p.count), "\(name) differs")
+        let (expected, hash) = try assertRanksMatchOneRank(2, steps: 20, common: ["--eval-every", "10", "--check-replicas-every", "5"]) {
+            single, multi in
+            let x = try Checkpoint.read(from: single + "/step-00000020.ckpt")
+            let y = try Checkpoint.read(from: multi + "/step-00000020.ckpt")
+            for name in ["parameters", "adam.m", "adam.v"] {
+                let p = try XCTUnwrap(x.tensor(name)), q = try XCTUnwrap(y.tensor(name))
+                XCTAssertEqual(p.count, q.count)
+                XCTAssertTrue(bitIdentical(p.pointer, q.pointer, p.count), "\(name) differs")
+            }
+            XCTAssertEqual(y.state.loaders.count, 2)
         }
-        XCTAssertEqual(y.state.loaders.count, 2)
+        XCTAssertEqual(expected.filter { $0.contains("\"valid_loss\"") }.count, 2)
         print("1 rank x 2 micro-batches vs 2 ranks x 1: 20 losses and \(expected.count - 20) validation losses equal, final parameters xxh64 \(hash) on both")
     }
 
@@ -53,19 +67,8 @@ final class DataParallelJobTests: XCTestCase {
     /// with tiny buckets, so many are in flight at once: every record and the final parameters
     /// equal 1 rank with 4 micro-batches.
     func testFourRanksMatchOneRankWithFourMicroBatchesBitForBit() throws {
-        let single = temporaryFolder(), multi = temporaryFolder()
-        defer { for f in [single, multi] { try? FileManager.default.removeItem(atPath: f) } }
-        let common = ["--eval-every", "5", "--check-replicas-every", "5"]
-        let a = try runProcess(elleExecutable, tinyRun(out: single, steps: 10) + common + ["--accumulation", "4"])
-        XCTAssertEqual(a.status, 0, a.stderr)
-        let b = try runMPI(4, tinyRun(out: multi, steps: 10) + common + ["--accumulation", "1", "--bucket-mb", "0.002"])
-        XCTAssertEqual(b.status, 0, b.stdout + b.stderr)
-        let expected = try metrics(single)
-        XCTAssertEqual(expected.filter { $0.contains("\"loss\"") }.count, 10)
-        XCTAssertEqual(try metrics(multi), expected)
-        let hash = try XCTUnwrap(finalHash(a.stdout))
-        XCTAssertEqual(finalHash(b.stdout), hash)
-        XCTAssertTrue(b.stdout.contains("identical on 4 rank(s)"), b.stdout)
+        try assertRanksMatchOneRank(4, steps: 10, common: ["--eval-every", "5", "--check-replicas-every", "5"],
+                                    multiExtra: ["--bucket-mb", "0.002"])
     }
 
     // MARK: resume
